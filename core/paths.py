@@ -39,6 +39,14 @@ def models_dir() -> Path:
     return path
 
 
+def projects_dir() -> Path:
+    """Default home of new projects (AITK_PROJECTS_DIR overrides)."""
+    value = os.environ.get("AITK_PROJECTS_DIR")
+    path = Path(value).expanduser() if value else data_dir() / "projects"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def bundled_data() -> Path:
     """The package's own data files (the bundled dataset)."""
     return Path(__file__).resolve().parent / "data"

@@ -1,0 +1,107 @@
+"""The fine-tune and export steps as they run inside a job process.
+
+`finetune_config` derives the run's Olive config from the project's settings: the same config
+the project carries for `olive run`, with outputs, cache and checkpoints moved into the job's
+own folder (so two runs never share a cache or resume each other's checkpoints by accident).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from . import olive_config
+from .errors import AitkError
+from .project import Project
+
+
+def last_checkpoint(checkpoint_dir: Path) -> Path | None:
+    best = None
+    for d in checkpoint_dir.glob("checkpoint-*") if checkpoint_dir.is_dir() else ():
+        tail = d.name.rsplit("-", 1)[-1]
+        if tail.isdigit() and (d / "trainer_state.json").is_file() and (best is None or int(tail) > best[0]):
+            best = (int(tail), d)
+    return best[1] if best else None
+
+
+def finetune_config(project: Project, job_dir: Path, device: str, resume_from: Path | None = None) -> dict:
+    config = olive_config.build(project.settings, device)
+    base = project.base_model_path()
+    config["input_model"]["model_path"] = base
+    config["output_dir"] = str(job_dir / "output")
+    config["cache_dir"] = str(job_dir / "olive-cache")
+    args = config["passes"]["finetune"]["training_args"]
+    args["output_dir"] = str(job_dir / "checkpoints")
+    if resume_from is not None:
+        args["resume_from_checkpoint"] = str(resume_from)
+    for dc in config["data_configs"]:
+        files = dc["load_dataset_config"].get("data_files")
+        if files:
+            dc["load_dataset_config"]["data_files"] = str(project.path(files))
+    return config
+
+
+def check_data(project: Project) -> None:
+    """Fail in a second, with the file and line, rather than after Olive has loaded torch."""
+    from . import datasets
+
+    d = project.settings.data
+    for source in filter(None, (d.dataset, d.eval_dataset)):
+        local = olive_config._looks_local(source)
+        report = datasets.check_dataset(str(project.path(source)) if local else source,
+                                        text_template=d.text_template)
+        if not report.ok:
+            first = report.issues[0]
+            raise AitkError(report.format().splitlines()[0], first.hint or "fix the dataset and retry")
+
+
+def run_finetune(project: Project, job_dir: Path, device: str, resume_from: Path | None = None) -> Path:
+    """Run the Olive workflow in this process; return the adapter folder."""
+    check_data(project)
+    config = finetune_config(project, job_dir, device, resume_from)
+    (job_dir / "olive-config.json").write_text(json.dumps(config, indent=2))
+    from . import metrics
+
+    metrics.install_callback(str(job_dir / "metrics.jsonl"))
+    from olive.workflows import run
+
+    print(f"[aitk] fine-tuning {project.settings.model.id} ({project.settings.finetune.method}) on {device}",
+          flush=True)
+    run(config)
+    adapter = job_dir / "output" / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise AitkError("Olive finished without writing an adapter", "see the job log")
+    # Olive also saves a copy of the base model next to the adapter; the project has it already.
+    shutil.rmtree(job_dir / "output" / "model", ignore_errors=True)
+    shutil.rmtree(job_dir / "olive-cache", ignore_errors=True)
+    publish_adapter(project, adapter)
+    return adapter
+
+
+def publish_adapter(project: Project, adapter: Path) -> None:
+    """Make this run's adapter the project's current one (where export and chat look)."""
+    dest = project.adapter_dir
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".adapter-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(adapter, tmp)
+    old = dest.parent / f".adapter-old-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run_export(project: Project, job_dir: Path, device: str, precision: str, base_only: bool = False) -> Path:
+    from .export import export_model
+
+    adapter = None if base_only else project.adapter_dir
+    if adapter is not None and not adapter.is_dir():
+        raise AitkError(f"{project.name} has no fine-tuned adapter yet",
+                        "run `aitk finetune` first, or `aitk export --base-only`")
+    print(f"[aitk] exporting {project.settings.model.id} ({precision}, {device})"
+          + (" with its adapter" if adapter else ""), flush=True)
+    return export_model(project.base_model_path(), adapter, project.onnx_dir(precision),
+                        precision=precision, device=device)

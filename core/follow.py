@@ -1,0 +1,61 @@
+"""Reading a growing job log from an offset: cheap, clean lines, and waiting for more.
+
+Only the new bytes are read each time (seek to the offset). Lines come back without ANSI codes,
+and a `\r`-rewritten progress line becomes its last state. A partial last line waits for its
+newline, so a reader never shows half a line.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+def clean(line: str) -> str:
+    """What a terminal would finally show for this line."""
+    line = ANSI.sub("", line)
+    if "\r" in line:
+        parts = [p for p in line.split("\r") if p]
+        line = parts[-1] if parts else ""
+    return line.rstrip()
+
+
+@dataclass
+class Chunk:
+    lines: list[str]
+    offset: int  # pass back to read the next chunk
+
+
+def read_from(path: Path, offset: int = 0, max_bytes: int = 4 << 20) -> Chunk:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(max_bytes)
+    except FileNotFoundError:
+        return Chunk([], offset)
+    end = data.rfind(b"\n")
+    if end < 0:
+        return Chunk([], offset)
+    text = data[: end + 1].decode("utf-8", errors="replace")
+    return Chunk([clean(line) for line in text.split("\n")[:-1]], offset + end + 1)
+
+
+def follow(path: Path, offset: int = 0, *, done: Callable[[], bool], poll: float = 0.2) -> Iterator[list[str]]:
+    """Yield batches of new lines until `done()` is true and the file has nothing more."""
+    while True:
+        chunk = read_from(path, offset)
+        offset = chunk.offset
+        if chunk.lines:
+            yield chunk.lines
+            continue
+        if done():
+            chunk = read_from(path, offset)
+            if chunk.lines:
+                yield chunk.lines
+            return
+        time.sleep(poll)

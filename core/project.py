@@ -1,0 +1,276 @@
+"""Project folders: create (atomically), load, re-generate.
+
+A project is self-contained: its settings (`aitk.toml`), its data, for the embedded model the
+model itself, an Olive config that runs without aitk, a console chat script, and a README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+from pydantic import ValidationError
+
+from . import olive_config, paths, tiny
+from .devices import detect
+from .errors import AitkError
+from .settings import ProjectSettings, default_settings
+
+SETTINGS_FILE = "aitk.toml"
+OLIVE_CONFIG = Path("finetuning") / "olive-config.json"
+CHAT_SCRIPT = Path("inference") / "console_chat.py"
+ADAPTER_DIR = Path(olive_config.ADAPTER_OUTPUT) / "adapter"
+ONNX_DIR = Path("models") / "onnx"
+
+
+@dataclass
+class Project:
+    root: Path
+    settings: ProjectSettings
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def path(self, rel: str | Path) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.root / ADAPTER_DIR
+
+    def onnx_dir(self, precision: str | None = None) -> Path:
+        return self.root / ONNX_DIR / (precision or self.settings.inference.precision)
+
+    def base_model_path(self) -> str:
+        """A local folder, or a hub id (anything that is not an existing folder)."""
+        local = self.path(self.settings.model.path)
+        return str(local) if local.is_dir() else self.settings.model.path
+
+    def device(self) -> str:
+        d = self.settings.target.device
+        return detect().best if d == "auto" else d
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {where}: {first['msg']}{more}"
+
+
+def load_project(root: str | Path) -> Project:
+    root = Path(root).expanduser().resolve()
+    file = root / SETTINGS_FILE
+    if not file.is_file():
+        raise AitkError(f"{root} is not an aitk project (no {SETTINGS_FILE})",
+                        "run inside a project folder, pass --project DIR, or create one with `aitk project new DIR`")
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise AitkError(f"{file}: not valid TOML: {e}", "fix the file or regenerate the project") from None
+    try:
+        settings = ProjectSettings.model_validate(data)
+    except ValidationError as e:
+        raise AitkError(format_validation_error(e, str(file)), "fix that field in aitk.toml") from None
+    return Project(root, settings)
+
+
+def find_project(start: str | Path | None = None) -> Project:
+    """The project at `start`, or the nearest one above the current directory."""
+    if start is not None:
+        return load_project(start)
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / SETTINGS_FILE).is_file():
+            return load_project(d)
+    return load_project(here)  # raises the "not a project" error
+
+
+def _write_generated(root: Path, settings: ProjectSettings) -> None:
+    """Everything derived from the settings; rewritten by `regenerate`."""
+    device = detect().best if settings.target.device == "auto" else settings.target.device
+    config = olive_config.build(settings, device)
+    (root / OLIVE_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+    (root / OLIVE_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (root / CHAT_SCRIPT).parent.mkdir(parents=True, exist_ok=True)
+    (root / CHAT_SCRIPT).write_text(_chat_script(settings), encoding="utf-8")
+    (root / "README.md").write_text(_readme(settings), encoding="utf-8")
+    (root / SETTINGS_FILE).write_text(tomli_w.dumps(settings.to_toml_dict()), encoding="utf-8")
+
+
+def _copy_dataset(source: str, dest_dir: Path, base: Path) -> str:
+    """Copy a local dataset file into the project; hub names are kept as they are."""
+    src = Path(source).expanduser()
+    if not src.is_absolute():
+        src = base / src
+    if not src.is_file():
+        if olive_config._looks_local(source):
+            raise AitkError(f"dataset file not found: {src}", "give an existing JSON/JSONL/CSV/Parquet file")
+        return source  # a Hugging Face dataset name
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dest_dir / src.name)
+    return f"dataset/{src.name}"
+
+
+def create_project(
+    dest: str | Path,
+    settings: ProjectSettings | None = None,
+    *,
+    model_id: str = tiny.TINY_ID,
+    dataset: str | None = None,
+    eval_dataset: str | None = None,
+    tiny_spec: tiny.TinySpec = tiny.DEMO,
+) -> Project:
+    """Write a new project folder at `dest`; refuse if anything is there already.
+
+    Built in a temporary sibling and renamed into place: an error at any point leaves nothing.
+    `dataset` / `eval_dataset` (paths relative to the current directory, or hub names) replace
+    the bundled dataset; without them a tiny-model project gets the bundled one.
+    """
+    dest = Path(dest).expanduser().absolute()
+    if dest.exists():
+        raise AitkError(f"{dest} already exists", "choose a new folder; aitk never overwrites a project")
+    if not dest.parent.is_dir():
+        raise AitkError(f"parent folder {dest.parent} does not exist", "create it first or choose another place")
+    if settings is None:
+        try:
+            settings = default_settings(dest.name, model_id, detect().best)
+        except ValidationError as e:
+            raise AitkError(format_validation_error(e, "project name"), "choose another folder name") from None
+    settings = settings.model_copy(deep=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        cwd = Path.cwd()
+        if dataset is None and settings.model.id == tiny.TINY_ID and settings.data.dataset.startswith("dataset/"):
+            bundled = paths.bundled_data() / "tiny_qa"
+            settings.data.dataset = _copy_dataset(str(bundled / "train.jsonl"), tmp / "dataset", cwd)
+            settings.data.eval_dataset = _copy_dataset(str(bundled / "eval.jsonl"), tmp / "dataset", cwd)
+        if dataset is not None:
+            settings.data.dataset = _copy_dataset(dataset, tmp / "dataset", cwd)
+            settings.data.eval_dataset = (
+                _copy_dataset(eval_dataset, tmp / "dataset", cwd) if eval_dataset else None
+            )
+        if settings.model.id == tiny.TINY_ID:
+            # Small enough (a few MB) to live in the project: it then runs anywhere, Olive alone too.
+            shutil.copytree(tiny.ensure_tiny(tiny_spec), tmp / "model")
+            settings.model.path = "model"
+        _write_generated(tmp, settings)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Project(dest, settings)
+
+
+def regenerate(project: Project) -> None:
+    """Rewrite the derived files after the settings changed. Each file is replaced atomically."""
+    staging = Path(tempfile.mkdtemp(prefix=".regen-", dir=project.root))
+    try:
+        _write_generated(staging, project.settings)
+        for rel in (OLIVE_CONFIG, CHAT_SCRIPT, Path("README.md"), Path(SETTINGS_FILE)):
+            (project.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / rel, project.root / rel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _chat_script(s: ProjectSettings) -> str:
+    return f'''"""Console chat with this project's model, with nothing but onnxruntime-genai installed.
+
+    python inference/console_chat.py            # the fine-tuned model
+    python inference/console_chat.py --base     # the base model, for comparison
+
+Run `aitk export` first; it writes the ONNX model and adapter under {ONNX_DIR}/.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import onnxruntime_genai as og
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "{ONNX_DIR.as_posix()}" / "{s.inference.precision}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", action="store_true", help="chat with the base model (no adapter)")
+    ap.add_argument("--max-new-tokens", type=int, default={s.inference.max_new_tokens})
+    args = ap.parse_args()
+    model = og.Model(str(MODEL))
+    tokenizer = og.Tokenizer(model)
+    adapters = og.Adapters(model)
+    adapter = MODEL / "adapters" / "tuned.onnx_adapter"
+    if not args.base:
+        adapters.load(str(adapter), "tuned")
+    stream = tokenizer.create_stream()
+    history = []
+    print("Type a message; an empty line quits.")
+    while True:
+        try:
+            text = input("> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        history.append({{"role": "user", "content": text}})
+        prompt = tokenizer.apply_chat_template(json.dumps(history), add_generation_prompt=True)
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(tokenizer.encode(prompt)) + args.max_new_tokens,
+                                  do_sample=False)
+        gen = og.Generator(model, params)
+        if not args.base:
+            gen.set_active_adapter(adapters, "tuned")
+        gen.append_tokens(tokenizer.encode(prompt))
+        reply = []
+        while not gen.is_done():
+            gen.generate_next_token()
+            piece = stream.decode(gen.get_next_tokens()[0])
+            reply.append(piece)
+            print(piece, end="", flush=True)
+        print()
+        history.append({{"role": "assistant", "content": "".join(reply).strip()}})
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def _readme(s: ProjectSettings) -> str:
+    f = s.finetune
+    return f"""# {s.name}
+
+An aitk project: {f.method.upper()} fine-tuning of `{s.model.id}` on `{s.data.dataset}`.
+
+| | |
+|---|---|
+| base model | `{s.model.path}` |
+| training data | `{s.data.dataset}` (eval: `{s.data.eval_dataset or "none"}`) |
+| method | {f.method}, r={f.lora_r}, alpha={f.lora_alpha}, lr={f.learning_rate}, steps={f.max_steps} |
+| target | {s.target.where} ({s.target.device}) |
+
+## With aitk
+
+    aitk finetune     # trains; adapter in {ADAPTER_DIR.as_posix()}/
+    aitk export       # ONNX for onnxruntime-genai in {ONNX_DIR.as_posix()}/{s.inference.precision}/
+    aitk chat         # chat with the tuned model (--base for the base model)
+
+## Without aitk
+
+    olive run --config {OLIVE_CONFIG.as_posix()}
+
+(from this folder; checkpoints go to `{f.checkpoint_dir}/` and a rerun resumes from the last one:
+delete that folder to start over). `python {CHAT_SCRIPT.as_posix()}` chats with the exported model.
+
+Settings live in `aitk.toml`; after editing it run `aitk project regen` to rewrite the generated files.
+"""

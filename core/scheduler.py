@@ -1,0 +1,72 @@
+"""Starting local jobs: detached processes, a slot limit, parents before children.
+
+There is no daemon: whoever changes the queue (a submit, a job ending, the app or CLI starting)
+calls `schedule()`, which claims what may run now in one database transaction and spawns it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from .devices import detect
+from .jobs import ACTIVE, FAILED, INTERRUPTED, RUNNING, STARTING, JobStore, pid_alive
+
+STARTING_GRACE_S = 60  # a job claimed but never seen running after this long is interrupted
+
+
+def default_slots() -> int:
+    """One training job per GPU, one on CPU; AITK_LOCAL_SLOTS overrides."""
+    env = os.environ.get("AITK_LOCAL_SLOTS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, len(detect().gpus))
+
+
+def spawn(store: JobStore, job_id: str) -> int:
+    """Start `python -m aitk.core.jobrun JOB_ID` in its own session, output to the job's log."""
+    log = open(store.log_path(job_id), "ab")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aitk.core.jobrun", job_id],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True,
+            env={**os.environ, "AITK_DATA_DIR": str(store.root), "PYTHONUNBUFFERED": "1"},
+        )
+    except OSError as e:
+        store.update(job_id, status=FAILED, finished=time.time(), error=f"could not start: {e}")
+        raise
+    finally:
+        log.close()
+    store.update(job_id, only_if=(STARTING,), pid=proc.pid)
+    return proc.pid
+
+
+def reconcile(store: JobStore) -> list[str]:
+    """Jobs recorded as active whose process is gone become `interrupted`, with the reason."""
+    changed = []
+    now = time.time()
+    for rec in store.list(status=(STARTING, RUNNING)):
+        if rec.provider != "local":
+            continue
+        if rec.pid is None and now - rec.created < STARTING_GRACE_S:
+            continue
+        if not pid_alive(rec.pid):
+            if store.update(rec.id, only_if=ACTIVE, status=INTERRUPTED, finished=now,
+                            error="the job process ended without recording a result (killed, or the machine "
+                                  "restarted); resume or retry it"):
+                with open(store.log_path(rec.id), "a", encoding="utf-8") as f:
+                    f.write(f"\n[aitk] job process {rec.pid} is gone: marked interrupted\n")
+                changed.append(rec.id)
+    return changed
+
+
+def schedule(store: JobStore, slots: int | None = None) -> list[str]:
+    reconcile(store)
+    started = []
+    for job_id in store.claim_next(slots or default_slots()):
+        spawn(store, job_id)
+        started.append(job_id)
+    return started

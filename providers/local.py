@@ -1,0 +1,79 @@
+"""This machine: jobs as detached processes running Olive / the model builder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from ..core import follow
+from ..core.errors import AitkError
+from ..core.jobs import ACTIVE, CANCELLED, JobRecord, JobStore, pid_alive
+from ..core.project import load_project
+from ..core.scheduler import reconcile, schedule
+from .base import Provider
+
+CANCEL_GRACE_S = 3.0
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    def __init__(self, store: JobStore | None = None):
+        self.store = store or JobStore()
+
+    def submit(self, kind, project, *, params=None, parent=None, device=None) -> JobRecord:
+        proj = load_project(project)  # fails early, with the reason, for a bad project
+        if kind == "finetune":
+            from ..core.olive_config import pass_config
+
+            pass_config(proj.settings, device or proj.device())  # refuses impossible choices now
+        rec = self.store.create(kind, project=str(proj.root), provider=self.name,
+                                device=device or proj.device(), parent=parent, params=params)
+        schedule(self.store)
+        return self.store.get(rec.id)
+
+    def status(self, job_id: str) -> JobRecord:
+        reconcile(self.store)
+        return self.store.get(job_id)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        rec = self.store.get(job_id)
+        if not self.store.update(rec.id, only_if=ACTIVE, status=CANCELLED, finished=time.time(),
+                                 error="cancelled by user"):
+            raise AitkError(f"job {rec.id} is already {self.store.get(rec.id).status}", "nothing to cancel")
+        if rec.pid:
+            _kill_group(rec.pid)
+        with open(self.store.log_path(rec.id), "a", encoding="utf-8") as f:
+            f.write("\n[aitk] cancelled by user\n")
+        schedule(self.store)
+        return self.store.get(rec.id)
+
+    def logs(self, job_id: str, offset: int = 0) -> follow.Chunk:
+        return follow.read_from(self.store.log_path(self.store.get(job_id).id), offset)
+
+    def outputs(self, job_id: str) -> dict[str, Path]:
+        rec = self.store.get(job_id)
+        d = self.store.job_dir(rec.id)
+        found = {"log": d / "log.txt", "metrics": d / "metrics.jsonl", "adapter": d / "output" / "adapter",
+                 "checkpoints": d / "checkpoints"}
+        if rec.kind == "export" and rec.project:
+            proj = load_project(rec.project)
+            found["onnx"] = proj.onnx_dir(rec.params.get("precision"))
+        return {k: v for k, v in found.items() if v.exists()}
+
+
+def _kill_group(pid: int) -> None:
+    """SIGTERM the job's process group, SIGKILL what is left after a grace period."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.time() + CANCEL_GRACE_S
+    while time.time() < deadline and pid_alive(pid):
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
