@@ -136,15 +136,16 @@ def create_project(
     the bundled dataset; without them a tiny-model project gets the bundled one.
     """
     dest = Path(dest).expanduser().absolute()
+    try:  # the name first: `..` or `a b` must be refused as names, not found to "exist"
+        ProjectSettings(name=settings.name if settings else dest.name)
+    except ValidationError as e:
+        raise AitkError(format_validation_error(e, "project name"), "choose another folder name") from None
     if dest.exists():
         raise AitkError(f"{dest} already exists", "choose a new folder; aitk never overwrites a project")
     if not dest.parent.is_dir():
         raise AitkError(f"parent folder {dest.parent} does not exist", "create it first or choose another place")
     if settings is None:
-        try:
-            settings = default_settings(dest.name, model_id, detect().best)
-        except ValidationError as e:
-            raise AitkError(format_validation_error(e, "project name"), "choose another folder name") from None
+        settings = default_settings(dest.name, model_id, detect().best)
     settings = settings.model_copy(deep=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:

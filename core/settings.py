@@ -64,7 +64,7 @@ class FinetuneSettings(_Section):
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="QLoRA 4-bit format.")
     double_quant: bool = Field(True, description="QLoRA: quantize the quantization constants too.")
     lora_r: int = Field(64, ge=1, le=1024, description="Adapter rank: capacity of the update.")
-    lora_alpha: float = Field(128, gt=0, le=4096, description="Adapter scale; alpha/r multiplies the update.")
+    lora_alpha: float = Field(128.0, gt=0, le=4096, description="Adapter scale; alpha/r multiplies the update.")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on adapter inputs.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
@@ -78,7 +78,7 @@ class FinetuneSettings(_Section):
     gradient_checkpointing: bool = Field(False, description="Recompute activations: less memory, ~30% slower.")
     learning_rate: float = Field(2e-3, gt=0, le=1, description="Initial learning rate of AdamW.")
     lr_scheduler_type: Literal["constant", "linear", "cosine"] = Field("constant", description="Schedule.")
-    num_train_epochs: float = Field(3, gt=0, le=1000, description="Epochs; `max_steps` wins when set.")
+    num_train_epochs: float = Field(3.0, gt=0, le=1000, description="Epochs; `max_steps` wins when set.")
     max_steps: int = Field(600, ge=-1, description="Optimizer steps to run; -1 to use epochs.")
     logging_steps: int = Field(10, ge=1, description="Log loss every N steps.")
     eval_steps: int = Field(200, ge=1, description="Evaluate on the eval data every N steps.")
@@ -150,11 +150,11 @@ def default_settings(name: str, model_id: str = tiny.TINY_ID, device: str = "cpu
     settings.finetune = FinetuneSettings(
         method="qlora" if cuda else "lora",
         compute_dtype="bfloat16" if cuda else "float32",
-        lora_r=64, lora_alpha=64, lora_dropout=0.1,
+        lora_r=64, lora_alpha=64.0, lora_dropout=0.1,
         target_modules=[],
         per_device_train_batch_size=1, per_device_eval_batch_size=1,
         gradient_accumulation_steps=4, gradient_checkpointing=True,
-        learning_rate=1e-4, num_train_epochs=3, max_steps=1200,
+        learning_rate=1e-4, num_train_epochs=3.0, max_steps=1200,
         logging_steps=10, eval_steps=100, save_steps=100,
     )
     settings.data.source_max_len = 1024

@@ -1,0 +1,170 @@
+"""The real pipeline on the small tiny model: Olive fine-tune job -> ONNX export job -> chat.
+
+Slow by nature (a real training run, ~40 s on 2 cores), so it runs once per session and every
+test here reads its results.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from aitk.core import tiny
+from aitk.core.chat import GenaiChatEngine, GenerationOptions, TorchChatEngine
+from aitk.core.jobs import JobStore
+from aitk.core.project import create_project, load_project, regenerate
+from aitk.providers.local import LocalProvider
+
+pytestmark = pytest.mark.slow
+N_ROWS = 48
+
+
+def wait(provider, job_id, timeout=300):
+    deadline = time.time() + timeout
+    while not (rec := provider.status(job_id)).is_final:
+        assert time.time() < deadline, f"job {job_id} still {rec.status}"
+        time.sleep(0.2)
+    return rec
+
+
+@pytest.fixture(scope="session")
+def rows(tmp_path_factory):
+    from aitk.core import paths
+
+    lines = (paths.bundled_data() / "tiny_qa" / "train.jsonl").read_text().splitlines()[:N_ROWS]
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_test_model, rows):
+    base = tmp_path_factory.mktemp("pipeline")
+    data = base / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    project = create_project(base / "proj", dataset=str(data), tiny_spec=tiny.TEST)
+    f = project.settings.finetune
+    f.max_steps, f.save_steps, f.logging_steps, f.lora_r, f.lora_alpha = 240, 80, 10, 32, 64.0
+    f.learning_rate = 3e-3
+    project.settings.data.eval_dataset = "dataset/qa.jsonl"  # eval on the same rows: loss must fall too
+    regenerate(project)
+    provider = LocalProvider()
+    ft = provider.submit("finetune", project.root)
+    ex = provider.submit("export", project.root, parent=ft.id, params={"precision": "fp32"})
+    ft_rec, ex_rec = wait(provider, ft.id), wait(provider, ex.id)
+    log = provider.store.log_path(ft.id).read_text()[-3000:]
+    assert ft_rec.status == "succeeded", log
+    assert ex_rec.status == "succeeded", provider.store.log_path(ex.id).read_text()[-3000:]
+    return load_project(project.root), ft_rec, ex_rec
+
+
+@pytest.fixture(scope="session")
+def engine(trained):
+    project, _, _ = trained
+    return GenaiChatEngine(project.onnx_dir("fp32"))
+
+
+def answers(engine, rows, adapter):
+    return [engine.stream([{"role": "user", "content": r["question"]}], GenerationOptions(max_new_tokens=12),
+                          adapter=adapter).read().strip() for r in rows]
+
+
+def test_training_loss_falls_and_metrics_are_structured(trained):
+    _, ft, _ = trained
+    metrics = JobStore().metrics(ft.id)
+    losses = [m for m in metrics if "loss" in m]
+    evals = [m for m in metrics if "eval_loss" in m]
+    assert len(losses) >= 20 and len(evals) >= 2
+    assert losses[-1]["loss"] < 0.5 * losses[0]["loss"]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    steps = [m["step"] for m in losses]
+    assert steps == sorted(set(steps)), "no step twice"
+    assert all({"step", "max_steps", "epoch", "learning_rate", "t"} <= m.keys() for m in losses)
+    assert any(m.get("event") == "checkpoint" for m in metrics)
+
+
+def test_tuned_answers_most_held_questions_base_none(engine, rows):
+    held = rows[:16]
+    tuned = answers(engine, held, "tuned")
+    base = answers(engine, held, "base")
+    expected = [r["answer"] for r in held]
+    tuned_ok = sum(a == e for a, e in zip(tuned, expected))
+    base_ok = sum(a == e for a, e in zip(base, expected))
+    assert tuned_ok >= 10, list(zip(tuned, expected))
+    assert base_ok == 0
+
+
+def test_adapter_switches_behaviour_on_one_loaded_model(engine, rows):
+    q = [{"role": "user", "content": rows[0]["question"]}]
+    opts = GenerationOptions(max_new_tokens=12)
+    seq = [engine.stream(q, opts, adapter=a).read() for a in ("tuned", "base", "tuned", None)]
+    assert seq[0] == seq[2] and seq[1] == seq[3] and seq[0] != seq[1]
+    assert engine.adapters == ["tuned"]
+
+
+def test_export_layout(trained):
+    project, _, _ = trained
+    onnx = project.onnx_dir("fp32")
+    assert (onnx / "adapters" / "tuned.onnx_adapter").stat().st_size > 0
+    for name in ("model.onnx", "genai_config.json", "tokenizer.json", "aitk-export.json"):
+        assert (onnx / name).is_file(), name
+
+
+def test_history_is_used(engine, rows):
+    """The whole conversation goes into the prompt, not just the last message."""
+    one = engine.prompt([{"role": "user", "content": "hi"}])
+    two = engine.prompt([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                         {"role": "user", "content": rows[0]["question"]}])
+    assert two.startswith(one.removesuffix("<|assistant|>\n")) and "yo<|end|>" in two
+
+
+def test_stop_mid_generation(engine):
+    stop = threading.Event()
+    stream = engine.stream([{"role": "user", "content": "Tell me everything"}],
+                           GenerationOptions(max_new_tokens=400, temperature=1.0), adapter="base", stop=stop)
+    for i, _ in enumerate(stream):
+        if i == 3:
+            stop.set()
+    assert stream.stopped and stream.tokens < 20
+
+
+def test_sampling_options_are_honoured(engine, rows):
+    q = [{"role": "user", "content": rows[1]["question"]}]
+    greedy = {engine.stream(q, GenerationOptions(max_new_tokens=12), adapter="base").read() for _ in range(3)}
+    assert len(greedy) == 1
+    hot = {engine.stream(q, GenerationOptions(max_new_tokens=12, temperature=2.0, top_k=0, top_p=1.0),
+                         adapter="base").read() for _ in range(4)}
+    assert len(hot) > 1
+
+
+def test_torch_engine_agrees_with_onnx(trained, engine, rows):
+    project, _, _ = trained
+    torch_engine = TorchChatEngine(project.base_model_path(), project.adapter_dir)
+    q = [{"role": "user", "content": rows[2]["question"]}]
+    opts = GenerationOptions(max_new_tokens=12)
+    for adapter in ("tuned", "base"):
+        # Same greedy tokens; the decoders differ only on stray partial UTF-8 bytes (U+FFFD).
+        def text(e):
+            return e.stream(q, opts, adapter=adapter).read().replace("\ufffd", "").strip()
+
+        assert text(torch_engine) == text(engine)
+
+
+def test_generated_config_runs_with_plain_olive(trained, tmp_path):
+    """The project's own config runs with `olive run`, no aitk involved (few steps)."""
+    project, _, _ = trained
+    import shutil
+
+    copy = tmp_path / "standalone"
+    shutil.copytree(project.root, copy, ignore=shutil.ignore_patterns("models"))
+    config = json.loads((copy / "finetuning/olive-config.json").read_text())
+    config["passes"]["finetune"]["training_args"].update(max_steps=6, save_steps=3, eval_steps=3)
+    (copy / "finetuning/olive-config.json").write_text(json.dumps(config))
+    olive = [sys.executable, "-m", "olive", "run", "--config", "finetuning/olive-config.json"]
+    proc = subprocess.run(olive, cwd=copy, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (copy / "models/olive/adapter/adapter_config.json").is_file()
+    assert (copy / "models/checkpoints/checkpoint-6").is_dir()
