@@ -94,6 +94,19 @@ def publish_adapter(project: Project, adapter: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def preflight(kind: str, project: Project, device: str, params: dict, parent: str | None) -> None:
+    """Refuse a job that cannot succeed, before it is queued, naming what would work."""
+    if kind == "finetune":
+        olive_config.pass_config(project.settings, device)
+    elif kind == "export":
+        from .export import check_precision
+
+        check_precision(params.get("precision") or project.settings.inference.precision, device)
+        if not params.get("base_only") and parent is None and not project.adapter_dir.is_dir():
+            raise AitkError(f"{project.name} has no fine-tuned adapter yet",
+                            "run `aitk finetune` first, or `aitk export --base-only`")
+
+
 def run_export(project: Project, job_dir: Path, device: str, precision: str, base_only: bool = False) -> Path:
     from .export import export_model
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..core import follow
 from ..core.errors import AitkError
+from ..core.finetune import preflight
 from ..core.jobs import ACTIVE, CANCELLED, JobRecord, JobStore, pid_alive
 from ..core.project import load_project
 from ..core.scheduler import reconcile, schedule
@@ -25,10 +26,7 @@ class LocalProvider(Provider):
 
     def submit(self, kind, project, *, params=None, parent=None, device=None) -> JobRecord:
         proj = load_project(project)  # fails early, with the reason, for a bad project
-        if kind == "finetune":
-            from ..core.olive_config import pass_config
-
-            pass_config(proj.settings, device or proj.device())  # refuses impossible choices now
+        preflight(kind, proj, device or proj.device(), params or {}, parent)
         rec = self.store.create(kind, project=str(proj.root), provider=self.name,
                                 device=device or proj.device(), parent=parent, params=params)
         schedule(self.store)

@@ -1,0 +1,1 @@
+"""The four main panes: catalog, projects, jobs, chat."""

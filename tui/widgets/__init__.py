@@ -1,0 +1,1 @@
+"""Widgets of aitk-tui that are not panes: chart, histogram, status bar, form fields."""
