@@ -203,26 +203,14 @@ def cmd_jobs_cancel(args) -> int:
 
 
 def cmd_jobs_retry(args) -> int:
-    provider = _provider()
-    old = provider.store.get(args.id)
-    rec = provider.submit(old.kind, Path(old.project), params=old.params, device=old.device)
-    print(f"job {rec.id} ({rec.kind}) {rec.status}, retrying {old.id}")
+    rec = _provider().retry(args.id)
+    print(f"job {rec.id} ({rec.kind}) {rec.status}, retrying {args.id}")
     return 0 if args.detach else follow_job(rec.id, quiet_log=True)
 
 
 def cmd_jobs_resume(args) -> int:
-    provider = _provider()
-    old = provider.store.get(args.id)
-    if old.kind != "finetune":
-        raise AitkError(f"job {old.id} is a {old.kind} job; only fine-tunes resume", "use `aitk jobs retry`")
-    from ..core.finetune import last_checkpoint
-
-    ckpt = last_checkpoint(provider.store.job_dir(old.id) / "checkpoints")
-    if ckpt is None:
-        raise AitkError(f"job {old.id} saved no checkpoint to resume from", "use `aitk jobs retry`")
-    rec = provider.submit("finetune", Path(old.project), params={**old.params, "resume_from": old.id},
-                          device=old.device)
-    print(f"job {rec.id} resumes {old.id} from {ckpt.name}")
+    rec = _provider().resume(args.id)
+    print(f"job {rec.id} resumed ({rec.status})")
     return 0 if args.detach else follow_job(rec.id, quiet_log=True)
 
 

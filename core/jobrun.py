@@ -32,15 +32,16 @@ def run(job_id: str) -> int:
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
-    code, error = 0, None
+    code, error, result = 0, None, None
     try:
         project = load_project(rec.project)
         device = rec.device or project.device()
         if rec.kind == "finetune":
             from .finetune import last_checkpoint, run_finetune
 
-            resume = rec.params.get("resume_from")
-            resume_path = last_checkpoint(store.job_dir(resume) / "checkpoints") if resume else None
+            resume_path = last_checkpoint(job_dir / "checkpoints") if rec.params.get("resume") else None
+            if resume_path is not None:
+                print(f"[aitk] resuming from {resume_path.name}", flush=True)
             run_finetune(project, job_dir, device, resume_path)
         elif rec.kind == "export":
             from .finetune import run_export
@@ -50,7 +51,7 @@ def run(job_id: str) -> int:
         elif rec.kind == "evaluate":
             from .evaluate import run_evaluate
 
-            run_evaluate(project, job_dir, device)
+            result = run_evaluate(project, job_dir, device)
         else:
             raise AitkError(f"job kind {rec.kind!r} cannot run locally")
     except AitkError as e:
@@ -60,7 +61,8 @@ def run(job_id: str) -> int:
         traceback.print_exc()
         code, error = 1, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip().rstrip(":")
     status = SUCCEEDED if code == 0 else FAILED
-    store.update(job_id, only_if=(RUNNING,), status=status, finished=time.time(), exit_code=code, error=error)
+    store.update(job_id, only_if=(RUNNING,), status=status, finished=time.time(), exit_code=code, error=error,
+                 result=result)
     print(f"[aitk] job {job_id} {store.get(job_id).status}", flush=True)
     try:
         from .scheduler import schedule

@@ -23,6 +23,8 @@ QUEUED, STARTING, RUNNING = "queued", "starting", "running"
 SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, SKIPPED = "succeeded", "failed", "cancelled", "interrupted", "skipped"
 ACTIVE = (QUEUED, STARTING, RUNNING)
 FINAL = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, SKIPPED)
+# How long a writer waits for another process's lock before giving up with a clear error.
+DB_TIMEOUT_S = float(os.environ.get("AITK_DB_TIMEOUT", "10"))
 KINDS = ("finetune", "export", "evaluate", "download", "remote")
 
 MIGRATIONS = [
@@ -46,6 +48,8 @@ MIGRATIONS = [
     CREATE INDEX jobs_status ON jobs(status);
     CREATE INDEX jobs_created ON jobs(created);
     """,
+    # 2: what a job found (evaluate: base/tuned loss and perplexity), as JSON.
+    "ALTER TABLE jobs ADD COLUMN result TEXT",
 ]
 
 
@@ -65,6 +69,7 @@ class JobRecord:
     parent: str | None = None
     pid: int | None = None
     params: dict = field(default_factory=dict)
+    result: dict | None = None
 
     @property
     def is_final(self) -> bool:
@@ -89,9 +94,9 @@ class JobStore:
     # -- connection ---------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
+            conn = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout={int(DB_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=10000")
             conn.row_factory = sqlite3.Row
             return conn
         except sqlite3.DatabaseError as e:
@@ -143,6 +148,7 @@ class JobStore:
     def _row(row: sqlite3.Row) -> JobRecord:
         data = dict(row)
         data["params"] = json.loads(data["params"] or "{}")
+        data["result"] = json.loads(data["result"]) if data.get("result") else None
         return JobRecord(**data)
 
     def create(self, kind: str, *, project: str | None = None, provider: str = "local",
@@ -153,7 +159,7 @@ class JobStore:
                         created=time.time(), project=project, provider=provider, device=device,
                         parent=parent, params=params or {})
         self.job_dir(rec.id).mkdir(parents=True)
-        values = {**rec.to_dict(), "params": json.dumps(rec.params)}
+        values = {**rec.to_dict(), "params": json.dumps(rec.params), "result": None}
         self._exec(f"INSERT INTO jobs ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
                    tuple(values[c] for c in COLUMNS))
         return rec
@@ -186,8 +192,9 @@ class JobStore:
         bad = set(fields) - set(COLUMNS)
         if bad:
             raise ValueError(f"unknown job fields {bad}")
-        if "params" in fields:
-            fields["params"] = json.dumps(fields["params"])
+        for key in ("params", "result"):
+            if key in fields and fields[key] is not None:
+                fields[key] = json.dumps(fields[key])
         sql = f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?"
         args = [*fields.values(), job_id]
         if only_if:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 from ..core import follow
 from ..core.errors import AitkError
 from ..core.finetune import preflight
-from ..core.jobs import ACTIVE, CANCELLED, JobRecord, JobStore, pid_alive
+from ..core.jobs import ACTIVE, CANCELLED, FAILED, INTERRUPTED, QUEUED, JobRecord, JobStore, pid_alive
 from ..core.project import load_project
 from ..core.scheduler import reconcile, schedule
 from .base import Provider
@@ -45,6 +46,40 @@ class LocalProvider(Provider):
             _kill_group(rec.pid)
         with open(self.store.log_path(rec.id), "a", encoding="utf-8") as f:
             f.write("\n[aitk] cancelled by user\n")
+        schedule(self.store)
+        return self.store.get(rec.id)
+
+    def retry(self, job_id: str) -> JobRecord:
+        """A new job with the same inputs (the old one stays in the history)."""
+        old = self.store.get(job_id)
+        params = {k: v for k, v in old.params.items() if k != "resume"}
+        return self.submit(old.kind, Path(old.project), params=params, device=old.device)
+
+    def resume(self, job_id: str) -> JobRecord:
+        """Continue the same fine-tune job from its last checkpoint; no step is trained twice.
+
+        Metrics recorded after that checkpoint are dropped first, since those steps run again.
+        """
+        from ..core.finetune import last_checkpoint
+
+        rec = self.status(job_id)
+        if rec.kind != "finetune":
+            raise AitkError(f"job {rec.id} is a {rec.kind} job; only fine-tunes resume", "use `aitk jobs retry`")
+        if rec.status not in (INTERRUPTED, FAILED, CANCELLED):
+            raise AitkError(f"job {rec.id} is {rec.status}", "only interrupted, failed or cancelled jobs resume")
+        ckpt = last_checkpoint(self.store.job_dir(rec.id) / "checkpoints")
+        if ckpt is None:
+            raise AitkError(f"job {rec.id} saved no checkpoint to resume from", "use `aitk jobs retry`")
+        step = int(ckpt.name.rsplit("-", 1)[1])
+        path = self.store.metrics_path(rec.id)
+        kept = [m for m in self.store.metrics(rec.id) if m.get("step", 0) <= step and m.get("event") != "end"]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(m, separators=(",", ":")) + "\n" for m in kept))
+        os.replace(tmp, path)
+        with open(self.store.log_path(rec.id), "a", encoding="utf-8") as f:
+            f.write(f"\n[aitk] resume requested from {ckpt.name} (step {step})\n")
+        self.store.update(rec.id, status=QUEUED, started=None, finished=None, exit_code=None, error=None,
+                          pid=None, params={**rec.params, "resume": True})
         schedule(self.store)
         return self.store.get(rec.id)
 

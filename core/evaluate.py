@@ -1,0 +1,83 @@
+"""Evaluate job: loss and perplexity of the base and the tuned model on the eval split.
+
+Runs in a job process (torch, transformers, peft). The same texts the fine-tune trained on
+(the project's template, cut at its max length) are scored once without and once with the
+adapter on one loaded model, so the two numbers are directly comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from .errors import AitkError
+from .project import Project
+
+RESULT_FILE = "result.json"
+
+
+def eval_texts(project: Project) -> list[str]:
+    from . import datasets, olive_config
+
+    d = project.settings.data
+    source = d.eval_dataset or d.dataset
+    path = str(project.path(source)) if olive_config._looks_local(source) else source
+    rows = datasets.load_rows(path, split=d.eval_split if d.eval_dataset else d.train_split).rows
+    if not rows:
+        raise AitkError(f"the eval data {source} has no rows", "add rows or set eval_dataset in aitk.toml")
+    return [datasets.render_row(r, d.text_template) for r in rows]
+
+
+def mean_loss(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 8) -> tuple[float, int]:
+    """Token-weighted mean next-token loss over all texts."""
+    import torch
+
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
+                              max_length=max_len)
+            labels = batch["input_ids"].clone()
+            labels[batch["attention_mask"] == 0] = -100
+            logits = model(**batch).logits[:, :-1]
+            target = labels[:, 1:]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
+                                                     target.reshape(-1), ignore_index=-100, reduction="sum")
+            total += loss.item()
+            tokens += int((target != -100).sum())
+    return total / max(tokens, 1), tokens
+
+
+def run_evaluate(project: Project, job_dir: Path, device: str) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    texts = eval_texts(project)
+    tok = AutoTokenizer.from_pretrained(project.base_model_path())
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(project.base_model_path())
+    if device == "cuda":
+        model = model.to("cuda")
+    model.eval()
+    max_len = project.settings.data.source_max_len
+    t0 = time.time()
+    result = {"rows": len(texts)}
+    base_loss, n_tokens = mean_loss(model, tok, texts, max_len)
+    result["base"] = {"loss": round(base_loss, 4), "perplexity": round(math.exp(min(base_loss, 50)), 3)}
+    print(f"[aitk] base:  loss {base_loss:.4f}  perplexity {math.exp(min(base_loss, 50)):.2f}", flush=True)
+    if project.adapter_dir.is_dir():
+        from peft import PeftModel
+
+        tuned = PeftModel.from_pretrained(model, str(project.adapter_dir)).eval()
+        tuned_loss, _ = mean_loss(tuned, tok, texts, max_len)
+        result["tuned"] = {"loss": round(tuned_loss, 4), "perplexity": round(math.exp(min(tuned_loss, 50)), 3)}
+        print(f"[aitk] tuned: loss {tuned_loss:.4f}  perplexity {math.exp(min(tuned_loss, 50)):.2f}", flush=True)
+    else:
+        print("[aitk] no adapter yet: base model only", flush=True)
+    result.update(tokens=n_tokens, seconds=round(time.time() - t0, 2), device=device,
+                  torch=torch.__version__)
+    (job_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    return result

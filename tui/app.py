@@ -1,0 +1,299 @@
+"""`aitk-tui`: the full-screen workbench. Panes on F1-F4 (and tabs), commands on ctrl+p, help on `?`.
+
+Start-up stays light: nothing here imports torch, transformers, peft, olive or an Azure SDK, and the
+first paint waits for nothing slow. Device detection, the job store and everything else that
+reads disks or spawns processes run in worker threads after the first frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Footer, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from aitk.tui.commands import COMMANDS
+from aitk.tui.config import Config, load_config
+from aitk.tui.jobs_feed import FeedUpdate, JobsFeed, transition_message
+from aitk.tui.panes.catalog import CatalogPane
+from aitk.tui.panes.chat import ChatPane
+from aitk.tui.panes.jobs import JobsPane
+from aitk.tui.panes.projects import ProjectsPane
+from aitk.tui.theming import DEFAULT_THEME, load_themes
+from aitk.tui.widgets.status_bar import StatusBar
+
+PANES = ("catalog", "projects", "jobs", "chat")
+
+
+class JobsUpdated(Message):
+    def __init__(self, update: FeedUpdate):
+        super().__init__()
+        self.update = update
+
+
+class DeviceDetected(Message):
+    def __init__(self, info):
+        super().__init__()
+        self.info = info
+
+
+class AitkApp(App):
+    """The app. Every argument exists so tests and screenshots can run it on fabricated state."""
+
+    TITLE = "aitk"
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        Binding("f1", "show_pane('catalog')", "Catalog", id="pane.catalog"),
+        Binding("f2", "show_pane('projects')", "Projects", id="pane.projects"),
+        Binding("f3", "show_pane('jobs')", "Jobs", id="pane.jobs"),
+        Binding("f4", "show_pane('chat')", "Chat", id="pane.chat"),
+        Binding("ctrl+n", "new_project", "New project", id="app.new_project"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+    ]
+
+    def __init__(self, config: Config | None = None, *, start_pane: str = "projects", device=None,
+                 azure=None, clock=time.time, watch_jobs: bool = True, store=None):
+        super().__init__()
+        self.config = config or Config()
+        self.start_pane = start_pane if start_pane in PANES else "projects"
+        self.clock = clock
+        self.watch_jobs = watch_jobs
+        self._device = device
+        self._azure = azure
+        self._store = store
+        self._wake = threading.Event()
+        self._chat_when_done: dict[str, str] = {}  # export job id -> project root to chat with
+        self.last_update: FeedUpdate | None = None
+        self._theme_ready = False
+        themes, problems = load_themes()
+        for theme in themes:
+            self.register_theme(theme)
+        self.startup_problems = list(self.config.problems) + problems
+        wanted = self.config.theme or DEFAULT_THEME
+        if wanted not in self.available_themes:
+            self.startup_problems.append(f"theme {wanted!r} not found; using {DEFAULT_THEME}")
+            wanted = DEFAULT_THEME
+        self.theme = wanted
+        if self.config.keymap:
+            self.set_keymap(self.config.keymap)
+
+    # -- layout -------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with TabbedContent(initial=self.start_pane, id="panes"):
+            with TabPane("Catalog F1", id="catalog"):
+                yield CatalogPane(id="catalog-pane")
+            with TabPane("Projects F2", id="projects"):
+                yield ProjectsPane(id="projects-pane")
+            with TabPane("Jobs F3", id="jobs"):
+                yield JobsPane(id="jobs-pane")
+            with TabPane("Chat F4", id="chat"):
+                yield ChatPane(id="chat-pane")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._remember_theme)
+        self._theme_ready = True
+        self.call_after_refresh(self._after_first_paint)
+
+    def _after_first_paint(self) -> None:
+        self.pane(self.start_pane).focus_main()
+        status = self.query_one(StatusBar)
+        if self._azure is None:
+            from aitk.tui.azure_state import detect_azure
+
+            self._azure = detect_azure()
+        status.azure = self._azure.label
+        if self._device is not None:
+            self.post_message(DeviceDetected(self._device))
+        else:
+            self._detect_device()
+        if self.watch_jobs:
+            self._jobs_loop()
+        for problem in self.startup_problems:
+            self.notify(problem, title="Settings", severity="warning", timeout=12)
+
+    # -- panes --------------------------------------------------------------------------------
+    def pane(self, name: str):
+        return self.query_one(f"#{name}-pane")
+
+    @property
+    def current_pane(self) -> str:
+        return self.query_one("#panes", TabbedContent).active
+
+    def action_show_pane(self, name: str) -> None:
+        if isinstance(self.screen, ModalScreen) or name not in PANES:
+            return
+        self.query_one("#panes", TabbedContent).active = name
+        self.pane(name).focus_main()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        # Switching tabs does not move focus into the new pane: do it, so its keys work at once.
+        if event.pane.id in PANES and self.screen is self.screen_stack[0]:
+            self.pane(event.pane.id).focus_main()
+
+    async def action_pane_do(self, name: str, action: str) -> None:
+        self.action_show_pane(name)
+        await self.run_action(action, self.pane(name))
+
+    # -- commands, help, theme ----------------------------------------------------------------
+    def get_system_commands(self, screen):
+        for cmd in COMMANDS:
+            yield SystemCommand(cmd.title, cmd.help, lambda a=cmd.action: self.run_action(a))
+        yield from super().get_system_commands(screen)
+
+    def action_help(self) -> None:
+        from aitk.tui.help_screen import HelpScreen
+
+        if not isinstance(self.screen, ModalScreen):
+            self.push_screen(HelpScreen())
+
+    def action_new_project(self, model_id: str | None = None) -> None:
+        from aitk.tui.wizard.screen import WizardScreen
+
+        if isinstance(self.screen, ModalScreen):
+            return
+        self.push_screen(WizardScreen(model_id=model_id, device=self._device), self._wizard_done)
+
+    def _wizard_done(self, result) -> None:
+        if not result:
+            return
+        projects = self.pane("projects")
+        projects.refresh_projects(select=str(result.root))
+        if result.job_ids:
+            self.wake_jobs()
+            self.action_show_pane("jobs")
+            self.pane("jobs").select_job(result.job_ids[0])
+        else:
+            self.action_show_pane("projects")
+
+    def _remember_theme(self, theme) -> None:
+        if not self._theme_ready or theme.name == self.config.theme:
+            return
+        problem = self.config.save(theme=theme.name)
+        if problem:
+            self.notify(problem, severity="warning")
+
+    def action_show_config(self) -> None:
+        lines = [f"Config file: {self.config.path}"]
+        lines += self.startup_problems or ["no problems found"]
+        self.notify("\n".join(lines), title="Settings", timeout=15)
+
+    def action_azure_status(self) -> None:
+        from aitk.tui.azure_state import detect_azure
+
+        self._azure = detect_azure()
+        self.query_one(StatusBar).azure = self._azure.label
+        note = "" if self._azure.signed_in else " (run `az login`, or set AZURE_CLIENT_ID/AZURE_TENANT_ID/...)"
+        self.notify(self._azure.label + note, title="Azure")
+
+    # -- background: device and jobs ----------------------------------------------------------
+    @work(thread=True, exclusive=True, group="device")
+    def _detect_device(self) -> None:
+        from aitk.core.devices import detect
+
+        self.post_message(DeviceDetected(detect()))
+
+    def on_device_detected(self, message: DeviceDetected) -> None:
+        self._device = message.info
+        self.query_one(StatusBar).device = message.info.label
+
+    @property
+    def device(self):
+        return self._device
+
+    def store(self):
+        """The job store (created on first use, off the UI thread where possible)."""
+        if self._store is None:
+            from aitk.core.jobs import JobStore
+
+            self._store = JobStore()
+        return self._store
+
+    def wake_jobs(self) -> None:
+        self._wake.set()
+
+    @work(thread=True, exclusive=True, group="jobs-feed")
+    def _jobs_loop(self) -> None:
+        worker = get_current_worker()
+        try:
+            feed = JobsFeed(self.store())
+        except Exception as e:  # noqa: BLE001 - an unreadable store must not kill the app
+            self.call_from_thread(self.notify, f"job store: {e}", severity="error", timeout=20)
+            return
+        while not worker.is_cancelled:
+            try:
+                self.post_message(JobsUpdated(feed.poll()))
+            except Exception as e:  # noqa: BLE001 - a locked database: try again next round
+                self.call_from_thread(self.notify, f"job store: {e}", severity="warning")
+            self._wake.wait(self.config.jobs.poll_seconds)
+            self._wake.clear()
+
+    def on_jobs_updated(self, message: JobsUpdated) -> None:
+        update = message.update
+        self.last_update = update
+        status = self.query_one(StatusBar)
+        status.running = sum(1 for r in update.records if r.status in ("starting", "running"))
+        status.queued = sum(1 for r in update.records if r.status == "queued")
+        for name in PANES:
+            self.pane(name).jobs_updated(update)
+        for rec, old in update.transitions:
+            note = transition_message(rec, old)
+            if note:
+                self.notify(note[0], severity=note[1], timeout=8)
+            if rec.id in self._chat_when_done and rec.status == "succeeded":
+                self.open_chat(self._chat_when_done.pop(rec.id))
+            elif rec.id in self._chat_when_done and rec.is_final:
+                self._chat_when_done.pop(rec.id)
+
+    def chat_when_done(self, job_id: str, project_root: str) -> None:
+        self._chat_when_done[job_id] = project_root
+
+    def open_chat(self, project_root: str, mode: str | None = None) -> None:
+        self.action_show_pane("chat")
+        self.pane("chat").open_project(project_root, mode=mode)
+
+    def open_project(self, project_root: str) -> None:
+        self.action_show_pane("projects")
+        self.pane("projects").refresh_projects(select=project_root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="aitk-tui", description="Fine-tune and chat with small language models.")
+    ap.add_argument("--pane", choices=PANES, default="projects", help="pane to open first")
+    ap.add_argument("--theme", help="colour theme for this run (not remembered)")
+    ap.add_argument("--version", action="store_true", help="print the version and exit")
+    args = ap.parse_args(argv)
+    if args.version:
+        from aitk import __version__
+
+        print(f"aitk-tui {__version__}")
+        return 0
+    config = load_config()
+    config.apply_environment()
+    app = AitkApp(config, start_pane=args.pane)
+    if args.theme:
+        if args.theme in app.available_themes:
+            app._theme_ready = False
+            app.theme = args.theme
+        else:
+            print(f"aitk-tui: no theme {args.theme!r}; choose from: {', '.join(sorted(app.available_themes))}",
+                  file=sys.stderr)
+            return 2
+    app.run()
+    return app.return_code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Starting, stopping and cleaning up jobs through the local provider.
+
+Every function here may block (SQLite, spawning a process, a cancel's grace period, pydantic on
+first use): call them from worker threads, never on the UI thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aitk.core.errors import AitkError
+from aitk.core.jobs import ACTIVE, JobRecord, JobStore
+
+ONNX_DIR = Path("models") / "onnx"
+
+
+def provider(store: JobStore):
+    from aitk.providers.local import LocalProvider
+
+    return LocalProvider(store)
+
+
+def start_finetune(store: JobStore, project_root: str | Path, *, then_export: bool = True,
+                   resume_from: str | None = None) -> list[JobRecord]:
+    """A fine-tune, and an export child that runs when it succeeds (so chat is ready at the end)."""
+    p = provider(store)
+    params = {"resume_from": resume_from} if resume_from else {}
+    finetune = p.submit("finetune", Path(project_root), params=params)
+    jobs = [finetune]
+    if then_export:
+        jobs.append(p.submit("export", Path(project_root), parent=finetune.id))
+    return jobs
+
+
+def start_export(store: JobStore, project_root: str | Path, parent: str | None = None) -> JobRecord:
+    return provider(store).submit("export", Path(project_root), parent=parent)
+
+
+def cancel(store: JobStore, rec: JobRecord) -> JobRecord:
+    return provider(store).cancel(rec.id)
+
+
+def retry(store: JobStore, rec: JobRecord) -> JobRecord:
+    if rec.status in ACTIVE:
+        raise AitkError(f"job {rec.id} is still {rec.status}", "cancel it first, or wait for it")
+    if not rec.project:
+        raise AitkError(f"job {rec.id} has no project to rerun")
+    params = {k: v for k, v in rec.params.items() if k != "resume_from"}
+    return provider(store).submit(rec.kind, Path(rec.project), params=params)
+
+
+def last_checkpoint(store: JobStore, rec: JobRecord) -> Path | None:
+    from aitk.core.finetune import last_checkpoint as newest
+
+    return newest(store.job_dir(rec.id) / "checkpoints")
+
+
+def resume(store: JobStore, rec: JobRecord) -> list[JobRecord]:
+    if rec.kind != "finetune":
+        raise AitkError("only fine-tunes can be resumed", "retry the job instead")
+    if rec.status in ACTIVE:
+        raise AitkError(f"job {rec.id} is still {rec.status}", "nothing to resume")
+    if rec.status == "succeeded":
+        raise AitkError(f"job {rec.id} already finished", "retry it to train again")
+    if last_checkpoint(store, rec) is None:
+        raise AitkError(f"job {rec.id} saved no checkpoint to resume from",
+                        "retry it instead (a checkpoint is saved every save_steps steps)")
+    return start_finetune(store, rec.project, resume_from=rec.id)
+
+
+def delete(store: JobStore, rec: JobRecord) -> None:
+    if rec.status in ACTIVE:
+        raise AitkError(f"job {rec.id} is {rec.status}", "cancel it before deleting it")
+    store.delete(rec.id)
+
+
+def exported_models(project_root: str | Path) -> list[Path]:
+    """Exported model folders of a project (one per precision), newest first."""
+    base = Path(project_root) / ONNX_DIR
+    found = [d for d in base.iterdir() if (d / "genai_config.json").is_file()] if base.is_dir() else []
+    return sorted(found, key=lambda d: (d / "genai_config.json").stat().st_mtime, reverse=True)
+
+
+def export_for(records: list[JobRecord], finetune: JobRecord) -> JobRecord | None:
+    """The newest export of the same project created after this fine-tune."""
+    for rec in records:  # newest first
+        if rec.kind == "export" and rec.project == finetune.project and rec.created >= finetune.created:
+            return rec
+    return None

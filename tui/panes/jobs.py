@@ -1,0 +1,383 @@
+"""Jobs: every job in the store, and the selected one live: log, progress with ETA, loss chart, eval.
+
+The table refreshes from the app's job feed. The selected job is followed by one worker thread
+reading only the new bytes of its log and metrics files; lines arrive in batches (the `Log` widget
+takes 100k lines in half a second that way) into a capped buffer, metric lines go to the chart.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Log, ProgressBar, Static
+from textual.worker import get_current_worker
+
+from aitk.core import follow
+from aitk.core.errors import AitkError
+from aitk.core.jobs import ACTIVE, JobRecord
+from aitk.core.metrics import MARK
+from aitk.tui import job_actions
+from aitk.tui.formatting import age, duration, status_text
+from aitk.tui.jobs_feed import FeedUpdate, Progress
+from aitk.tui.panes.base import Pane
+from aitk.tui.widgets.loss_chart import LossChart
+
+TAIL_BYTES = 1 << 20  # a selected job shows at most the last MiB of its log
+FOLLOW_POLL_S = 0.25
+KIND_LABEL = {"finetune": "fine-tune", "export": "export", "evaluate": "evaluate", "download": "download"}
+
+
+class FollowData(Message):
+    def __init__(self, job_id: str, lines: list[str], records: list[dict], skipped_bytes: int = 0):
+        super().__init__()
+        self.job_id, self.lines, self.records, self.skipped_bytes = job_id, lines, records, skipped_bytes
+
+
+def _json_records(lines: list[str]) -> list[dict]:
+    import json
+
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def eval_summary(records: list[dict]) -> Text:
+    """Eval loss before/after (first and last evaluation), and the train loss trend."""
+    evals = [(r["step"], r["eval_loss"]) for r in records if isinstance(r.get("eval_loss"), (int, float))]
+    trains = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))]
+    out = Text()
+    out.append("Eval loss\n", style="bold")
+    if not evals:
+        out.append(" no evaluation yet\n", style="dim")
+    else:
+        (s0, v0), (s1, v1) = evals[0], evals[-1]
+        out.append(f" first {v0:.3f}", style="")
+        out.append(f" @{s0}\n", style="dim")
+        if len(evals) > 1:
+            out.append(f" last  {v1:.3f}", style="")
+            out.append(f" @{s1}\n", style="dim")
+            change = (v1 - v0) / v0 * 100 if v0 else 0.0
+            out.append(f" {change:+.0f}%\n", style="green" if change < 0 else "red")
+    out.append("Train loss\n", style="bold")
+    if not trains:
+        out.append(" —\n", style="dim")
+    else:
+        out.append(f" {trains[0][1]:.3f} → {trains[-1][1]:.3f}\n")
+    return out
+
+
+class JobsPane(Pane):
+    MAIN = "#jobs-table"
+    BINDINGS = [
+        Binding("c", "cancel", "Cancel", id="jobs.cancel"),
+        Binding("r", "retry", "Retry", id="jobs.retry"),
+        Binding("u", "resume", "Resume", id="jobs.resume"),
+        Binding("delete,d", "delete", "Delete", id="jobs.delete"),
+        Binding("o", "open_project", "Project", id="jobs.open_project"),
+        Binding("t", "chat", "Chat", id="jobs.chat"),
+    ]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.records: dict[str, JobRecord] = {}
+        self.order: list[str] = []
+        self.progress: dict[str, Progress] = {}
+        self.selected: str | None = None
+        self.metrics: list[dict] = []
+        self._select_timer = None
+        self._pending_select: str | None = None
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        table.add_column("Status", key="status", width=13)
+        table.add_column("Kind", key="kind", width=9)
+        table.add_column("Project", key="project", width=18)
+        table.add_column("Progress", key="progress", width=12)
+        table.add_column("Age", key="age", width=4)
+        table.add_column("Device", key="device", width=6)
+        table.add_column("Id", key="id")
+        yield table
+        with Vertical(id="job-detail"):
+            yield Static("No job selected. Start one from Projects (F2: f) or the wizard (ctrl+n).",
+                         id="job-head")
+            with Horizontal(id="job-progress-row"):
+                yield ProgressBar(id="job-progress", show_eta=False, total=100)
+                yield Static("", id="job-eta")
+            with Horizontal(id="job-charts"):
+                yield LossChart(id="job-chart")
+                yield Static(eval_summary([]), id="job-eval")
+            yield Log(id="job-log", max_lines=self.app.config.jobs.log_lines, highlight=False)
+
+    # -- table --------------------------------------------------------------------------------
+    def jobs_updated(self, update: FeedUpdate) -> None:
+        table = self.query_one(DataTable)
+        now = self.app.clock()
+        ids = [r.id for r in update.records]
+        self.progress = update.progress
+        self.records = {r.id: r for r in update.records}
+        if ids != self.order:
+            keep = self._pending_select or self.selected
+            table.clear()
+            for rec in update.records:
+                table.add_row(*self._cells(rec, now), key=rec.id)
+            self.order = ids
+            if keep in self.records:
+                table.move_cursor(row=ids.index(keep), animate=False)
+            elif ids and self.selected is None:
+                self._select(ids[0])
+        else:
+            for rec in update.records:
+                for key, value in zip(("status", "kind", "project", "progress", "age", "device"),
+                                      self._cells(rec, now)):
+                    table.update_cell(rec.id, key, value)
+        if self.selected in self.records:
+            self._show_head(self.records[self.selected])
+
+    def _cells(self, rec: JobRecord, now: float) -> tuple:
+        progress = self.progress.get(rec.id)
+        if rec.status == "succeeded":
+            prog = Text("done", style="green")
+        elif progress and progress.fraction is not None:
+            prog = Text(f"{progress.fraction * 100:3.0f}% {progress.step}/{progress.max_steps}")
+        elif rec.status in ACTIVE:
+            prog = Text("…", style="dim")
+        else:
+            prog = Text("—", style="dim")
+        project = Path(rec.project).name if rec.project else "—"
+        return (status_text(rec.status), KIND_LABEL.get(rec.kind, rec.kind), project, prog,
+                age(now - rec.created), rec.device or "—", Text(rec.id, style="dim"))
+
+    @on(DataTable.RowHighlighted, "#jobs-table")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value if event.row_key else None
+        if key and key != self.selected:
+            # Arrowing through the table should not start a log reader per row: wait a moment.
+            self._pending_select = key
+            if self._select_timer:
+                self._select_timer.stop()
+            self._select_timer = self.set_timer(0.12, lambda: self._select(key))
+
+    def select_job(self, job_id: str) -> None:
+        """Select a job by id (it may not be in the table yet: it is selected when it appears)."""
+        self._pending_select = job_id
+        if job_id in self.records:
+            self.query_one(DataTable).move_cursor(row=self.order.index(job_id), animate=False)
+        self._select(job_id)
+
+    def _select(self, job_id: str) -> None:
+        self._pending_select = None
+        if job_id == self.selected:
+            return
+        self.selected = job_id
+        self.metrics = []
+        self.query_one(Log).clear()
+        self.query_one(LossChart).clear()
+        self.query_one("#job-eval", Static).update(eval_summary([]))
+        if job_id in self.records:
+            self._show_head(self.records[job_id])
+        self._follow(job_id)
+
+    # -- selected job -------------------------------------------------------------------------
+    def _show_head(self, rec: JobRecord) -> None:
+        now = self.app.clock()
+        head = Text.assemble((KIND_LABEL.get(rec.kind, rec.kind), "bold"), " · ",
+                             (Path(rec.project).name if rec.project else "—", "bold"), " · ",
+                             status_text(rec.status), " · ", (rec.device or "—"), " · ", (rec.id, "dim"))
+        if rec.error and rec.status != "succeeded":
+            head.append(f"\n{rec.error}", style="red" if rec.status == "failed" else "yellow")
+        self.query_one("#job-head", Static).update(head)
+        bar = self.query_one(ProgressBar)
+        progress = self.progress.get(rec.id) or self._progress_from_metrics()
+        eta = self.query_one("#job-eta", Static)
+        if progress and progress.max_steps:
+            bar.update(total=progress.max_steps, progress=progress.step)
+        elif rec.status == "succeeded":
+            bar.update(total=1, progress=1)
+        elif rec.status in ACTIVE:
+            bar.update(total=None)
+        else:
+            bar.update(total=1, progress=0)
+        started = rec.started or rec.created
+        if rec.is_final:
+            took = (rec.finished or now) - started
+            verb = {"succeeded": "finished in", "failed": "failed after", "cancelled": "cancelled after",
+                    "interrupted": "interrupted after", "skipped": "skipped"}.get(rec.status, "ended after")
+            text = f"{verb} {duration(took)}" if rec.status != "skipped" else "skipped"
+        elif rec.status == "queued":
+            text = "waiting for a free slot" + (" and its parent job" if rec.parent else "")
+        elif progress and progress.max_steps:
+            rate = progress.rate()
+            eta_s = progress.eta()
+            bits = [f"step {progress.step}/{progress.max_steps}"]
+            if rate:
+                bits.append(f"{rate:.1f} st/s")
+            bits.append(f"ETA {duration(eta_s)}" if eta_s is not None else "ETA —")
+            text = " · ".join(bits)
+        else:
+            text = f"running {duration(now - started)}"
+        eta.update(text)
+
+    def _progress_from_metrics(self) -> Progress | None:
+        if not self.metrics:
+            return None
+        p = Progress()
+        for rec in self.metrics:
+            p.update(rec)
+        return p
+
+    @work(thread=True, exclusive=True, group="job-follow")
+    def _follow(self, job_id: str) -> None:
+        worker = get_current_worker()
+        store = self.app.store()
+        log_path, metrics_path = store.log_path(job_id), store.metrics_path(job_id)
+        try:
+            size = log_path.stat().st_size
+        except OSError:
+            size = 0
+        offset, skipped = 0, 0
+        if size > TAIL_BYTES:
+            with open(log_path, "rb") as f:
+                f.seek(size - TAIL_BYTES)
+                f.readline()  # drop the partial line
+                offset = f.tell()
+            skipped = offset
+        m_offset = 0
+        while not worker.is_cancelled:
+            chunk = follow.read_from(log_path, offset)
+            offset = chunk.offset
+            lines = [line for line in chunk.lines if MARK not in line]
+            m_chunk = follow.read_from(metrics_path, m_offset)
+            m_offset = m_chunk.offset
+            records = _json_records(m_chunk.lines)
+            if lines or records or skipped:
+                self.post_message(FollowData(job_id, lines, records, skipped))
+                skipped = 0
+            if chunk.lines or m_chunk.lines:
+                continue  # more may be waiting: read again before sleeping
+            time.sleep(FOLLOW_POLL_S)
+
+    def on_follow_data(self, message: FollowData) -> None:
+        if message.job_id != self.selected:
+            return
+        log = self.query_one(Log)
+        if message.skipped_bytes:
+            log.write_line(f"… {message.skipped_bytes // 1024} KiB of earlier log not shown "
+                           f"(full log: {self.app.store().log_path(message.job_id)})")
+        if message.lines:
+            log.write_lines(message.lines)
+        if message.records:
+            self.metrics.extend(message.records)
+            self.query_one(LossChart).add_records(message.records)
+            self.query_one("#job-eval", Static).update(eval_summary(self.metrics))
+            if self.selected in self.records:
+                self._show_head(self.records[self.selected])
+
+    # -- actions ------------------------------------------------------------------------------
+    def _current(self) -> JobRecord | None:
+        rec = self.records.get(self.selected or "")
+        if rec is None:
+            self.app.notify("No job selected", severity="warning")
+        return rec
+
+    @work(thread=True, group="job-actions")
+    def _run(self, label: str, fn, *args) -> None:
+        try:
+            result = fn(self.app.store(), *args)
+        except AitkError as e:
+            self.app.call_from_thread(self.app.notify, str(e), title=label, severity="error", timeout=10)
+            return
+        self.app.wake_jobs()
+        first = result[0] if isinstance(result, list) and result else result
+        if isinstance(first, JobRecord):
+            self.app.call_from_thread(self.select_job, first.id)
+        self.app.call_from_thread(self.app.notify, label, timeout=4)
+
+    def action_cancel(self) -> None:
+        rec = self._current()
+        if rec is None:
+            return
+        if rec.status not in ACTIVE:
+            self.app.notify(f"Job is already {rec.status}", severity="warning")
+            return
+        self._run("Job cancelled", job_actions.cancel, rec)
+
+    def action_retry(self) -> None:
+        rec = self._current()
+        if rec:
+            self._run("Job restarted", job_actions.retry, rec)
+
+    def action_resume(self) -> None:
+        rec = self._current()
+        if rec:
+            self._run("Fine-tune resumed from its last checkpoint", job_actions.resume, rec)
+
+    def action_delete(self) -> None:
+        rec = self._current()
+        if rec is None:
+            return
+        if rec.status in ACTIVE:
+            self.app.notify("Cancel the job before deleting it", severity="warning")
+            return
+        from aitk.tui.widgets.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.selected = None
+                self._run("Job deleted", job_actions.delete, rec)
+
+        self.app.push_screen(ConfirmScreen(f"Delete job {rec.id} ({rec.kind}, {rec.status}) and its folder "
+                                           f"(log, metrics, checkpoints)?", yes="Delete"), answered)
+
+    def action_open_project(self) -> None:
+        rec = self._current()
+        if rec and rec.project:
+            self.app.open_project(rec.project)
+
+    def action_chat(self) -> None:
+        rec = self._current()
+        if rec is None or not rec.project:
+            return
+        if rec.kind == "export":
+            if rec.status == "succeeded":
+                self.app.open_chat(rec.project)
+            elif rec.status in ACTIVE:
+                self.app.chat_when_done(rec.id, rec.project)
+                self.app.notify("The chat opens when this export finishes")
+            else:
+                self.app.notify(f"This export {rec.status}; retry it (r) first", severity="warning")
+            return
+        if rec.kind != "finetune" or rec.status != "succeeded":
+            self.app.notify("Chat needs a fine-tune that succeeded", severity="warning")
+            return
+        export = job_actions.export_for(list(self.records.values()), rec)
+        if export and export.status == "succeeded":
+            self.app.open_chat(rec.project)
+        elif export and export.status in ACTIVE:
+            self.app.chat_when_done(export.id, rec.project)
+            self.app.notify("Exporting the model for chat; the chat opens when it is ready")
+        else:
+            self._export_then_chat(rec)
+
+    @work(thread=True, group="job-actions")
+    def _export_then_chat(self, rec: JobRecord) -> None:
+        try:
+            export = job_actions.start_export(self.app.store(), rec.project)
+        except AitkError as e:
+            self.app.call_from_thread(self.app.notify, str(e), severity="error")
+            return
+        self.app.wake_jobs()
+        self.app.call_from_thread(self.app.chat_when_done, export.id, rec.project)
+        self.app.call_from_thread(self.app.notify, "Exporting the model for chat; the chat opens when it is ready")

@@ -1,0 +1,277 @@
+"""Projects: the fine-tuning projects in the projects folder and those any job used.
+
+Listing reads each `aitk.toml` with tomllib only (no validation, no pydantic) in a worker, so the
+pane fills in a few milliseconds even with many projects. Actions go through the job store.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from aitk.core.errors import AitkError
+from aitk.core.jobs import ACTIVE, JobRecord
+from aitk.tui import job_actions
+from aitk.tui.formatting import age, short_path, status_text
+from aitk.tui.jobs_feed import FeedUpdate
+from aitk.tui.panes.base import Pane
+
+SETTINGS_FILE = "aitk.toml"
+
+
+@dataclass
+class ProjectInfo:
+    root: str
+    name: str
+    settings: dict = field(default_factory=dict)
+    problem: str | None = None
+    adapter: bool = False
+    exports: list[str] = field(default_factory=list)
+
+    def get(self, section: str, key: str, default="—"):
+        value = self.settings.get(section, {}).get(key, default)
+        return default if value is None else value
+
+
+def read_project(root: Path) -> ProjectInfo:
+    try:
+        data = tomllib.loads((root / SETTINGS_FILE).read_text(encoding="utf-8"))
+        problem = None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        data, problem = {}, f"{SETTINGS_FILE} unreadable: {e}"
+    info = ProjectInfo(str(root), str(data.get("name") or root.name), data, problem)
+    info.adapter = (root / "models" / "olive" / "adapter" / "adapter_config.json").is_file()
+    info.exports = [d.name for d in job_actions.exported_models(root)]
+    return info
+
+
+def scan_projects(extra: set[str] = frozenset()) -> list[ProjectInfo]:
+    from aitk.core import paths
+
+    roots: dict[str, Path] = {}
+    base = paths.projects_dir()
+    for child in sorted(base.iterdir()) if base.is_dir() else ():
+        if (child / SETTINGS_FILE).is_file():
+            roots[str(child.resolve())] = child
+    for p in extra:
+        path = Path(p)
+        if (path / SETTINGS_FILE).is_file():
+            roots.setdefault(str(path.resolve()), path)
+    return [read_project(Path(r)) for r in roots]
+
+
+class ProjectsScanned(Message):
+    def __init__(self, projects: list[ProjectInfo], select: str | None):
+        super().__init__()
+        self.projects, self.select = projects, select
+
+
+class ProjectsPane(Pane):
+    MAIN = "#projects-table"
+    BINDINGS = [
+        Binding("n", "new", "New", id="projects.new"),
+        Binding("f", "finetune", "Fine-tune", id="projects.finetune"),
+        Binding("e", "export", "Export", id="projects.export"),
+        Binding("t", "chat", "Chat", id="projects.chat"),
+        Binding("f5", "refresh", "Refresh", id="projects.refresh"),
+    ]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.projects: dict[str, ProjectInfo] = {}
+        self.jobs: list[JobRecord] = []
+        self.selected: str | None = None
+        self._known_job_projects: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(id="projects-table", cursor_type="row", zebra_stripes=True)
+        table.add_column("Project", key="name", width=20)
+        table.add_column("Model", key="model", width=12)
+        table.add_column("Method", key="method", width=7)
+        table.add_column("Last job", key="last", width=18)
+        table.add_column("Chat", key="chat", width=6)
+        table.add_column("Folder", key="folder")
+        yield table
+        with VerticalScroll(id="project-detail"):
+            yield Static("Looking for projects…", id="project-info")
+
+    def on_mount(self) -> None:
+        self.refresh_projects()
+
+    # -- listing ------------------------------------------------------------------------------
+    def refresh_projects(self, select: str | None = None) -> None:
+        self._scan(select)
+
+    @work(thread=True, exclusive=True, group="projects-scan")
+    def _scan(self, select: str | None) -> None:
+        self.post_message(ProjectsScanned(scan_projects(self._known_job_projects), select))
+
+    def on_projects_scanned(self, message: ProjectsScanned) -> None:
+        table = self.query_one(DataTable)
+        self.projects = {p.root: p for p in message.projects}
+        keep = message.select or self.selected
+        keep = str(Path(keep).resolve()) if keep else None
+        table.clear()
+        for info in message.projects:
+            table.add_row(*self._cells(info), key=info.root)
+        if not message.projects:
+            self.selected = None
+            self._show_empty()
+            return
+        roots = [p.root for p in message.projects]
+        row = roots.index(keep) if keep in roots else 0
+        table.move_cursor(row=row, animate=False)
+        self._select(roots[row])
+
+    def _last_job(self, root: str) -> JobRecord | None:
+        return next((r for r in self.jobs if r.project and str(Path(r.project).resolve()) == root), None)
+
+    def _cells(self, info: ProjectInfo) -> tuple:
+        last = self._last_job(info.root)
+        last_text = Text("—", style="dim") if last is None else \
+            Text.assemble(status_text(last.status), f" {last.kind}")
+        chat = Text("ready", style="green") if info.exports else Text("—", style="dim")
+        return (Text(info.name, style="bold") if not info.problem else Text(info.name, style="red"),
+                str(info.get("model", "id")), str(info.get("finetune", "method", "lora")), last_text, chat,
+                short_path(info.root, 60))
+
+    def jobs_updated(self, update: FeedUpdate) -> None:
+        self.jobs = update.records
+        found = {r.project for r in update.records if r.project}
+        new = found - self._known_job_projects
+        self._known_job_projects |= found
+        refresh_outputs = any(r.status == "succeeded" for r, _ in update.transitions)
+        if (new and not update.first) or refresh_outputs or (update.first and new):
+            self.refresh_projects()
+            return
+        table = self.query_one(DataTable)
+        for root, info in self.projects.items():
+            _, _, _, last, chat, _ = self._cells(info)
+            table.update_cell(root, "last", last)
+        if self.selected in self.projects:
+            self._show_detail(self.projects[self.selected])
+
+    @on(DataTable.RowHighlighted, "#projects-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key and event.row_key.value in self.projects:
+            self._select(event.row_key.value)
+
+    def _select(self, root: str) -> None:
+        self.selected = root
+        self._show_detail(self.projects[root])
+
+    def _show_empty(self) -> None:
+        from aitk.core import paths
+
+        self.query_one("#project-info", Static).update(Text.from_markup(
+            "[b]No projects yet.[/b]\n\n"
+            "Press [b]n[/b] (or [b]ctrl+n[/b] anywhere) to create one with the wizard: pick a model and a "
+            "dataset, check the settings, and start fine-tuning. The embedded [b]tiny[/b] model with its "
+            "sample dataset fine-tunes in under a minute on a laptop CPU.\n\n"
+            f"[dim]Projects folder: {paths.projects_dir()}[/dim]"))
+
+    def _show_detail(self, info: ProjectInfo) -> None:
+        if info.problem:
+            self.query_one("#project-info", Static).update(Text(f"{info.root}\n{info.problem}", style="red"))
+            return
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
+        f = info.settings.get("finetune", {})
+        grid.add_row("Folder", info.root)
+        grid.add_row("Model", f"{info.get('model', 'id')}  [dim]({info.get('model', 'path')})[/dim]")
+        data = info.get("data", "dataset")
+        eval_data = info.get("data", "eval_dataset", "none")
+        grid.add_row("Data", f"{data}  [dim]eval: {eval_data}[/dim]")
+        grid.add_row("Training", f"{f.get('method', 'lora')}  r={f.get('lora_r')}  alpha={f.get('lora_alpha')}  "
+                                 f"lr={f.get('learning_rate')}  steps={f.get('max_steps')}  "
+                                 f"batch={f.get('per_device_train_batch_size')}")
+        grid.add_row("Target", f"{info.get('target', 'where', 'local')} · {info.get('target', 'device', 'auto')}")
+        outputs = []
+        outputs.append("[green]adapter ✔[/green]" if info.adapter else "[dim]no adapter yet[/dim]")
+        outputs.append(f"[green]ONNX {', '.join(info.exports)} ✔[/green]" if info.exports
+                       else "[dim]not exported[/dim]")
+        grid.add_row("Outputs", "  ".join(outputs))
+        jobs = [r for r in self.jobs if r.project and str(Path(r.project).resolve()) == info.root][:5]
+        now = self.app.clock()
+        for i, rec in enumerate(jobs):
+            grid.add_row("Jobs" if i == 0 else "", Text.assemble(status_text(rec.status), f"  {rec.kind}  ",
+                                                                 (f"{age(now - rec.created)} ago  {rec.id}", "dim")))
+        hint = Text.from_markup("\n[dim]f fine-tune (then export) · e export · t chat · n new project[/dim]")
+        self.query_one("#project-info", Static).update(_stack(grid, hint))
+
+    # -- actions ------------------------------------------------------------------------------
+    def _current(self) -> ProjectInfo | None:
+        info = self.projects.get(self.selected or "")
+        if info is None:
+            self.app.notify("No project selected: press n to create one", severity="warning")
+        return info
+
+    def action_new(self) -> None:
+        self.app.action_new_project()
+
+    def action_refresh(self) -> None:
+        self.refresh_projects()
+
+    def action_finetune(self) -> None:
+        info = self._current()
+        if info is None:
+            return
+        active = [r for r in self.jobs if r.project and str(Path(r.project).resolve()) == info.root
+                  and r.kind == "finetune" and r.status in ACTIVE]
+        if active:
+            self.app.notify(f"{info.name} is already fine-tuning ({active[0].id})", severity="warning")
+            return
+        self._submit(info, "finetune")
+
+    def action_export(self) -> None:
+        info = self._current()
+        if info is None:
+            return
+        if not info.adapter:
+            self.app.notify(f"{info.name} has no fine-tuned adapter yet: fine-tune first (f)", severity="warning")
+            return
+        self._submit(info, "export")
+
+    def action_chat(self) -> None:
+        info = self._current()
+        if info is None:
+            return
+        if not info.exports:
+            self.app.notify(f"{info.name} has no exported model yet: fine-tune (f) or export (e) first",
+                            severity="warning")
+            return
+        self.app.open_chat(info.root)
+
+    @work(thread=True, group="project-actions")
+    def _submit(self, info: ProjectInfo, what: str) -> None:
+        store = self.app.store()
+        try:
+            if what == "finetune":
+                jobs = job_actions.start_finetune(store, info.root)
+            else:
+                jobs = [job_actions.start_export(store, info.root)]
+        except AitkError as e:
+            self.app.call_from_thread(self.app.notify, str(e), title=info.name, severity="error", timeout=12)
+            return
+        self.app.wake_jobs()
+        label = "Fine-tune queued (then export)" if what == "finetune" else "Export queued"
+        self.app.call_from_thread(self.app.notify, f"{label}: {info.name}", timeout=4)
+        self.app.call_from_thread(self.app.action_show_pane, "jobs")
+        self.app.call_from_thread(self.app.pane("jobs").select_job, jobs[0].id)
+
+
+def _stack(*items):
+    from rich.console import Group
+
+    return Group(*items)
