@@ -95,6 +95,9 @@ def _train_tokenizer(spec: TinySpec):
 def _write_model(spec: TinySpec, dest: Path) -> None:
     import torch
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter CLI output
 
     raw = _train_tokenizer(spec)
     ids = {t: raw.token_to_id(t) for t in SPECIAL_TOKENS}

@@ -21,14 +21,17 @@ def provider(store: JobStore):
 
 
 def start_finetune(store: JobStore, project_root: str | Path, *, then_export: bool = True,
-                   resume_from: str | None = None) -> list[JobRecord]:
-    """A fine-tune, and an export child that runs when it succeeds (so chat is ready at the end)."""
+                   then_evaluate: bool = True, resume_from: str | None = None) -> list[JobRecord]:
+    """A fine-tune, then (as children that run only if it succeeds) an export, so chat is ready at
+    the end, and an evaluation of base vs tuned on the eval data."""
     p = provider(store)
     params = {"resume_from": resume_from} if resume_from else {}
     finetune = p.submit("finetune", Path(project_root), params=params)
     jobs = [finetune]
     if then_export:
         jobs.append(p.submit("export", Path(project_root), parent=finetune.id))
+    if then_evaluate:
+        jobs.append(p.submit("evaluate", Path(project_root), parent=finetune.id))
     return jobs
 
 
@@ -81,9 +84,19 @@ def exported_models(project_root: str | Path) -> list[Path]:
     return sorted(found, key=lambda d: (d / "genai_config.json").stat().st_mtime, reverse=True)
 
 
-def export_for(records: list[JobRecord], finetune: JobRecord) -> JobRecord | None:
-    """The newest export of the same project created after this fine-tune."""
+def evaluation_result(store: JobStore, rec: JobRecord) -> dict | None:
+    """Base vs tuned loss of an evaluate job (its result.json), when it has finished."""
+    import json
+
+    try:
+        return json.loads((store.job_dir(rec.id) / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def child_of_kind(records: list[JobRecord], parent: JobRecord, kind: str) -> JobRecord | None:
+    """The newest `kind` job of the same project created after `parent` (its child or a later run)."""
     for rec in records:  # newest first
-        if rec.kind == "export" and rec.project == finetune.project and rec.created >= finetune.created:
+        if rec.kind == kind and rec.project == parent.project and rec.created >= parent.created:
             return rec
     return None

@@ -54,11 +54,21 @@ def _json_records(lines: list[str]) -> list[dict]:
     return out
 
 
-def eval_summary(records: list[dict]) -> Text:
-    """Eval loss before/after (first and last evaluation), and the train loss trend."""
+def eval_summary(records: list[dict], evaluation: dict | None = None) -> Text:
+    """Base vs tuned on the eval data (an evaluate job's result), the eval loss during training
+    (first and last evaluation), and the train loss trend."""
     evals = [(r["step"], r["eval_loss"]) for r in records if isinstance(r.get("eval_loss"), (int, float))]
     trains = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))]
     out = Text()
+    if evaluation and "base" in evaluation:
+        out.append("Base → tuned\n", style="bold")
+        base, tuned = evaluation["base"], evaluation.get("tuned")
+        if tuned:
+            out.append(f" loss {base['loss']:.3f} → {tuned['loss']:.3f}\n")
+            out.append(f" ppl  {base['perplexity']:.4g} → {tuned['perplexity']:.4g}\n",
+                       style="green" if tuned["perplexity"] < base["perplexity"] else "red")
+        else:
+            out.append(f" loss {base['loss']:.3f} (no adapter)\n")
     out.append("Eval loss\n", style="bold")
     if not evals:
         out.append(" no evaluation yet\n", style="dim")
@@ -99,6 +109,7 @@ class JobsPane(Pane):
         self.metrics: list[dict] = []
         self._select_timer = None
         self._pending_select: str | None = None
+        self._evaluations: dict[str, dict | None] = {}
 
     def compose(self) -> ComposeResult:
         table = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
@@ -145,6 +156,20 @@ class JobsPane(Pane):
                     table.update_cell(rec.id, key, value)
         if self.selected in self.records:
             self._show_head(self.records[self.selected])
+            if any(r.kind == "evaluate" for r, _ in update.transitions):
+                self._update_eval()
+
+    def _update_eval(self) -> None:
+        rec = self.records.get(self.selected or "")
+        evaluation = None
+        if rec is not None:
+            ev = rec if rec.kind == "evaluate" else \
+                job_actions.child_of_kind(list(self.records.values()), rec, "evaluate")
+            if ev is not None and ev.status == "succeeded":
+                if ev.id not in self._evaluations:
+                    self._evaluations[ev.id] = job_actions.evaluation_result(self.app.store(), ev)
+                evaluation = self._evaluations[ev.id]
+        self.query_one("#job-eval", Static).update(eval_summary(self.metrics, evaluation))
 
     def _cells(self, rec: JobRecord, now: float) -> tuple:
         progress = self.progress.get(rec.id)
@@ -185,7 +210,7 @@ class JobsPane(Pane):
         self.metrics = []
         self.query_one(Log).clear()
         self.query_one(LossChart).clear()
-        self.query_one("#job-eval", Static).update(eval_summary([]))
+        self._update_eval()
         if job_id in self.records:
             self._show_head(self.records[job_id])
         self._follow(job_id)
@@ -281,7 +306,7 @@ class JobsPane(Pane):
         if message.records:
             self.metrics.extend(message.records)
             self.query_one(LossChart).add_records(message.records)
-            self.query_one("#job-eval", Static).update(eval_summary(self.metrics))
+            self._update_eval()
             if self.selected in self.records:
                 self._show_head(self.records[self.selected])
 
@@ -362,7 +387,7 @@ class JobsPane(Pane):
         if rec.kind != "finetune" or rec.status != "succeeded":
             self.app.notify("Chat needs a fine-tune that succeeded", severity="warning")
             return
-        export = job_actions.export_for(list(self.records.values()), rec)
+        export = job_actions.child_of_kind(list(self.records.values()), rec, "export")
         if export and export.status == "succeeded":
             self.app.open_chat(rec.project)
         elif export and export.status in ACTIVE:

@@ -1,0 +1,171 @@
+"""What the new-project wizard has gathered, and the one place it turns into files (on confirm).
+
+Until `create()` runs nothing is written: the steps read datasets and tokenizers to preview them,
+and keep every choice in a `WizardState` (with a `ProjectSettings` validated field by field).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aitk.core import paths, tiny
+from aitk.core.errors import AitkError
+from aitk.core.settings import NAME_RE, ProjectSettings, default_settings
+
+# Text templates for question/answer rows in each chat format family the catalog names.
+TEMPLATES = {
+    "phi3": tiny.TEXT_TEMPLATE,
+    "phi4": "<|im_start|>user<|im_sep|>{question}<|im_end|><|im_start|>assistant<|im_sep|>{answer}<|im_end|>",
+    "chatml": "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>",
+    "llama3": "<|start_header_id|>user<|end_header_id|>\n\n{question}<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n\n{answer}<|eot_id|>",
+    "mistral": "[INST] {question} [/INST] {answer}</s>",
+}
+DATASET_MODES = ("bundled", "file", "hf")
+
+
+@dataclass
+class WizardResult:
+    root: Path
+    job_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WizardState:
+    name: str = ""
+    location: str = ""
+    model_id: str = tiny.TINY_ID
+    model_path: str | None = None  # HF repo id or local folder, for models outside the catalog
+    chat_template: str = "phi3"
+    dataset_mode: str = "bundled"
+    dataset: str = ""
+    eval_dataset: str = ""
+    settings: ProjectSettings | None = None
+    device: str = "cpu"  # the machine's best device (for defaults)
+    start: bool = True
+
+    @property
+    def dest(self) -> Path:
+        return Path(self.location or paths.projects_dir()).expanduser() / self.name
+
+    def reset_settings(self) -> None:
+        """Defaults for the chosen model and device, keeping what earlier steps decided."""
+        s = default_settings(self.name or "project", self.model_id if self.model_id == tiny.TINY_ID else "custom",
+                             self.device)
+        if self.model_id != tiny.TINY_ID:
+            s.model.id = self.model_id
+            s.model.path = self.model_path or self.model_id
+            s.data.text_template = TEMPLATES.get(self.chat_template, tiny.TEXT_TEMPLATE)
+        self.settings = s
+
+    def dataset_args(self) -> tuple[str | None, str | None]:
+        """(dataset, eval_dataset) as create_project takes them."""
+        bundled = paths.bundled_data() / "tiny_qa"
+        if self.dataset_mode == "bundled":
+            if self.model_id == tiny.TINY_ID:
+                return None, None
+            return str(bundled / "train.jsonl"), str(bundled / "eval.jsonl")
+        return self.dataset.strip() or None, self.eval_dataset.strip() or None
+
+    def preview_sources(self) -> tuple[str | None, str | None]:
+        if self.dataset_mode == "bundled":
+            bundled = paths.bundled_data() / "tiny_qa"
+            return str(bundled / "train.jsonl"), str(bundled / "eval.jsonl")
+        return self.dataset.strip() or None, self.eval_dataset.strip() or None
+
+
+def check_name(name: str, location: str) -> str | None:
+    if not name:
+        return "Give the project a name"
+    if not NAME_RE.match(name) or name in {".", ".."}:
+        return f"{name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    base = Path(location or paths.projects_dir()).expanduser()
+    if not base.is_dir():
+        return f"{base} does not exist: choose an existing folder"
+    if (base / name).exists():
+        return f"{base / name} already exists: choose another name"
+    return None
+
+
+def free_name(location: str | None = None) -> str:
+    base = Path(location or paths.projects_dir()).expanduser()
+    for i in range(1, 1000):
+        if not (base / f"project-{i}").exists():
+            return f"project-{i}"
+    return "project"
+
+
+def command_line(state: WizardState) -> str:
+    """The `aitk` commands doing what the wizard will do (settings beyond the defaults go in aitk.toml)."""
+    import shlex
+
+    dataset, eval_dataset = state.dataset_args()
+    parts = ["aitk", "project", "new", str(state.dest), "--model", state.model_id]
+    if dataset:
+        parts += ["--dataset", dataset]
+    if eval_dataset:
+        parts += ["--eval-dataset", eval_dataset]
+    lines = [" ".join(shlex.quote(p) for p in parts)]
+    changed = changed_settings(state)
+    if changed:
+        lines.append(f"# then set in {state.dest / 'aitk.toml'} and run `aitk project regen -P {state.dest}`:")
+        lines += [f"#   {key} = {value!r}" for key, value in changed]
+    if state.start:
+        lines.append(f"aitk finetune -P {shlex.quote(str(state.dest))} && aitk export -P {shlex.quote(str(state.dest))}"
+                     f" && aitk evaluate -P {shlex.quote(str(state.dest))}")
+    return "\n".join(lines)
+
+
+def changed_settings(state: WizardState) -> list[tuple[str, object]]:
+    """Settings that differ from what `aitk project new` would write for this model."""
+    if state.settings is None:
+        return []
+    base = WizardState(name=state.name, model_id=state.model_id, model_path=state.model_path,
+                       chat_template=state.chat_template, device=state.device)
+    base.reset_settings()
+    now = state.settings.model_dump(mode="json")
+    before = base.settings.model_dump(mode="json")
+    out = []
+    for section in ("model", "data", "finetune", "inference", "target"):
+        for key, value in now[section].items():
+            if section == "data" and key in ("dataset", "eval_dataset"):
+                continue
+            if before[section].get(key) != value:
+                out.append((f"{section}.{key}", value))
+    return out
+
+
+def build_tiny_if_needed() -> None:
+    """The tiny model is built with torch: in a child process, never in the UI process."""
+    if tiny.is_built():
+        return
+    proc = subprocess.run([sys.executable, "-c", "from aitk.core.tiny import ensure_tiny; ensure_tiny()"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise AitkError(f"could not build the tiny model: {tail}", "run `aitk model build-tiny` to see why")
+
+
+def create(state: WizardState, store=None) -> WizardResult:
+    """Write the project (and start its jobs when asked). Runs in a worker thread."""
+    from aitk.core.project import create_project
+
+    if state.settings is None:
+        state.reset_settings()
+    settings = state.settings.model_copy(deep=True)
+    settings.name = state.name
+    if state.model_id == tiny.TINY_ID:
+        build_tiny_if_needed()
+    dataset, eval_dataset = state.dataset_args()
+    project = create_project(state.dest, settings, model_id=state.model_id, dataset=dataset,
+                             eval_dataset=eval_dataset)
+    result = WizardResult(project.root)
+    if state.start:
+        from aitk.tui import job_actions
+
+        jobs = job_actions.start_finetune(store, project.root) if store is not None else []
+        result.job_ids = [j.id for j in jobs]
+    return result
