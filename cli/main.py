@@ -245,9 +245,17 @@ def cmd_jobs_wait(args) -> int:
 
 # -- chat ---------------------------------------------------------------------------------------
 def _open_engine(args):
-    from ..core.chat import GenaiChatEngine
+    from ..core.chat import GenaiChatEngine, RemoteChatEngine
     from ..core.project import find_project
+    from ..core.settings import InferenceSettings
 
+    if args.endpoint:
+        from types import SimpleNamespace
+
+        engine = RemoteChatEngine(args.endpoint, args.api_key or os.environ.get("AITK_API_KEY"))
+        fake = SimpleNamespace(settings=SimpleNamespace(inference=InferenceSettings(),
+                                                        model=SimpleNamespace(id=args.endpoint)))
+        return fake, engine
     project = find_project(args.project)
     onnx = project.onnx_dir(args.precision)
     if not (onnx / "genai_config.json").is_file():
@@ -266,7 +274,10 @@ def cmd_chat(args) -> int:
         temperature=inf.temperature if args.temperature is None else args.temperature,
         top_p=args.top_p or inf.top_p, top_k=inf.top_k if args.top_k is None else args.top_k,
         system_prompt=args.system)
-    adapter = "base" if args.base else (engine.adapters[0] if engine.adapters else "base")
+    if args.endpoint:
+        adapter = args.model or engine.adapters[0]
+    else:
+        adapter = "base" if args.base else (engine.adapters[0] if engine.adapters else "base")
     if args.prompt is not None:
         stream = engine.stream([{"role": "user", "content": args.prompt}], options, adapter=adapter)
         for piece in stream:
@@ -297,6 +308,13 @@ def cmd_chat(args) -> int:
             sys.stdout.write(" [stopped]")
         print(f"   ({stream.tokens_per_second:.0f} tok/s)")
         history.append({"role": "assistant", "content": "".join(stream.text).strip()})
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from ..core.server import serve
+
+    serve(args.project, args.host, args.port, args.api_key or os.environ.get("AITK_API_KEY"), args.precision)
     return 0
 
 
@@ -375,7 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-p", type=float)
     p.add_argument("--top-k", type=int)
+    p.add_argument("--endpoint", help="chat with an OpenAI-compatible endpoint instead (e.g. http://127.0.0.1:8000)")
+    p.add_argument("--api-key", help="API key for --endpoint (default: $AITK_API_KEY)")
+    p.add_argument("--model", help="model name at --endpoint (default: the first it lists)")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server (default: the tiny model on 127.0.0.1:8000)")
+    _project_arg(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require this bearer key (default: $AITK_API_KEY; none if unset)")
+    p.add_argument("--precision", choices=["fp32", "int4", "fp16"])
+    p.set_defaults(func=cmd_serve)
 
     jobs = sub.add_parser("jobs", help="the job queue").add_subparsers(dest="sub", required=True)
     p = jobs.add_parser("list", help="recent jobs")
@@ -403,12 +432,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--timeout", type=float)
         p.set_defaults(func=func)
 
-    try:
-        from . import catalog_cmds
-    except ImportError:
-        catalog_cmds = None
-    if catalog_cmds is not None:
-        catalog_cmds.register(sub)
     return ap
 
 

@@ -646,11 +646,11 @@ class Fit:
         else:
             text = f"does not fit (~{need}, {human_bytes(self.have_bytes)} usable)"
         if self.speed and self.ok is not False:
-            text += f", {self.speed} on CPU (~{_human_hours(self.hours)} per default run)"
+            text += f", {self.speed} on CPU (~{human_hours(self.hours)} per default run)"
         return text
 
 
-def _human_hours(h: float | None) -> str:
+def human_hours(h: float | None) -> str:
     if h is None:
         return "?"
     if h < 1 / 60:

@@ -39,6 +39,7 @@ class ChatStream:
 
     pieces: Iterator[str]
     tokens: int = 0
+    prompt_tokens: int = 0
     seconds: float = 0.0
     stopped: bool = False
     text: list[str] = field(default_factory=list)
@@ -101,7 +102,10 @@ class GenaiChatEngine:
         self._adapters = og.Adapters(self.model)
         for name, path in adapters.items():
             self._adapters.load(str(path), name)
-        self.adapters = list(adapters)
+        # A zero adapter named "base" (written by export) serves the base model with the same
+        # shapes as the tuned one; it is not offered as an adapter of its own.
+        self._zero_base = BASE in adapters
+        self.adapters = [name for name in adapters if name != BASE]
 
     def prompt(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
@@ -120,7 +124,9 @@ class GenaiChatEngine:
         generator = self._og.Generator(self.model, params)
         if adapter not in (None, BASE):
             generator.set_active_adapter(self._adapters, adapter)
-        result = ChatStream(iter(()))
+        elif self._zero_base:
+            generator.set_active_adapter(self._adapters, BASE)
+        result = ChatStream(iter(()), prompt_tokens=len(input_ids))
 
         def pieces():
             decoder = self.tokenizer.create_stream()
@@ -206,3 +212,78 @@ class TorchChatEngine:
 
         result.pieces = pieces()
         return result
+
+
+class RemoteChatEngine:
+    """Any OpenAI-compatible endpoint (ours from `aitk serve`, deployed or local), streaming SSE.
+
+    Adapters are the endpoint's model names; `adapter` picks one (None: the first listed).
+    """
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0):
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(headers=headers, timeout=timeout)
+        try:
+            resp = self._client.get(f"{self.base_url}/models")
+        except httpx.HTTPError as e:
+            raise AitkError(f"cannot reach {self.base_url}: {e}", "check the URL and that the server runs") from None
+        _raise_for(resp, self.base_url)
+        self.adapters = [m["id"] for m in resp.json().get("data", [])]
+        if not self.adapters:
+            raise AitkError(f"{self.base_url} serves no models", "check the endpoint")
+
+    def stream(self, messages, options=None, adapter=None, stop=None) -> ChatStream:
+        import httpx
+
+        options = options or GenerationOptions()
+        validate_messages(messages)
+        model = adapter if adapter in self.adapters else self.adapters[0]
+        body = {"model": model, "messages": with_system(messages, options), "stream": True,
+                "max_tokens": options.max_new_tokens, "temperature": max(options.temperature, 0.0),
+                "top_p": options.top_p}
+        result = ChatStream(iter(()))
+
+        def pieces():
+            t0 = time.perf_counter()
+            try:
+                with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        _raise_for(resp, self.base_url)
+                    for line in resp.iter_lines():
+                        if stop is not None and stop.is_set():
+                            result.stopped = True
+                            return
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        event = json.loads(line[6:])
+                        if "error" in event:
+                            raise AitkError(f"{self.base_url}: {event['error'].get('message')}")
+                        delta = event["choices"][0].get("delta", {}).get("content")
+                        if delta:
+                            result.tokens += 1  # a chunk is about a token on our server and OpenAI's
+                            result.seconds = time.perf_counter() - t0
+                            yield delta
+            except httpx.HTTPError as e:
+                raise AitkError(f"the connection to {self.base_url} failed: {e}", "retry") from None
+            finally:
+                result.seconds = time.perf_counter() - t0
+
+        result.pieces = pieces()
+        return result
+
+
+def _raise_for(resp, url: str) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        message = resp.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = resp.text[:200]
+    hint = "pass --api-key (or set AITK_API_KEY)" if resp.status_code == 401 else None
+    raise AitkError(f"{url} answered {resp.status_code}: {message}", hint)

@@ -25,6 +25,7 @@ PRECISIONS = {"cpu": ("int4", "fp32"), "cuda": ("fp16", "int4", "fp32"), "dml": 
 SIDE_FILES = ("genai_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
               "special_tokens_map.json", "tokenizer.model", "added_tokens.json")
 ADAPTER_NAME = "tuned"
+BASE_ADAPTER = "base"  # zeros; see write_zero_adapter
 MANIFEST = "aitk-export.json"
 
 
@@ -64,6 +65,29 @@ def _extract_adapters(model_dir: Path, out: Path, cache: Path) -> Path | None:
     return found[0] if found else None
 
 
+def write_zero_adapter(adapter_file: Path, dest: Path) -> None:
+    """An adapter of the same shapes, all zeros: the base model's output, bit for bit.
+
+    Serving the base model by leaving the adapter inputs empty (rank 0) makes onnxruntime reuse a
+    buffer planned for rank r and fail with "Shape mismatch attempting to re-use buffer" once a
+    tuned request ran first (seen on the tiny model with r equal to the hidden size). With a
+    zero adapter every request has the same shapes.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    src = ort.AdapterFormat.read_adapter(str(adapter_file))
+    zeros = {}
+    for name, value in src.get_parameters().items():
+        array = value.numpy()
+        zeros[name] = ort.OrtValue.ortvalue_from_numpy(np.zeros_like(array))
+    out = ort.AdapterFormat()
+    out.set_adapter_version(src.get_adapter_version())
+    out.set_model_version(src.get_model_version())
+    out.set_parameters(zeros)
+    out.export_adapter(str(dest))
+
+
 def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str = "fp32",
                  device: str = "cpu") -> Path:
     """Write `dest/` = genai model folder (+ `adapters/tuned.onnx_adapter` when an adapter is given).
@@ -88,6 +112,8 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
                                 "check that the adapter's target modules exist in this model")
             (final / "adapters").mkdir()
             os.replace(weights, final / "adapters" / f"{ADAPTER_NAME}.onnx_adapter")
+            write_zero_adapter(final / "adapters" / f"{ADAPTER_NAME}.onnx_adapter",
+                               final / "adapters" / f"{BASE_ADAPTER}.onnx_adapter")
             for junk in ("footprint.json", "output_footprint.json", "run_history.txt", "model_config.json"):
                 (final / junk).unlink(missing_ok=True)
             for name in SIDE_FILES:

@@ -48,7 +48,7 @@ from . import catalog as cat
 from . import paths, tiny
 from .errors import AitkError
 
-CHUNK_SIZE = 1 << 20               # bytes read between cancel checks / progress updates
+CHUNK_SIZE = 8 << 20               # bytes per read when hashing a partial file
 PROGRESS_INTERVAL = 0.1            # seconds between progress callbacks (the last one always comes)
 SPEED_WINDOW = 5.0                 # seconds of history the speed is averaged over
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)  # waits before resuming after a dropped connection
@@ -588,10 +588,30 @@ class _Puller:
                 stale = self.storage / "blobs" / f"{f.etag_hint}.incomplete"
                 if stale.is_file():  # counted as resumable, but the server's copy differs
                     self.tracker.rewind(min(stale.stat().st_size, size or 0))
-            self._download(meta.location, url, blob, size, meta.etag)
+            self._download_locked(meta.location, blob, size, meta.etag)
         _link(blob, snap / f.name)
 
-    def _download(self, location: str, url: str, blob: Path, size: int | None, etag: str) -> None:
+    def _download_locked(self, location: str, blob: Path, size: int | None, etag: str) -> None:
+        """Under the lock huggingface_hub itself takes for this blob, so two pulls (or a pull and
+        transformers) never write the same file; a cancel still gets through while waiting."""
+        from filelock import Timeout
+        from huggingface_hub.utils import WeakFileLock
+
+        lock = self.cache / ".locks" / self.storage.name / f"{etag}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                with WeakFileLock(lock, timeout=0.5):
+                    if not blob.is_file():  # another process may have finished it meanwhile
+                        self._download(location, blob, size, etag)
+                    elif size:
+                        self.tracker.advance(0)
+                    return
+            except Timeout:
+                if self.cancel.is_set():
+                    raise _cancelled(self.label) from None
+
+    def _download(self, location: str, blob: Path, size: int | None, etag: str) -> None:
         import httpx2
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
@@ -608,7 +628,7 @@ class _Puller:
             have = 0
         if hasher and have:
             with open(part, "rb") as fh:
-                for block in iter(lambda: fh.read(CHUNK_SIZE * 8), b""):
+                for block in iter(lambda: fh.read(CHUNK_SIZE), b""):
                     hasher.update(block)
         attempt = 0
         while size is None or have < size:
@@ -632,7 +652,9 @@ class _Puller:
                         have, mode = 0, "wb"
                         hasher = _hasher_for(etag, size)
                     with open(part, mode) as out:
-                        for chunk in resp.iter_bytes(CHUNK_SIZE):
+                        # As the network delivers (<= 64 KiB): a dropped connection loses nothing
+                        # already received, and a cancel is noticed within one read.
+                        for chunk in resp.iter_bytes():
                             if self.cancel.is_set():
                                 raise _cancelled(self.label, have)
                             out.write(chunk)

@@ -210,9 +210,11 @@ def main():
     model = og.Model(str(MODEL))
     tokenizer = og.Tokenizer(model)
     adapters = og.Adapters(model)
-    adapter = MODEL / "adapters" / "tuned.onnx_adapter"
-    if not args.base:
-        adapters.load(str(adapter), "tuned")
+    # "base" is an all-zero adapter of the same shape: the base model, with stable shapes.
+    name = "base" if args.base else "tuned"
+    adapter = MODEL / "adapters" / f"{{name}}.onnx_adapter"
+    if adapter.exists():
+        adapters.load(str(adapter), name)
     stream = tokenizer.create_stream()
     history = []
     print("Type a message; an empty line quits.")
@@ -229,8 +231,8 @@ def main():
         params.set_search_options(max_length=len(tokenizer.encode(prompt)) + args.max_new_tokens,
                                   do_sample=False)
         gen = og.Generator(model, params)
-        if not args.base:
-            gen.set_active_adapter(adapters, "tuned")
+        if adapter.exists():
+            gen.set_active_adapter(adapters, name)
         gen.append_tokens(tokenizer.encode(prompt))
         reply = []
         while not gen.is_done():

@@ -5,8 +5,10 @@ Set in os.environ (not monkeypatch) because job processes the tests start inheri
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,50 @@ def tiny_test_model() -> Path:
     from aitk.core import tiny
 
     return tiny.ensure_tiny(tiny.TEST)
+
+
+# -- one real fine-tune + export per session, shared by the pipeline, server and app tests --------
+N_ROWS = 48
+
+
+def wait(provider, job_id, timeout=300):
+    deadline = time.time() + timeout
+    while not (rec := provider.status(job_id)).is_final:
+        assert time.time() < deadline, f"job {job_id} still {rec.status}"
+        time.sleep(0.2)
+    return rec
+
+
+@pytest.fixture(scope="session")
+def rows():
+    from aitk.core import paths
+
+    lines = (paths.bundled_data() / "tiny_qa" / "train.jsonl").read_text().splitlines()[:N_ROWS]
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_test_model, rows):
+    from aitk.core import tiny
+    from aitk.core.project import create_project, load_project, regenerate
+    from aitk.providers.local import LocalProvider
+
+    base = tmp_path_factory.mktemp("pipeline")
+    data = base / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    project = create_project(base / "proj", dataset=str(data), tiny_spec=tiny.TEST)
+    f = project.settings.finetune
+    f.max_steps, f.save_steps, f.logging_steps, f.lora_r, f.lora_alpha = 400, 100, 10, 64, 128.0
+    f.learning_rate = 3e-3
+    project.settings.data.eval_dataset = "dataset/qa.jsonl"  # eval on the same rows: loss must fall too
+    regenerate(project)
+    provider = LocalProvider()
+    ft = provider.submit("finetune", project.root)
+    ex = provider.submit("export", project.root, parent=ft.id, params={"precision": "fp32"})
+    ft_rec, ex_rec = wait(provider, ft.id), wait(provider, ex.id)
+    log = provider.store.log_path(ft.id).read_text()[-3000:]
+    assert ft_rec.status == "succeeded", log
+    assert ex_rec.status == "succeeded", provider.store.log_path(ex.id).read_text()[-3000:]
+    return load_project(project.root), ft_rec, ex_rec
+
+

@@ -14,51 +14,10 @@ import time
 
 import pytest
 
-from aitk.core import tiny
 from aitk.core.chat import GenaiChatEngine, GenerationOptions, TorchChatEngine
 from aitk.core.jobs import JobStore
-from aitk.core.project import create_project, load_project, regenerate
-from aitk.providers.local import LocalProvider
 
 pytestmark = pytest.mark.slow
-N_ROWS = 48
-
-
-def wait(provider, job_id, timeout=300):
-    deadline = time.time() + timeout
-    while not (rec := provider.status(job_id)).is_final:
-        assert time.time() < deadline, f"job {job_id} still {rec.status}"
-        time.sleep(0.2)
-    return rec
-
-
-@pytest.fixture(scope="session")
-def rows(tmp_path_factory):
-    from aitk.core import paths
-
-    lines = (paths.bundled_data() / "tiny_qa" / "train.jsonl").read_text().splitlines()[:N_ROWS]
-    return [json.loads(line) for line in lines]
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory, tiny_test_model, rows):
-    base = tmp_path_factory.mktemp("pipeline")
-    data = base / "qa.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    project = create_project(base / "proj", dataset=str(data), tiny_spec=tiny.TEST)
-    f = project.settings.finetune
-    f.max_steps, f.save_steps, f.logging_steps, f.lora_r, f.lora_alpha = 240, 80, 10, 32, 64.0
-    f.learning_rate = 3e-3
-    project.settings.data.eval_dataset = "dataset/qa.jsonl"  # eval on the same rows: loss must fall too
-    regenerate(project)
-    provider = LocalProvider()
-    ft = provider.submit("finetune", project.root)
-    ex = provider.submit("export", project.root, parent=ft.id, params={"precision": "fp32"})
-    ft_rec, ex_rec = wait(provider, ft.id), wait(provider, ex.id)
-    log = provider.store.log_path(ft.id).read_text()[-3000:]
-    assert ft_rec.status == "succeeded", log
-    assert ex_rec.status == "succeeded", provider.store.log_path(ex.id).read_text()[-3000:]
-    return load_project(project.root), ft_rec, ex_rec
 
 
 @pytest.fixture(scope="session")
@@ -168,3 +127,14 @@ def test_generated_config_runs_with_plain_olive(trained, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (copy / "models/olive/adapter/adapter_config.json").is_file()
     assert (copy / "models/checkpoints/checkpoint-6").is_dir()
+
+
+def test_project_console_chat_script(trained, rows):
+    """The generated inference/console_chat.py works with nothing but onnxruntime-genai."""
+    project, _, _ = trained
+    script = project.root / "inference" / "console_chat.py"
+    for flag, expect_hit in (([], True), (["--base"], False)):
+        proc = subprocess.run([sys.executable, str(script), *flag], input=rows[0]["question"] + "\n\n",
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert (rows[0]["answer"] in proc.stdout) == expect_hit, proc.stdout

@@ -17,6 +17,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import get_current_worker
@@ -52,12 +53,12 @@ class AitkApp(App):
     TITLE = "aitk"
     CSS_PATH = "app.tcss"
     BINDINGS = [
-        Binding("f1", "show_pane('catalog')", "Catalog", id="pane.catalog"),
-        Binding("f2", "show_pane('projects')", "Projects", id="pane.projects"),
-        Binding("f3", "show_pane('jobs')", "Jobs", id="pane.jobs"),
-        Binding("f4", "show_pane('chat')", "Chat", id="pane.chat"),
-        Binding("ctrl+n", "new_project", "New project", id="app.new_project"),
-        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("f1", "show_pane('catalog')", "Catalog", id="pane.catalog", show=False),
+        Binding("f2", "show_pane('projects')", "Projects", id="pane.projects", show=False),
+        Binding("f3", "show_pane('jobs')", "Jobs", id="pane.jobs", show=False),
+        Binding("f4", "show_pane('chat')", "Chat", id="pane.chat", show=False),
+        Binding("ctrl+n", "new_project", "New project", id="app.new_project", show=False),
+        Binding("question_mark", "help", "Help", id="app.help", show=False),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
@@ -108,7 +109,7 @@ class AitkApp(App):
 
     def _after_first_paint(self) -> None:
         self.pane(self.start_pane).focus_main()
-        status = self.query_one(StatusBar)
+        status = self.main_widget("#status", StatusBar)
         if self._azure is None:
             from aitk.tui.azure_state import detect_azure
 
@@ -124,17 +125,21 @@ class AitkApp(App):
             self.notify(problem, title="Settings", severity="warning", timeout=12)
 
     # -- panes --------------------------------------------------------------------------------
+    def main_widget(self, selector: str, expect_type=None):
+        """A widget of the main screen, whatever modal (wizard, help, palette) is on top of it."""
+        return self.screen_stack[0].query_one(selector, expect_type)
+
     def pane(self, name: str):
-        return self.query_one(f"#{name}-pane")
+        return self.main_widget(f"#{name}-pane")
 
     @property
     def current_pane(self) -> str:
-        return self.query_one("#panes", TabbedContent).active
+        return self.main_widget("#panes", TabbedContent).active
 
     def action_show_pane(self, name: str) -> None:
         if isinstance(self.screen, ModalScreen) or name not in PANES:
             return
-        self.query_one("#panes", TabbedContent).active = name
+        self.main_widget("#panes", TabbedContent).active = name
         self.pane(name).focus_main()
 
     @on(TabbedContent.TabActivated)
@@ -194,7 +199,7 @@ class AitkApp(App):
         from aitk.tui.azure_state import detect_azure
 
         self._azure = detect_azure()
-        self.query_one(StatusBar).azure = self._azure.label
+        self.main_widget("#status", StatusBar).azure = self._azure.label
         note = "" if self._azure.signed_in else " (run `az login`, or set AZURE_CLIENT_ID/AZURE_TENANT_ID/...)"
         self.notify(self._azure.label + note, title="Azure")
 
@@ -207,7 +212,7 @@ class AitkApp(App):
 
     def on_device_detected(self, message: DeviceDetected) -> None:
         self._device = message.info
-        self.query_one(StatusBar).device = message.info.label
+        self.main_widget("#status", StatusBar).device = message.info.label
 
     @property
     def device(self):
@@ -241,9 +246,14 @@ class AitkApp(App):
             self._wake.clear()
 
     def on_jobs_updated(self, message: JobsUpdated) -> None:
+        if not self.screen_stack or self._exit:
+            return
         update = message.update
         self.last_update = update
-        status = self.query_one(StatusBar)
+        try:
+            status = self.main_widget("#status", StatusBar)
+        except NoMatches:  # shutting down
+            return
         status.running = sum(1 for r in update.records if r.status in ("starting", "running"))
         status.queued = sum(1 for r in update.records if r.status == "queued")
         for name in PANES:

@@ -42,7 +42,7 @@ class ChatInput(TextArea):
 
     def __init__(self, **kwargs):
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
-        self.history: list[str] = []
+        self.prompts: list[str] = []
         self._index: int | None = None
 
     async def _on_key(self, event: events.Key) -> None:
@@ -51,7 +51,7 @@ class ChatInput(TextArea):
             event.prevent_default()
             text = self.text.strip()
             if text:
-                self.history.append(text)
+                self.prompts.append(text)
                 self._index = None
                 self.post_message(self.Send(text))
             return
@@ -60,22 +60,22 @@ class ChatInput(TextArea):
             event.prevent_default()
             self.insert("\n")
             return
-        if event.key == "up" and self.cursor_location[0] == 0 and self.history:
+        if event.key == "up" and self.cursor_location[0] == 0 and self.prompts:
             event.stop()
             event.prevent_default()
-            self._index = len(self.history) - 1 if self._index is None else max(0, self._index - 1)
-            self.load_text(self.history[self._index])
+            self._index = len(self.prompts) - 1 if self._index is None else max(0, self._index - 1)
+            self.load_text(self.prompts[self._index])
             return
         if event.key == "down" and self._index is not None and \
                 self.cursor_location[0] == self.document.line_count - 1:
             event.stop()
             event.prevent_default()
             self._index += 1
-            if self._index >= len(self.history):
+            if self._index >= len(self.prompts):
                 self._index = None
                 self.load_text("")
             else:
-                self.load_text(self.history[self._index])
+                self.load_text(self.prompts[self._index])
             return
         await super()._on_key(event)
 
@@ -98,7 +98,7 @@ class ChatColumn(VerticalScroll):
     DEFAULT_CSS = """
     ChatColumn { border: round $panel-lighten-2; border-title-color: $accent; padding: 0 1; height: 1fr; }
     ChatColumn .msg { margin-bottom: 1; }
-    ChatColumn .user { color: $text; background: $boost; padding: 0 1; }
+    ChatColumn .user { color: $accent; }
     ChatColumn .assistant { color: $text; }
     ChatColumn .stats { color: $text-muted; margin-top: -1; margin-bottom: 1; }
     ChatColumn .error { color: $error; }
@@ -141,8 +141,8 @@ class ChatPane(Pane):
     def compose(self) -> ComposeResult:
         chat = self.app.config.chat
         with Horizontal(id="chat-top"):
-            yield Select([], prompt="No exported model yet", id="chat-model", allow_blank=True)
-            yield Select(MODES, value="tuned", allow_blank=False, id="chat-mode")
+            yield Select([], prompt="No exported model yet", id="chat-model", allow_blank=True, compact=True)
+            yield Select(MODES, value="tuned", allow_blank=False, id="chat-mode", compact=True)
         with Horizontal(id="chat-main"):
             with Horizontal(id="chat-columns"):
                 yield ChatColumn(id="col-0")
@@ -345,7 +345,7 @@ class ChatPane(Pane):
         self._streams = {}
         for i, column in enumerate(columns):
             col = self.query_one(f"#col-{i}", ChatColumn)
-            col.mount(Static(Text(text), classes="msg user"))
+            col.mount(Static(Text.assemble(("› ", "bold"), (text, "bold")), classes="msg user"))
             answer = Static(Text("…", style="dim"), classes="msg assistant")
             col.mount(answer)
             col.scroll_end(animate=False)

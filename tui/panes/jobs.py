@@ -80,7 +80,7 @@ def eval_summary(records: list[dict], evaluation: dict | None = None) -> Text:
             out.append(f" last  {v1:.3f}", style="")
             out.append(f" @{s1}\n", style="dim")
             change = (v1 - v0) / v0 * 100 if v0 else 0.0
-            out.append(f" {change:+.0f}%\n", style="green" if change < 0 else "red")
+            out.append(f" {change:+.1f}%\n", style="green" if change < 0 else "red")
     out.append("Train loss\n", style="bold")
     if not trains:
         out.append(" —\n", style="dim")
@@ -119,7 +119,6 @@ class JobsPane(Pane):
         table.add_column("Progress", key="progress", width=12)
         table.add_column("Age", key="age", width=4)
         table.add_column("Device", key="device", width=6)
-        table.add_column("Id", key="id")
         yield table
         with Vertical(id="job-detail"):
             yield Static("No job selected. Start one from Projects (F2: f) or the wizard (ctrl+n).",
@@ -183,7 +182,7 @@ class JobsPane(Pane):
             prog = Text("—", style="dim")
         project = Path(rec.project).name if rec.project else "—"
         return (status_text(rec.status), KIND_LABEL.get(rec.kind, rec.kind), project, prog,
-                age(now - rec.created), rec.device or "—", Text(rec.id, style="dim"))
+                age(now - rec.created), rec.device or "—")
 
     @on(DataTable.RowHighlighted, "#jobs-table")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -209,7 +208,11 @@ class JobsPane(Pane):
         self.selected = job_id
         self.metrics = []
         self.query_one(Log).clear()
-        self.query_one(LossChart).clear()
+        chart = self.query_one(LossChart)
+        chart.clear()
+        rec = self.records.get(job_id)
+        chart.empty_text = "waiting for the first loss value…" if rec is None or rec.kind == "finetune" else \
+            f"no loss curve: this is {'an' if rec.kind[0] in 'aeiou' else 'a'} {rec.kind} job"
         self._update_eval()
         if job_id in self.records:
             self._show_head(self.records[job_id])
@@ -303,6 +306,8 @@ class JobsPane(Pane):
                            f"(full log: {self.app.store().log_path(message.job_id)})")
         if message.lines:
             log.write_lines(message.lines)
+            if log.auto_scroll:
+                self.call_after_refresh(log.scroll_end, animate=False)
         if message.records:
             self.metrics.extend(message.records)
             self.query_one(LossChart).add_records(message.records)

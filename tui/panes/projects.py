@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Static
 from aitk.core.errors import AitkError
 from aitk.core.jobs import ACTIVE, JobRecord
 from aitk.tui import job_actions
-from aitk.tui.formatting import age, short_path, status_text
+from aitk.tui.formatting import age, status_text
 from aitk.tui.jobs_feed import FeedUpdate
 from aitk.tui.panes.base import Pane
 
@@ -100,7 +100,6 @@ class ProjectsPane(Pane):
         table.add_column("Method", key="method", width=7)
         table.add_column("Last job", key="last", width=18)
         table.add_column("Chat", key="chat", width=6)
-        table.add_column("Folder", key="folder")
         yield table
         with VerticalScroll(id="project-detail"):
             yield Static("Looking for projects…", id="project-info")
@@ -142,8 +141,7 @@ class ProjectsPane(Pane):
             Text.assemble(status_text(last.status), f" {last.kind}")
         chat = Text("ready", style="green") if info.exports else Text("—", style="dim")
         return (Text(info.name, style="bold") if not info.problem else Text(info.name, style="red"),
-                str(info.get("model", "id")), str(info.get("finetune", "method", "lora")), last_text, chat,
-                short_path(info.root, 60))
+                str(info.get("model", "id")), str(info.get("finetune", "method", "lora")), last_text, chat)
 
     def jobs_updated(self, update: FeedUpdate) -> None:
         self.jobs = update.records
@@ -156,7 +154,7 @@ class ProjectsPane(Pane):
             return
         table = self.query_one(DataTable)
         for root, info in self.projects.items():
-            _, _, _, last, chat, _ = self._cells(info)
+            _, _, _, last, chat = self._cells(info)
             table.update_cell(root, "last", last)
         if self.selected in self.projects:
             self._show_detail(self.projects[self.selected])

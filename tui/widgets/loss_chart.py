@@ -65,6 +65,7 @@ class LossChart(Widget, can_focus=False):
         self.train: list[tuple[int, float]] = []
         self.eval: list[tuple[int, float]] = []
         self.max_steps = 0
+        self.empty_text = "waiting for the first loss value…"
         self.border_title = "Loss"
 
     def set_data(self, train: list[tuple[int, float]], eval_: list[tuple[int, float]], max_steps: int) -> None:
@@ -111,8 +112,7 @@ class LossChart(Widget, can_focus=False):
         width, height = self.content_size.width, self.content_size.height
         points = self.train + self.eval
         if not points or width < 12 or height < 2:
-            return Text("waiting for the first loss value…" if width >= 12 else "", style="dim",
-                        justify="center")
+            return Text(self.empty_text if width >= 12 else "", style="dim")
         train_c = theme_color(self.app, "chart-train", "cyan")
         eval_c = theme_color(self.app, "chart-eval", "orange1")
         values = [v for _, v in points]

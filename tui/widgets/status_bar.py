@@ -29,7 +29,7 @@ class StatusBar(Widget):
             jobs.append(f", {self.queued} queued", style="dim")
         parts = [Text(self.device), sep, jobs, sep, Text(self.azure)]
         out = Text.assemble(*parts, no_wrap=True, overflow="ellipsis")
-        right = Text.assemble(("? ", "bold"), ("help  ", "dim"), ("^p ", "bold"), ("commands", "dim"))
+        right = Text.assemble(("? ", "bold"), ("help", "dim"))
         gap = self.content_size.width - out.cell_len - right.cell_len
         if gap >= 2:
             out.append(" " * gap)

@@ -39,6 +39,7 @@ class WizardState:
     location: str = ""
     model_id: str = tiny.TINY_ID
     model_path: str | None = None  # HF repo id or local folder, for models outside the catalog
+    entry: object | None = None  # the catalog entry of the model, when it has one
     chat_template: str = "phi3"
     dataset_mode: str = "bundled"
     dataset: str = ""

@@ -1,0 +1,229 @@
+"""A settings form generated from the pydantic models of `aitk.core.settings`.
+
+Every field of the chosen sections becomes a row: name, input (a checkbox for booleans, a choice
+for Literal fields, text otherwise), its description and bounds as help, and an error line. Each
+edit is validated by assigning to the (validate_assignment) section model, so the form accepts
+exactly what `aitk.toml` accepts, with pydantic's own message shown under the field.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ValidationError
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Checkbox, Input, Label, Select, Static
+
+SECTION_TITLES = {"data": "Data", "finetune": "Fine-tuning", "inference": "Chat and export", "target": "Target",
+                  "model": "Model"}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    section: str
+    name: str
+    kind: str  # bool | choice | int | float | str | optional_str | list
+    choices: tuple = ()
+    description: str = ""
+    bounds: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def widget_id(self) -> str:
+        return f"f-{self.section}-{self.name}"
+
+
+def _bounds(info) -> str:
+    parts = []
+    for m in info.metadata:
+        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            value = getattr(m, attr, None)
+            if value is not None:
+                parts.append(f"{sym} {value}")
+    return ", ".join(parts)
+
+
+def field_specs(model: type[BaseModel], section: str, skip: set[str] = frozenset()) -> list[FieldSpec]:
+    out = []
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        ann = info.annotation
+        origin = typing.get_origin(ann)
+        args = typing.get_args(ann)
+        if ann is bool:
+            kind, choices = "bool", ()
+        elif origin is typing.Literal:
+            kind, choices = "choice", args
+        elif ann is int:
+            kind, choices = "int", ()
+        elif ann is float:
+            kind, choices = "float", ()
+        elif origin is list:
+            kind, choices = "list", ()
+        elif origin in (typing.Union, types.UnionType) and type(None) in args:
+            kind, choices = "optional_str", ()
+        else:
+            kind, choices = "str", ()
+        out.append(FieldSpec(section, name, kind, choices, info.description or "", _bounds(info)))
+    return out
+
+
+def to_text(value, kind: str) -> str:
+    if kind == "list":
+        return ", ".join(value or [])
+    if value is None:
+        return ""
+    return str(value)
+
+
+def parse(text: str, kind: str):
+    """Text of an input -> the value to assign (ValueError with a readable message)."""
+    text = text.strip()
+    if kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("enter a whole number") from None
+    if kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("enter a number (e.g. 0.001 or 1e-3)") from None
+    if kind == "list":
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if kind == "optional_str":
+        return text or None
+    return text
+
+
+class SettingsForm(VerticalScroll):
+    """Edits `settings` (a ProjectSettings) in place; `errors` holds what is currently invalid."""
+
+    DEFAULT_CSS = """
+    SettingsForm { height: 1fr; }
+    SettingsForm .section { text-style: bold; color: $accent; margin-top: 1; }
+    SettingsForm .row-box, SettingsForm .row { height: auto; }
+    SettingsForm .row Label { width: 30; padding: 0 1 0 0; }
+    SettingsForm .row Input, SettingsForm .row Select { width: 1fr; }
+    SettingsForm Checkbox { border: none; padding: 0; height: 1; background: transparent; }
+    SettingsForm .help { color: $text-muted; padding-left: 30; }
+    SettingsForm .error { color: $error; padding-left: 30; display: none; }
+    SettingsForm .error.-shown { display: block; }
+    """
+
+    class Changed(Message):
+        def __init__(self, key: str):
+            super().__init__()
+            self.key = key
+
+    def __init__(self, settings, sections: list[tuple[str, set[str]]], **kwargs):
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.specs: dict[str, FieldSpec] = {}
+        self.errors: dict[str, str] = {}
+        self.sections = sections
+
+    def compose(self) -> ComposeResult:
+        for section, skip in self.sections:
+            model = type(getattr(self.settings, section))
+            yield Static(f"── {SECTION_TITLES.get(section, section)} ──", classes="section")
+            for spec in field_specs(model, section, skip):
+                self.specs[spec.widget_id] = spec
+                value = getattr(getattr(self.settings, section), spec.name)
+                with Vertical(classes="row-box"):
+                    with Horizontal(classes="row"):
+                        yield Label(spec.name)
+                        if spec.kind == "bool":
+                            yield Checkbox("", value=bool(value), id=spec.widget_id)
+                        elif spec.kind == "choice":
+                            yield Select([(str(c), c) for c in spec.choices], value=value, allow_blank=False,
+                                         id=spec.widget_id, compact=True)
+                        else:
+                            yield Input(to_text(value, spec.kind), id=spec.widget_id, compact=True,
+                                        select_on_focus=False)
+                    help_text = spec.description + (f"  [{spec.bounds}]" if spec.bounds else "")
+                    yield Static(help_text, classes="help", markup=False)
+                    yield Static("", classes="error", id=f"err-{spec.widget_id}", markup=False)
+
+    def reload(self, settings) -> None:
+        """Show another settings object (e.g. after the model changed the defaults)."""
+        self.settings = settings
+        self.errors.clear()
+        for wid, spec in self.specs.items():
+            value = getattr(getattr(settings, spec.section), spec.name)
+            widget = self.query_one(f"#{wid}")
+            with widget.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
+                if spec.kind == "bool":
+                    widget.value = bool(value)
+                elif spec.kind == "choice":
+                    widget.value = value
+                else:
+                    widget.value = to_text(value, spec.kind)
+            self._show_error(wid, None)
+
+    def _show_error(self, wid: str, message: str | None) -> None:
+        err = self.query_one(f"#err-{wid}", Static)
+        err.update(message or "")
+        err.set_class(bool(message), "-shown")
+        if message:
+            self.errors[wid] = message
+        else:
+            self.errors.pop(wid, None)
+
+    def _assign(self, wid: str, raw) -> None:
+        spec = self.specs.get(wid)
+        if spec is None:
+            return
+        try:
+            value = raw if spec.kind in ("bool", "choice") else parse(raw, spec.kind)
+            setattr(getattr(self.settings, spec.section), spec.name, value)
+        except ValueError as e:  # includes pydantic's ValidationError
+            if isinstance(e, ValidationError):
+                first = e.errors()[0]
+                message = first["msg"].removeprefix("Value error, ")
+            else:
+                message = str(e)
+            self._show_error(wid, message)
+        else:
+            self._show_error(wid, None)
+            # A model-level rule may now hold again for another field (e.g. loftq and method).
+            for other in [w for w in self.errors if w != wid and self.specs[w].section == spec.section]:
+                self._retry(other)
+        self.post_message(self.Changed(spec.key))
+
+    def _retry(self, wid: str) -> None:
+        widget = self.query_one(f"#{wid}")
+        spec = self.specs[wid]
+        try:
+            value = widget.value if spec.kind in ("bool", "choice") else parse(widget.value, spec.kind)
+            setattr(getattr(self.settings, spec.section), spec.name, value)
+        except ValueError:
+            return
+        self._show_error(wid, None)
+
+    @on(Input.Changed)
+    def _input(self, event: Input.Changed) -> None:
+        if event.input.id in self.specs:
+            event.stop()
+            self._assign(event.input.id, event.value)
+
+    @on(Checkbox.Changed)
+    def _check(self, event: Checkbox.Changed) -> None:
+        if event.checkbox.id in self.specs:
+            event.stop()
+            self._assign(event.checkbox.id, event.value)
+
+    @on(Select.Changed)
+    def _select(self, event: Select.Changed) -> None:
+        if event.select.id in self.specs and event.value is not Select.NULL:
+            event.stop()
+            self._assign(event.select.id, event.value)
