@@ -258,6 +258,8 @@ class _Tracker:
         if not (force or finished) and now - self.last_emit < PROGRESS_INTERVAL:
             return
         self.last_emit = now
+        if finished:
+            self.done = self.total  # files another process finished meanwhile count as done
         speed = self.speed(now)
         left = max(self.total - self.done, 0)
         eta = 0.0 if finished or not left else (left / speed if speed > 0 else None)
@@ -391,13 +393,22 @@ def _hasher_for(etag: str, size: int | None):
 
 
 def _link(blob: Path, pointer: Path) -> None:
+    """snapshots/<commit>/<file> -> ../../blobs/<etag>, relative like huggingface_hub; a copy where
+    symlinks are unavailable. Idempotent, and safe when two pulls link the same file."""
     pointer.parent.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(blob, pointer.parent)
+    if pointer.is_symlink() and os.readlink(pointer) == rel:
+        return
     if pointer.is_symlink() or pointer.exists():
-        pointer.unlink()
+        pointer.unlink(missing_ok=True)
     try:
-        os.symlink(os.path.relpath(blob, pointer.parent), pointer)
+        os.symlink(rel, pointer)
+    except FileExistsError:  # another pull linked it meanwhile
+        return
     except (OSError, NotImplementedError):  # no symlinks (Windows without developer mode): copy
-        shutil.copyfile(blob, pointer)
+        tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        shutil.copyfile(blob, tmp)
+        os.replace(tmp, pointer)
 
 
 def _same_origin(a: str, b: str) -> bool:
@@ -604,8 +615,6 @@ class _Puller:
                 with WeakFileLock(lock, timeout=0.5):
                     if not blob.is_file():  # another process may have finished it meanwhile
                         self._download(location, blob, size, etag)
-                    elif size:
-                        self.tracker.advance(0)
                     return
             except Timeout:
                 if self.cancel.is_set():

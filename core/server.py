@@ -31,6 +31,9 @@ class Request:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
+TURN_S = 0.01
+
+
 class Decoder:
     """One thread owns every generator; active requests advance round-robin, a piece each."""
 
@@ -64,29 +67,41 @@ class Decoder:
                     self._send(req, e)
             for entry in list(active):
                 req, stream, text = entry
-                try:
-                    piece = next(stream)
-                except StopIteration:
-                    active.remove(entry)
-                    self._send(req, ("done", "length" if stream.tokens >= req.options.max_new_tokens else "stop",
-                                     stream.tokens, stream.prompt_tokens))
-                    continue
-                except Exception as e:  # noqa: BLE001 - report to that client, keep serving others
-                    active.remove(entry)
-                    self._send(req, e)
-                    continue
+                # A turn lasts up to TURN_S: with one client that is many tokens per hand-over to
+                # the event loop (per-token hand-overs cost more than decoding a tiny model).
+                turn_end = time.perf_counter() + TURN_S
+                new: list[str] = []
+                finished = None
+                while True:
+                    try:
+                        new.append(next(stream))
+                    except StopIteration:
+                        finished = "length" if stream.tokens >= req.options.max_new_tokens else "stop"
+                        break
+                    except Exception as e:  # noqa: BLE001 - report to that client, keep serving others
+                        finished = e
+                        break
+                    if time.perf_counter() >= turn_end:
+                        break
+                piece = "".join(new)
+                sent = len("".join(text))
                 text.append(piece)
                 joined = "".join(text)
-                hit = min((joined.find(s) for s in req.stop_strings if s and s in joined), default=-1)
+                hit = min((joined.find(s, max(0, sent - len(s))) for s in req.stop_strings
+                           if s and joined.find(s, max(0, sent - len(s))) >= 0), default=-1)
                 if hit >= 0:
-                    sent = len(joined) - len(piece)
                     if hit > sent:
                         self._send(req, joined[sent:hit])
                     req.cancel.set()
+                    finished = "stop"
+                elif piece:
+                    self._send(req, piece)
+                if isinstance(finished, Exception):
                     active.remove(entry)
-                    self._send(req, ("done", "stop", stream.tokens, stream.prompt_tokens))
-                    continue
-                self._send(req, piece)
+                    self._send(req, finished)
+                elif finished is not None:
+                    active.remove(entry)
+                    self._send(req, ("done", finished, stream.tokens, stream.prompt_tokens))
 
 
 def model_names(name: str, engine: GenaiChatEngine) -> dict[str, str | None]:

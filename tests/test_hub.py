@@ -442,6 +442,15 @@ def test_cancelled_download_resumes_on_the_next_pull(env, fake, tiny_files, monk
     assert res.downloaded_bytes == res.total_bytes - res.resumed_bytes
 
 
+def test_two_pulls_of_the_same_model_at_once(env, fake, tiny_files):
+    tasks = [hub.start_pull("tiny-hub"), hub.start_pull("tiny-hub")]
+    results = [t.wait(timeout=60) for t in tasks]
+    assert results[0].path == results[1].path
+    assert (results[0].path / "model.safetensors").read_bytes() == tiny_files["model.safetensors"]
+    blobs = cache(env) / "models--aitk-test--tiny-phi3" / "blobs"
+    assert not list(blobs.glob("*.incomplete"))
+
+
 def test_corrupt_partial_is_detected_and_dropped(env, fake, tiny_files):
     sha = hashlib.sha256(tiny_files["model.safetensors"]).hexdigest()
     blobs = cache(env) / "models--aitk-test--tiny-phi3" / "blobs"

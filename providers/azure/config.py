@@ -1,0 +1,266 @@
+"""Where Azure is (endpoints), what the user chose (subscription, group, location, GPU), and the
+project's `infra/finetuning.config.json` (AI Toolkit's keys, so its projects and ours interoperate).
+
+Endpoints come from the environment so sovereign clouds and the test suite's local server work the
+same way as the public cloud: AITK_AZURE_ARM_ENDPOINT, AZURE_AUTHORITY_HOST (azure-identity's own),
+AITK_AZURE_LOGS_ENDPOINT, AITK_AZURE_CA_BUNDLE (a PEM to trust instead of the system store).
+Nothing here is secret: keys and tokens are never written to these files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...core import paths
+from ...core.errors import AitkError
+
+PUBLIC_ARM = "https://management.azure.com"
+PUBLIC_AUTHORITY = "https://login.microsoftonline.com"
+PUBLIC_LOGS = "https://api.loganalytics.io"
+KNOWN_AUTHORITIES = ("login.microsoftonline.com", "login.chinacloudapi.cn", "login.microsoftonline.us")
+# Azure CLI's public client id: what DeviceCodeCredential uses by default, consented in every tenant.
+DEVICE_CODE_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    arm: str = PUBLIC_ARM
+    authority: str = PUBLIC_AUTHORITY
+    logs: str = PUBLIC_LOGS
+    verify: str | bool = True  # True: system CAs; a path: that PEM bundle
+    arm_scope: str = "https://management.azure.com/.default"
+    logs_audience: str = PUBLIC_LOGS
+    lro_poll_s: float = 5.0  # long-running ARM operations
+    poll_s: float = 10.0  # the watcher's execution status poll
+    retry_backoff: float = 0.8
+    retry_total: int = 6
+
+    @classmethod
+    def from_env(cls) -> "Endpoints":
+        env = os.environ
+        authority = env.get("AZURE_AUTHORITY_HOST") or PUBLIC_AUTHORITY
+        if not authority.startswith("http"):
+            authority = "https://" + authority
+        return cls(
+            arm=(env.get("AITK_AZURE_ARM_ENDPOINT") or PUBLIC_ARM).rstrip("/"),
+            authority=authority.rstrip("/"),
+            logs=(env.get("AITK_AZURE_LOGS_ENDPOINT") or PUBLIC_LOGS).rstrip("/"),
+            verify=env.get("AITK_AZURE_CA_BUNDLE") or True,
+            arm_scope=env.get("AITK_AZURE_ARM_SCOPE") or "https://management.azure.com/.default",
+            lro_poll_s=float(env.get("AITK_AZURE_LRO_POLL_S") or 5),
+            poll_s=float(env.get("AITK_AZURE_POLL_S") or 10),
+            retry_backoff=float(env.get("AITK_AZURE_RETRY_BACKOFF") or 0.8),
+        )
+
+    @property
+    def custom_authority(self) -> bool:
+        """An authority MSAL cannot validate through instance discovery (a private/test one)."""
+        host = self.authority.split("//", 1)[-1].split("/", 1)[0]
+        return host not in KNOWN_AUTHORITIES
+
+
+# -- GPUs ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Gpu:
+    key: str
+    profile_type: str  # the serverless workload profile type
+    profile_name: str  # its name inside our environment
+    cpu: float
+    memory: str
+    quota_pattern: str  # how its quota line is named in the usages API
+    quota_label: str  # how the portal names that quota
+
+
+GPUS = {
+    "a100": Gpu("a100", "Consumption-GPU-NC24-A100", "gpu-a100", 24.0, "220Gi", r"A100",
+                "Managed Environment Consumption NCA100 Gpus"),
+    "t4": Gpu("t4", "Consumption-GPU-NC8as-T4", "gpu-t4", 8.0, "56Gi", r"T4",
+              "Managed Environment Consumption T4 Gpus"),
+}
+DEFAULT_GPU = "a100"
+# Regions documented with serverless GPUs (the API is asked first; this only words the hint).
+GPU_REGIONS_HINT = ("westus3", "australiaeast", "swedencentral")
+
+
+def gpu(key: str) -> Gpu:
+    try:
+        return GPUS[key.lower()]
+    except KeyError:
+        raise AitkError(f"unknown GPU {key!r}", f"choose one of: {', '.join(GPUS)}") from None
+
+
+# -- user settings ------------------------------------------------------------------------------
+def settings_path() -> Path:
+    return paths.config_dir() / "azure.json"
+
+
+def auth_record_path() -> Path:
+    return paths.config_dir() / "azure-auth-record.json"
+
+
+def load_settings() -> dict:
+    p = settings_path()
+    if not p.is_file():
+        return {}
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+
+
+def save_settings(data: dict) -> None:
+    p = settings_path()
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def update_settings(**values) -> dict:
+    data = load_settings()
+    data.update({k: v for k, v in values.items() if v is not None})
+    save_settings(data)
+    return data
+
+
+# -- project infra config -----------------------------------------------------------------------
+INFRA_FILE = Path("infra") / "finetuning.config.json"
+AITK_KEYS = ("SUBSCRIPTION_ID", "RESOURCE_GROUP_NAME", "STORAGE_ACCOUNT_NAME", "FILE_SHARE_NAME", "ACA_JOB_NAME",
+             "COMMANDS")
+MOUNT = "/mount"
+ENTRY = "/opt/aitk/entry.py"
+DEFAULT_IMAGE = "ghcr.io/aitk-tui/aitk-train:0.1.0"
+DEFAULT_TIMEOUT_S = 3 * 3600
+DEFAULT_COMMANDS = [f"cd {MOUNT}", f"python3 {ENTRY}"]
+
+
+@dataclass
+class InfraConfig:
+    """AI Toolkit's six keys plus the names it leaves implicit (ours; extra keys it ignores)."""
+
+    subscription_id: str
+    resource_group: str
+    location: str
+    storage_account: str
+    file_share: str
+    job: str
+    environment: str
+    environment_storage: str
+    workspace: str
+    workspace_id: str | None = None  # Log Analytics customerId, for queries
+    gpu: str = DEFAULT_GPU
+    image: str = DEFAULT_IMAGE
+    timeout_s: int = DEFAULT_TIMEOUT_S
+    commands: list[str] = field(default_factory=lambda: list(DEFAULT_COMMANDS))
+
+    def to_json(self) -> dict:
+        return {
+            "SUBSCRIPTION_ID": self.subscription_id,
+            "RESOURCE_GROUP_NAME": self.resource_group,
+            "STORAGE_ACCOUNT_NAME": self.storage_account,
+            "FILE_SHARE_NAME": self.file_share,
+            "ACA_JOB_NAME": self.job,
+            "COMMANDS": self.commands,
+            "LOCATION": self.location,
+            "ACA_ENVIRONMENT_NAME": self.environment,
+            "ACA_ENVIRONMENT_STORAGE_NAME": self.environment_storage,
+            "LOG_ANALYTICS_WORKSPACE_NAME": self.workspace,
+            "LOG_ANALYTICS_WORKSPACE_ID": self.workspace_id,
+            "GPU": self.gpu,
+            "IMAGE": self.image,
+            "TIMEOUT_SECONDS": self.timeout_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "InfraConfig":
+        missing = [k for k in AITK_KEYS[:5] if not data.get(k)]
+        if missing:
+            raise AitkError(f"{INFRA_FILE} lacks {', '.join(missing)}", "run `aitk azure provision`")
+        suffix = name_suffix(data["SUBSCRIPTION_ID"], data["RESOURCE_GROUP_NAME"])
+        defaults = default_names(suffix)
+        return cls(
+            subscription_id=data["SUBSCRIPTION_ID"], resource_group=data["RESOURCE_GROUP_NAME"],
+            location=data.get("LOCATION") or "", storage_account=data["STORAGE_ACCOUNT_NAME"],
+            file_share=data["FILE_SHARE_NAME"], job=data["ACA_JOB_NAME"],
+            environment=data.get("ACA_ENVIRONMENT_NAME") or defaults["environment"],
+            environment_storage=data.get("ACA_ENVIRONMENT_STORAGE_NAME") or defaults["environment_storage"],
+            workspace=data.get("LOG_ANALYTICS_WORKSPACE_NAME") or defaults["workspace"],
+            workspace_id=data.get("LOG_ANALYTICS_WORKSPACE_ID"),
+            gpu=data.get("GPU") or DEFAULT_GPU, image=data.get("IMAGE") or DEFAULT_IMAGE,
+            timeout_s=int(data.get("TIMEOUT_SECONDS") or DEFAULT_TIMEOUT_S),
+            commands=list(data.get("COMMANDS") or DEFAULT_COMMANDS),
+        )
+
+
+def infra_path(project_root: Path) -> Path:
+    return Path(project_root) / INFRA_FILE
+
+
+def load_infra(project_root: Path, *, required: bool = True) -> InfraConfig | None:
+    p = infra_path(project_root)
+    if not p.is_file():
+        if required:
+            raise AitkError(f"{p} does not exist: this project has no Azure resources yet",
+                            "run `aitk azure provision` in the project first")
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise AitkError(f"{p} is not valid JSON: {e}", "fix it, or delete it and run `aitk azure provision`") from None
+    if not data.get("SUBSCRIPTION_ID"):  # AI Toolkit's template before provisioning: all null
+        if required:
+            raise AitkError(f"{p} has no resources filled in yet", "run `aitk azure provision` in the project")
+        return None
+    return InfraConfig.from_json(data)
+
+
+def save_infra(project_root: Path, cfg: InfraConfig) -> Path:
+    p = infra_path(project_root)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    existing = {}
+    if p.is_file():
+        try:
+            existing = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError:
+            existing = {}
+    data = {**existing, **cfg.to_json()}
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+    return p
+
+
+# -- names --------------------------------------------------------------------------------------
+def name_suffix(subscription_id: str, resource_group: str) -> str:
+    """Stable per subscription + group (like Bicep's uniqueString): reruns find the same resources."""
+    return hashlib.sha256(f"{subscription_id}/{resource_group}".lower().encode()).hexdigest()[:6]
+
+
+def default_names(suffix: str) -> dict[str, str]:
+    return {
+        "storage_account": f"aitkstore{suffix}",  # 3-24 lowercase letters and digits, globally unique
+        "file_share": "aitkshare",
+        "environment": f"aitk-env-{suffix}",
+        "environment_storage": "aitkshare",
+        "workspace": f"aitk-logs-{suffix}",
+        "job": f"aitk-ft-{suffix}",  # lowercase letters, digits, '-'; at most 32
+    }
+
+
+RG_RE = re.compile(r"^[-\w.()]{1,89}[-\w()]$")
+
+
+def check_names(cfg: InfraConfig) -> None:
+    if not RG_RE.match(cfg.resource_group):
+        raise AitkError(f"{cfg.resource_group!r} is not a valid resource group name",
+                        "use up to 90 letters, digits, '-', '_', '.', '(' or ')', not ending in '.'")
+    if not re.fullmatch(r"[a-z0-9]{3,24}", cfg.storage_account):
+        raise AitkError(f"{cfg.storage_account!r} is not a valid storage account name",
+                        "use 3-24 lowercase letters and digits")
+    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", cfg.job):
+        raise AitkError(f"{cfg.job!r} is not a valid Container Apps job name",
+                        "use up to 32 lowercase letters, digits and '-', starting and ending with a letter or digit")
