@@ -208,6 +208,11 @@ class _Parsed:
 # --- Reading -------------------------------------------------------------------------------------
 
 
+def is_file_source(source: str | Path) -> bool:
+    """A local data file, by its extension; anything else names a Hugging Face dataset."""
+    return Path(source).suffix.lower() in KINDS
+
+
 def _looks_like_hf_id(source: str | Path) -> bool:
     """`name`, `owner/name` or `owner/name:config`, and not something meant as a local file."""
     if isinstance(source, Path):

@@ -299,7 +299,8 @@ def _check_ram(info: devices.DeviceInfo) -> list[Finding]:
     return [Finding("ok", "ram", f"RAM: {human_bytes(total)}", detail)]
 
 
-def _check_gpu(info: devices.DeviceInfo, nvml: tuple[list[GpuState] | None, str]) -> tuple[list[Finding], list[GpuState]]:
+def _check_gpu(info: devices.DeviceInfo,
+               nvml: tuple[list[GpuState] | None, str]) -> tuple[list[Finding], list[GpuState]]:
     gpus, how = nvml
     if gpus is None:
         gpus = [GpuState(g.name, g.memory_mib, g.free_mib) for g in info.gpus]
@@ -383,7 +384,6 @@ def _check_onnxruntime(info: devices.DeviceInfo, gpus: list[GpuState]) -> list[F
 def _check_disk() -> list[Finding]:
     out = []
     places = [("data", paths.data_dir()), ("Hugging Face cache", hub.hf_cache_dir())]
-    seen: dict[int, int] = {}
     for label, where in places:
         probe = _nearest_existing(where)
         try:
@@ -391,7 +391,6 @@ def _check_disk() -> list[Finding]:
         except OSError as e:
             out.append(Finding("warn", "disk", f"Disk: cannot check {label} ({where})", str(e)))
             continue
-        seen[id(label)] = usage.free
         title = f"Disk: {human_bytes(usage.free)} free for {label}"
         detail = f"{where} ({human_bytes(usage.total)} volume)"
         if usage.free < DISK_ERROR:
@@ -537,8 +536,8 @@ def _summaries(advice: list[ModelAdvice], info: devices.DeviceInfo) -> list[Find
     if fitting:
         budget = cat.device_budget(info, rt)
         detail = "; ".join(
-            f"{a.model_id} ({a.variant}{'' if a.published else ', built locally'}, ~{human_bytes(a.inference.need_bytes)})"
-            for a in fitting)
+            f"{a.model_id} ({a.variant}{'' if a.published else ', built locally'}, "
+            f"~{human_bytes(a.inference.need_bytes)})" for a in fitting)
         if not_fitting:
             detail += "; too large: " + ", ".join(a.model_id for a in not_fitting)
         example = next((a for a in fitting if a.published), fitting[0])
@@ -616,7 +615,7 @@ def format(report: Report | list[Finding], *, width: int = 100) -> str:  # noqa:
                 _cell(inf), _cell(a.lora), _cell(a.qlora)))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     n_err, n_warn = report.count("error"), report.count("warn")
     lines += ["", f"{n_err} error{'s' if n_err != 1 else ''}, {n_warn} warning{'s' if n_warn != 1 else ''}."]
     return "\n".join(lines) + "\n"

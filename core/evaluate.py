@@ -19,11 +19,12 @@ RESULT_FILE = "result.json"
 
 
 def eval_texts(project: Project) -> list[str]:
-    from . import datasets, olive_config
+    from . import datasets
+    from .datasets import is_file_source
 
     d = project.settings.data
     source = d.eval_dataset or d.dataset
-    path = str(project.path(source)) if olive_config._looks_local(source) else source
+    path = str(project.path(source)) if is_file_source(source) else source
     rows = datasets.load_rows(path, split=d.eval_split if d.eval_dataset else d.train_split).rows
     if not rows:
         raise AitkError(f"the eval data {source} has no rows", "add rows or set eval_dataset in aitk.toml")

@@ -46,10 +46,11 @@ def finetune_config(project: Project, job_dir: Path, device: str, resume_from: P
 def check_data(project: Project) -> None:
     """Fail in a second, with the file and line, rather than after Olive has loaded torch."""
     from . import datasets
+    from .datasets import is_file_source
 
     d = project.settings.data
     for source in filter(None, (d.dataset, d.eval_dataset)):
-        local = olive_config._looks_local(source)
+        local = is_file_source(source)
         report = datasets.check_dataset(str(project.path(source)) if local else source,
                                         text_template=d.text_template)
         if not report.ok:

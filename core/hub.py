@@ -495,10 +495,14 @@ class _Puller:
             return self.from_cache("offline (HF_HUB_OFFLINE is set)")
         if self.cancel.is_set():
             raise _cancelled(self.label)
+        from huggingface_hub.errors import OfflineModeIsEnabled
+
         api = HfApi(endpoint=self.endpoint, token=self.token or False)
         try:
             info = api.model_info(self.repo_id, revision=self.revision, files_metadata=True)
-        except (httpx2.TransportError,) as e:
+        except OfflineModeIsEnabled as e:  # huggingface_hub was imported with HF_HUB_OFFLINE set
+            return self.from_cache("offline (HF_HUB_OFFLINE was set when the Hub client loaded)", e)
+        except httpx2.TransportError as e:
             try:
                 return self.from_cache(f"cannot reach {self.endpoint}", e)
             except AitkError:
@@ -531,7 +535,7 @@ class _Puller:
                 _write_atomic(self.storage / "refs" / self.revision, commit)
         except OSError as e:
             _raise_mapped(e, **self._err_kw())
-        _write_tree_cache(self.storage, commit, [by_name[n] for n in names])
+        _write_tree_cache(self.storage, commit, siblings)  # the whole listing, as the hub writes it
 
         cached = [f for f in files if (snap / f.name).exists()]
         todo = [f for f in files if not (snap / f.name).exists()]
@@ -684,6 +688,8 @@ class _Puller:
                 if self.cancel.wait(RETRY_DELAYS[attempt]):
                     raise _cancelled(self.label, have) from None
                 attempt += 1
+        if not part.exists():  # an empty file: no body to write
+            part.touch()
         if size is not None and have != size:
             raise AitkError(f"{blob.name}: got {have} bytes, expected {size}", "pull again")
         if hasher is not None and hasher.hexdigest() != etag:

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .datasets import is_file_source
 from .errors import AitkError
 from .settings import ProjectSettings
 
 ADAPTER_OUTPUT = "models/olive"  # Olive writes `adapter/` (and a copy of the base) under this
 
 
-def _looks_local(source: str) -> bool:
-    return Path(source).suffix.lower() in {".json", ".jsonl", ".csv", ".parquet"}
-
-
 def _load_dataset_config(source: str, split: str) -> dict:
-    if _looks_local(source):
+    if is_file_source(source):
         kind = Path(source).suffix.lower().lstrip(".")
         # Local files load through HF `datasets` builders, where a file is always split "train".
         return {"data_name": {"jsonl": "json"}.get(kind, kind), "data_files": source, "split": "train"}

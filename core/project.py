@@ -18,6 +18,7 @@ import tomli_w
 from pydantic import ValidationError
 
 from . import olive_config, paths, tiny
+from .datasets import is_file_source
 from .devices import detect
 from .errors import AitkError
 from .settings import ProjectSettings, default_settings
@@ -112,7 +113,7 @@ def _copy_dataset(source: str, dest_dir: Path, base: Path) -> str:
     if not src.is_absolute():
         src = base / src
     if not src.is_file():
-        if olive_config._looks_local(source):
+        if is_file_source(source):
             raise AitkError(f"dataset file not found: {src}", "give an existing JSON/JSONL/CSV/Parquet file")
         return source  # a Hugging Face dataset name
     dest_dir.mkdir(parents=True, exist_ok=True)

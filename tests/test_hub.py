@@ -242,7 +242,7 @@ def fake(tiny_files):
             "cpu/tokenizer.json": tiny_files["tokenizer.json"],
             "cuda/model.onnx": os.urandom(150_000), "cuda/genai_config.json": b'{"model": {"type": "phi3", "x": 1}}',
             "README.md": b"# onnx builds\n"}
-    server = FakeHub({REPO: Repo(dict(tiny_files)), ONNX_REPO: Repo(onnx),
+    server = FakeHub({REPO: Repo(dict(tiny_files, **{"empty.txt": b""})), ONNX_REPO: Repo(onnx),
                       GATED: Repo(dict(tiny_files), gated=True)})
     yield server
     server.close()
@@ -348,16 +348,15 @@ def test_full_download_lands_in_the_standard_cache(env, fake, tiny_files):
     repo = fake.repos[REPO]
     assert res.revision == repo.commit and res.variant == "finetune" and not res.from_cache
     assert res.path == cache(env) / "models--aitk-test--tiny-phi3" / "snapshots" / repo.commit
-    # Only the fine-tuning files (the tiny model has no duplicates to skip) and byte-identical.
-    for name, data in tiny_files.items():
-        if name.endswith((".json", ".safetensors", ".jinja")):
-            assert (res.path / name).read_bytes() == data
-            assert (res.path / name).is_symlink()
-    assert sorted(res.files) == sorted(n for n in tiny_files if n.endswith((".json", ".safetensors", ".jinja")))
+    # Every fine-tuning file (the tiny model has no duplicates to skip), byte-identical, empty ones too.
+    assert sorted(res.files) == sorted(repo.files)
+    for name, data in repo.files.items():
+        assert (res.path / name).read_bytes() == data
+        assert (res.path / name).is_symlink()
     assert (cache(env) / "models--aitk-test--tiny-phi3" / "refs" / "main").read_text() == repo.commit
     # LFS file went through the CDN without the token header, small files straight from the hub.
     assert fake.requests("GET", "/cdn/")
-    assert res.total_bytes == sum(len(tiny_files[n]) for n in res.files) == res.downloaded_bytes
+    assert res.total_bytes == sum(len(d) for d in repo.files.values()) == res.downloaded_bytes
 
     # Progress: bytes, speed and ETA, monotonic, ending at 100%.
     assert events[-1].finished and events[-1].bytes_done == events[-1].bytes_total == res.total_bytes
@@ -375,6 +374,11 @@ def test_full_download_lands_in_the_standard_cache(env, fake, tiny_files):
     assert Path(path) == res.path
     assert Path(hf_hub_download(REPO, "config.json", cache_dir=cache(env), local_files_only=True)).read_bytes() \
         == tiny_files["config.json"]
+
+    # The hub's tree listing we wrote is the whole repo, not just what was pulled.
+    from huggingface_hub import get_cached_repo_tree
+
+    assert {f.path for f in get_cached_repo_tree(REPO, cache_dir=cache(env))} == set(repo.files)
 
     # A second pull is a no-op: one API call, no file traffic.
     before = len(fake.requests())
@@ -607,7 +611,7 @@ def test_scan_lists_the_cache_and_folders_and_remove_frees_it(env, fake, tiny_fi
     by_repo = {m.repo_id: m for m in scan.models}
     base, onnx = by_repo[REPO], by_repo[ONNX_REPO]
     assert base.name == "tiny-hub" and base.uses == ["tiny-hub:finetune"] and base.kind == "hf-cache"
-    assert base.size_bytes == sum(len(tiny_files[n]) for n in hub.pull("tiny-hub").files)
+    assert base.size_bytes == sum(len(d) for d in fake.repos[REPO].files.values())
     assert sorted(onnx.uses) == ["tiny-hub:cpu-fp32", "tiny-hub:cuda-fp16"]
     assert base.revisions == [fake.repos[REPO].commit[:12]] and base.refs == ["main"]
 

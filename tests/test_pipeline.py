@@ -138,3 +138,20 @@ def test_project_console_chat_script(trained, rows):
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert (rows[0]["answer"] in proc.stdout) == expect_hit, proc.stdout
+
+
+def test_evaluate_job_records_before_and_after(trained):
+    from aitk.providers.local import LocalProvider
+
+    project, _, _ = trained
+    provider = LocalProvider()
+    rec = provider.submit("evaluate", project.root)
+    deadline = time.time() + 180
+    while not (rec := provider.status(rec.id)).is_final:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert rec.status == "succeeded", provider.store.log_path(rec.id).read_text()[-2000:]
+    result = rec.result
+    assert result["rows"] == 48 and result["tokens"] > 500
+    assert result["tuned"]["loss"] < 0.6 * result["base"]["loss"]
+    assert result["tuned"]["perplexity"] < result["base"]["perplexity"]

@@ -144,6 +144,7 @@ class FakeAzure:
         self.faults: list[Fault] = []
         self.executions: dict[str, Execution] = {}
         self.operations: dict[str, dict] = {}
+        self.file_meta: dict[str, dict] = {}  # share file path -> metadata
         self.tokens: dict[str, float] = {}  # access token -> expiry
         self.log_tokens: set[str] = set()
         self.device_codes: dict[str, int] = {}  # device code -> polls left before approval
@@ -497,7 +498,7 @@ class FakeAzure:
         if not res:
             return self._arm_error(h, 404, "ResourceNotFound", f"storage account {name} not found")
         if len(segs) == 4 and segs[3] == "listKeys" and h.command == "POST":
-            return self._send(h, 200, {"keys": [{"keyName": "key1", "value": _b64url(name.encode() * 4),
+            return self._send(h, 200, {"keys": [{"keyName": "key1", "value": base64.b64encode(name.encode() * 4).decode(),
                                                   "permissions": "FULL"}]})
         if len(segs) == 7 and segs[3] == "fileServices" and segs[5] == "shares":
             share = segs[6]
@@ -884,6 +885,13 @@ class FakeAzure:
             if h.command == "DELETE":
                 shutil.rmtree(target, ignore_errors=True)
                 return self._send(h, 202, b"", common)
+        meta_in = {k[len("x-ms-meta-"):]: v for k, v in h.headers.items() if k.lower().startswith("x-ms-meta-")}
+        meta_out = {f"x-ms-meta-{k}": v for k, v in self.file_meta.get(str(target), {}).items()}
+        if h.command == "PUT" and q.get("comp") == "metadata":
+            if not target.is_file():
+                return self._storage_error(h, 404, "ResourceNotFound", "The specified resource does not exist.")
+            self.file_meta[str(target)] = {k.lower(): v for k, v in meta_in.items()}
+            return self._send(h, 200, b"", common)
         if h.command == "PUT" and q.get("comp") == "range":
             if not target.is_file():
                 return self._storage_error(h, 404, "ResourceNotFound", "The specified resource does not exist.")
@@ -899,13 +907,14 @@ class FakeAzure:
             size = int(h.headers.get("x-ms-content-length") or 0)
             with open(target, "wb") as f:
                 f.truncate(size)
+            self.file_meta[str(target)] = {k.lower(): v for k, v in meta_in.items()}
             return self._send(h, 201, b"", {**common, "x-ms-request-server-encrypted": "true"})
         if h.command in ("GET", "HEAD"):
             if not target.is_file():
                 return self._storage_error(h, 404, "ResourceNotFound", "The specified resource does not exist.")
             data = target.read_bytes()
             total = len(data)
-            hdrs = {**common, "x-ms-type": "File", "Accept-Ranges": "bytes"}
+            hdrs = {**common, **meta_out, "x-ms-type": "File", "Accept-Ranges": "bytes"}
             rng = h.headers.get("x-ms-range") or h.headers.get("Range")
             if rng and h.command == "GET":
                 start, end = (int(x) for x in rng.split("=")[1].split("-"))

@@ -77,16 +77,35 @@ def field_specs(model: type[BaseModel], section: str, skip: set[str] = frozenset
     return out
 
 
+def escape_text(t: str) -> str:
+    """One-line form of a text with newlines (an Input shows one line): `\n` for a newline."""
+    return t.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def unescape_text(t: str) -> str:
+    out, i = [], 0
+    while i < len(t):
+        if t[i] == "\\" and i + 1 < len(t) and t[i + 1] in "n\\":
+            out.append("\n" if t[i + 1] == "n" else "\\")
+            i += 2
+        else:
+            out.append(t[i])
+            i += 1
+    return "".join(out)
+
+
 def to_text(value, kind: str) -> str:
     if kind == "list":
         return ", ".join(value or [])
     if value is None:
         return ""
-    return str(value)
+    return escape_text(value) if kind in ("str", "optional_str") else str(value)
 
 
 def parse(text: str, kind: str):
     """Text of an input -> the value to assign (ValueError with a readable message)."""
+    if kind == "str":
+        return unescape_text(text)
     text = text.strip()
     if kind == "int":
         try:
@@ -101,7 +120,7 @@ def parse(text: str, kind: str):
     if kind == "list":
         return [part.strip() for part in text.split(",") if part.strip()]
     if kind == "optional_str":
-        return text or None
+        return unescape_text(text) or None
     return text
 
 

@@ -23,27 +23,12 @@ from textual.worker import get_current_worker
 
 from aitk.core import tiny
 from aitk.tui.widgets.histogram import TokenHistogram
+from aitk.tui.wizard.form import escape_text, unescape_text
 from aitk.tui.wizard.step import Step
 
 MODES = ("bundled", "file", "hf")
 STATS_ROWS = 2000  # token lengths are measured on at most this many rows
 CHECKING = "checking the data…"
-
-
-def escape_template(t: str) -> str:
-    return t.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def unescape_template(t: str) -> str:
-    out, i = [], 0
-    while i < len(t):
-        if t[i] == "\\" and i + 1 < len(t) and t[i + 1] in "n\\":
-            out.append("\n" if t[i + 1] == "n" else "\\")
-            i += 2
-        else:
-            out.append(t[i])
-            i += 1
-    return "".join(out)
 
 
 def find_tokenizer(state):
@@ -92,7 +77,8 @@ class DatasetStep(Step):
     BINDINGS = [Binding("ctrl+o", "browse", "Browse files", id="wizard.browse")]
     DEFAULT_CSS = """
     DatasetStep #wiz-ds-scroll { height: 1fr; }
-    DatasetStep RadioSet { border: none; padding: 0; height: auto; width: 100%; layout: horizontal; }
+    DatasetStep RadioSet, DatasetStep RadioSet:focus { border: none; padding: 0; height: auto; width: 100%;
+                                                       layout: horizontal; }
     DatasetStep RadioButton { margin-right: 2; }
     DatasetStep .path-row { height: 1; }
     DatasetStep .path-row Input { width: 1fr; }
@@ -114,9 +100,9 @@ class DatasetStep(Step):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="wiz-ds-scroll"):
             with RadioSet(id="wiz-ds-mode"):
-                yield RadioButton("Bundled sample (Q&A facts)", value=True, id="ds-bundled")
+                yield RadioButton("Bundled sample", value=True, id="ds-bundled")
                 yield RadioButton("Local file", id="ds-file")
-                yield RadioButton("Hugging Face dataset", id="ds-hf")
+                yield RadioButton("Hugging Face", id="ds-hf")
             yield Label("Training data", classes="field-label source")
             with Horizontal(classes="path-row source"):
                 yield Input("", id="wiz-ds-path", compact=True, placeholder="path/to/train.jsonl")
@@ -139,7 +125,7 @@ class DatasetStep(Step):
         mode_ids = {"bundled": "ds-bundled", "file": "ds-file", "hf": "ds-hf"}
         with self.prevent(Input.Changed, RadioSet.Changed):
             self.query_one(f"#{mode_ids[self.state.dataset_mode]}", RadioButton).value = True
-            self.query_one("#wiz-ds-template", Input).value = escape_template(s.data.text_template)
+            self.query_one("#wiz-ds-template", Input).value = escape_text(s.data.text_template)
             self.query_one("#wiz-ds-maxlen", Input).value = str(s.data.source_max_len)
             self.query_one("#wiz-ds-path", Input).value = self.state.dataset
             self.query_one("#wiz-ds-eval", Input).value = self.state.eval_dataset
@@ -196,7 +182,7 @@ class DatasetStep(Step):
         s = self.state.settings
         self.state.dataset = self.query_one("#wiz-ds-path", Input).value.strip()
         self.state.eval_dataset = self.query_one("#wiz-ds-eval", Input).value.strip()
-        template = unescape_template(self.query_one("#wiz-ds-template", Input).value)
+        template = unescape_text(self.query_one("#wiz-ds-template", Input).value)
         raw_len = self.query_one("#wiz-ds-maxlen", Input).value.strip()
         from pydantic import ValidationError
 

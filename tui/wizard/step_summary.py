@@ -32,7 +32,7 @@ class SummaryStep(Step):
         self.problem: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Checkbox("Start fine-tuning now (then export for chat, and evaluate base vs tuned)", value=True,
+        yield Checkbox("Start now: fine-tune, then export for chat and evaluate", value=True,
                        id="wiz-start")
         with VerticalScroll(id="wiz-summary-scroll"):
             yield Static("", id="wiz-summary")
@@ -44,14 +44,14 @@ class SummaryStep(Step):
         with self.prevent(Checkbox.Changed):
             start.value = self.state.start and local
         self.state.start = start.value
-        self.query_one("#wiz-summary", Static).update(self._render())
+        self.query_one("#wiz-summary", Static).update(self._summary())
 
     @on(Checkbox.Changed, "#wiz-start")
     def _start(self, event: Checkbox.Changed) -> None:
         self.state.start = event.value
-        self.query_one("#wiz-summary", Static).update(self._render())
+        self.query_one("#wiz-summary", Static).update(self._summary())
 
-    def _render(self):
+    def _summary(self):
         from aitk.core import olive_config
         from aitk.core.errors import AitkError
 

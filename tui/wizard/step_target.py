@@ -25,7 +25,7 @@ class TargetStep(Step):
     TITLE = "Target"
     FOCUS = "#wiz-where"
     DEFAULT_CSS = """
-    TargetStep RadioSet { border: none; padding: 0; width: 100%; }
+    TargetStep RadioSet, TargetStep RadioSet:focus { border: none; padding: 0; width: 100%; }
     TargetStep #wiz-device { width: 40; }
     TargetStep #wiz-target-info { margin-top: 1; }
     """
