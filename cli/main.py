@@ -432,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--timeout", type=float)
         p.set_defaults(func=func)
 
+    from .catalog_cmds import register as register_catalog
+
+    register_catalog(sub)  # catalog, doctor, and model pull|ls|rm|add into the `model` group above
     return ap
 
 

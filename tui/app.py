@@ -11,7 +11,6 @@ import argparse
 import sys
 import threading
 import time
-from pathlib import Path
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -63,7 +62,7 @@ class AitkApp(App):
     ]
 
     def __init__(self, config: Config | None = None, *, start_pane: str = "projects", device=None,
-                 azure=None, clock=time.time, watch_jobs: bool = True, store=None):
+                 azure=None, clock=time.time, watch_jobs: bool = True, store=None, theme: str | None = None):
         super().__init__()
         self.config = config or Config()
         self.start_pane = start_pane if start_pane in PANES else "projects"
@@ -75,16 +74,15 @@ class AitkApp(App):
         self._wake = threading.Event()
         self._chat_when_done: dict[str, str] = {}  # export job id -> project root to chat with
         self.last_update: FeedUpdate | None = None
-        self._theme_ready = False
         themes, problems = load_themes()
-        for theme in themes:
-            self.register_theme(theme)
+        for found in themes:
+            self.register_theme(found)
         self.startup_problems = list(self.config.problems) + problems
-        wanted = self.config.theme or DEFAULT_THEME
+        wanted = theme or self.config.theme or DEFAULT_THEME
         if wanted not in self.available_themes:
             self.startup_problems.append(f"theme {wanted!r} not found; using {DEFAULT_THEME}")
             wanted = DEFAULT_THEME
-        self.theme = wanted
+        self.theme = self._session_theme = wanted
         if self.config.keymap:
             self.set_keymap(self.config.keymap)
 
@@ -104,7 +102,6 @@ class AitkApp(App):
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._remember_theme)
-        self._theme_ready = True
         self.call_after_refresh(self._after_first_paint)
 
     def _after_first_paint(self) -> None:
@@ -184,8 +181,10 @@ class AitkApp(App):
             self.action_show_pane("projects")
 
     def _remember_theme(self, theme) -> None:
-        if not self._theme_ready or theme.name == self.config.theme:
+        """A theme chosen in the app (palette) is saved; the start-up one (config or --theme) is not."""
+        if theme.name in (self._session_theme, self.config.theme):
             return
+        self._session_theme = None
         problem = self.config.save(theme=theme.name)
         if problem:
             self.notify(problem, severity="warning")
@@ -292,15 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     config = load_config()
     config.apply_environment()
-    app = AitkApp(config, start_pane=args.pane)
-    if args.theme:
-        if args.theme in app.available_themes:
-            app._theme_ready = False
-            app.theme = args.theme
-        else:
-            print(f"aitk-tui: no theme {args.theme!r}; choose from: {', '.join(sorted(app.available_themes))}",
-                  file=sys.stderr)
-            return 2
+    app = AitkApp(config, start_pane=args.pane, theme=args.theme)
+    if args.theme and app.theme != args.theme:
+        print(f"aitk-tui: no theme {args.theme!r}; choose from: {', '.join(sorted(app.available_themes))}",
+              file=sys.stderr)
+        return 2
     app.run()
     return app.return_code or 0
 

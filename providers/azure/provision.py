@@ -1,0 +1,281 @@
+"""Create (only what is missing of) the Azure resources a remote fine-tune needs.
+
+Resource group -> storage account + Azure Files share -> Log Analytics workspace -> Container Apps
+environment with a serverless GPU workload profile and the share mounted -> the fine-tuning job
+(manual trigger, a timeout, no retries, the training image and its command). Each resource is
+read first and created only when absent, so a rerun changes nothing that exists (it only GETs).
+
+Before anything is created, the GPU profile is checked against what the region offers and what
+quota the subscription has, and a missing quota is explained (what to request, where) instead of
+failing half-way. The names land in the project's infra/finetuning.config.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...core.errors import AitkError
+from . import config
+from .clients import AzureContext
+from .config import InfraConfig
+from .errors import azure_call, quota_hint
+
+CONTAINER = "trainer"
+VOLUME = "share"
+
+
+@dataclass
+class Step:
+    resource: str
+    name: str
+    state: str  # exists | created | would create
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.state:12} {self.resource:26} {self.name}" + (f"  ({self.detail})" if self.detail else "")
+
+
+def plan_config(*, subscription_id: str, resource_group: str, location: str | None, gpu: str | None,
+                image: str | None, timeout_s: int | None, existing: InfraConfig | None,
+                storage_account: str | None = None, job: str | None = None) -> InfraConfig:
+    """Names and settings: the project's existing file wins, then options, then derived defaults."""
+    if existing and (existing.subscription_id != subscription_id or existing.resource_group != resource_group):
+        existing = None  # another subscription/group: a new set of resources
+    names = config.default_names(config.name_suffix(subscription_id, resource_group))
+    base = existing or InfraConfig(subscription_id=subscription_id, resource_group=resource_group, location="",
+                                   storage_account=names["storage_account"], file_share=names["file_share"],
+                                   job=names["job"], environment=names["environment"],
+                                   environment_storage=names["environment_storage"], workspace=names["workspace"])
+    if location:
+        base.location = location.lower().replace(" ", "")
+    if gpu:
+        base.gpu = config.gpu(gpu).key
+    if image:
+        base.image = image
+    if timeout_s:
+        base.timeout_s = int(timeout_s)
+    if storage_account:
+        base.storage_account = storage_account
+    if job:
+        base.job = job
+    config.check_names(base)
+    return base
+
+
+def job_env(extra: dict[str, str] | None = None) -> list[dict]:
+    env = [{"name": "AITK_MOUNT", "value": config.MOUNT}]
+    for k, v in (extra or {}).items():
+        env.append({"name": k, "value": v})
+    return env
+
+
+def container_spec(cfg: InfraConfig, env: list) -> dict:
+    g = config.gpu(cfg.gpu)
+    return {"name": CONTAINER, "image": cfg.image, "command": ["/bin/bash", "-c", "; ".join(cfg.commands)],
+            "env": env, "resources": {"cpu": g.cpu, "memory": g.memory}}
+
+
+def check_gpu(ctx: AzureContext, cfg: InfraConfig, *, strict_quota: bool) -> list[str]:
+    """Fail early (with the way out) if the region lacks the GPU profile or the quota is 0; returns warnings."""
+    g = config.gpu(cfg.gpu)
+    with azure_call(f"list the workload profiles offered in {cfg.location}", scope=f"subscription {cfg.subscription_id}"):
+        offered = [p.name for p in ctx.apps.available_workload_profiles.get(cfg.location)]
+    if g.profile_type not in offered:
+        gpus = sorted(n for n in offered if "GPU" in n.upper())
+        other = [k for k, v in config.GPUS.items() if v.profile_type in offered]
+        raise AitkError(
+            f"{cfg.location} does not offer the serverless GPU profile {g.profile_type}"
+            + (f" (it offers: {', '.join(gpus)})" if gpus else " (no serverless GPUs there)"),
+            (f"use --gpu {other[0]}, or " if other else "") + "choose a region with serverless GPUs, e.g. --location "
+            + " / ".join(config.GPU_REGIONS_HINT))
+    warnings = []
+    with azure_call(f"read the Container Apps quotas in {cfg.location}", scope=f"subscription {cfg.subscription_id}"):
+        usages = list(ctx.apps.usages.list(cfg.location))
+    import re
+
+    for u in usages:
+        label = f"{u.name.value or ''} {u.name.localized_value or ''}"
+        if re.search(g.quota_pattern, label, re.I) and re.search("gpu", label, re.I):
+            free = (u.limit or 0) - (u.current_value or 0)
+            if (u.limit or 0) < 1:
+                raise AitkError(f"your subscription's quota for {g.quota_label} in {cfg.location} is "
+                                f"{int(u.limit or 0)}: no {g.key.upper()} GPU can start",
+                                quota_hint(g.quota_label, cfg.location, cfg.subscription_id))
+            if free < 1:
+                msg = (f"all {int(u.limit)} {g.quota_label} in {cfg.location} are in use right now; "
+                       "a run will wait for one")
+                if strict_quota:
+                    raise AitkError(msg, quota_hint(g.quota_label, cfg.location, cfg.subscription_id))
+                warnings.append(msg)
+    return warnings
+
+
+def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_run: bool = False,
+              progress: Callable[[str], None] | None = None) -> tuple[InfraConfig, list[Step], list[str]]:
+    """Make every resource in `cfg` exist; write the project's infra file (not in a dry run)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.mgmt.appcontainers import models as am
+    from azure.mgmt.loganalytics import models as lm
+    from azure.mgmt.storage import models as sm
+
+    say = progress or (lambda _: None)
+    steps: list[Step] = []
+    if not cfg.location:
+        raise AitkError("no Azure region chosen", "pass --location (e.g. westus3, swedencentral, australiaeast)")
+    g = config.gpu(cfg.gpu)
+    sub, rg, loc = cfg.subscription_id, cfg.resource_group, cfg.location
+    rg_scope = f"resource group {rg} (subscription {sub})"
+    ctxkw = {"scope": rg_scope, "gpu_label": g.quota_label, "location": loc, "subscription": sub}
+
+    def step(resource, name, state, detail=""):
+        s = Step(resource, name, state, detail)
+        steps.append(s)
+        say(s.line())
+
+    def exists(read, what):
+        with azure_call(f"read {what}", **ctxkw):
+            try:
+                return read()
+            except ResourceNotFoundError:
+                return None
+
+    # 1. Is the environment going to be created? Then its GPU and quota must be there first.
+    with azure_call(f"read Container Apps environment {cfg.environment}", **ctxkw):
+        try:
+            rg_exists = ctx.resources.resource_groups.check_existence(rg)
+        except ResourceNotFoundError:
+            rg_exists = False
+    env = None
+    if rg_exists:
+        env = exists(lambda: ctx.apps.managed_environments.get(rg, cfg.environment),
+                     f"Container Apps environment {cfg.environment}")
+    warnings = check_gpu(ctx, cfg, strict_quota=False) if env is None else []
+
+    # 2. Resource group.
+    if rg_exists:
+        step("resource group", rg, "exists")
+    elif dry_run:
+        step("resource group", rg, "would create", loc)
+    else:
+        with azure_call(f"create resource group {rg}", **ctxkw):
+            ctx.resources.resource_groups.create_or_update(rg, {"location": loc, "tags": {"created-by": "aitk"}})
+        step("resource group", rg, "created", loc)
+
+    # 3. Storage account + share.
+    acct = exists(lambda: ctx.storage.storage_accounts.get_properties(rg, cfg.storage_account),
+                  f"storage account {cfg.storage_account}") if rg_exists else None
+    if acct is not None:
+        step("storage account", cfg.storage_account, "exists")
+    elif dry_run:
+        step("storage account", cfg.storage_account, "would create", "Standard_LRS, StorageV2")
+    else:
+        params = sm.StorageAccountCreateParameters(
+            sku=sm.Sku(name="Standard_LRS"), kind="StorageV2", location=loc, tags={"created-by": "aitk"},
+            properties=sm.StorageAccountPropertiesCreateParameters(
+                minimum_tls_version="TLS1_2", allow_blob_public_access=False, large_file_shares_state="Enabled"))
+        with azure_call(f"create storage account {cfg.storage_account}", **ctxkw):
+            acct = ctx.storage.storage_accounts.begin_create(rg, cfg.storage_account, params).result()
+        step("storage account", cfg.storage_account, "created", "Standard_LRS, StorageV2")
+    share = exists(lambda: ctx.storage.file_shares.get(rg, cfg.storage_account, "default", cfg.file_share),
+                   f"file share {cfg.file_share}") if acct is not None and rg_exists else None
+    if share is not None:
+        step("file share", cfg.file_share, "exists")
+    elif dry_run:
+        step("file share", cfg.file_share, "would create", "1 TiB quota")
+    else:
+        with azure_call(f"create file share {cfg.file_share}", **ctxkw):
+            ctx.storage.file_shares.create(rg, cfg.storage_account, "default", cfg.file_share,
+                                           sm.FileShare(file_share_properties=sm.FileShareProperties(share_quota=1024)))
+        step("file share", cfg.file_share, "created", "1 TiB quota")
+
+    # 4. Log Analytics workspace.
+    ws = exists(lambda: ctx.loganalytics.workspaces.get(rg, cfg.workspace),
+                f"Log Analytics workspace {cfg.workspace}") if rg_exists else None
+    if ws is not None:
+        step("Log Analytics workspace", cfg.workspace, "exists")
+    elif dry_run:
+        step("Log Analytics workspace", cfg.workspace, "would create", "PerGB2018, 30 days")
+    else:
+        with azure_call(f"create Log Analytics workspace {cfg.workspace}", **ctxkw):
+            ws = ctx.loganalytics.workspaces.begin_create_or_update(rg, cfg.workspace, lm.Workspace(
+                location=loc, tags={"created-by": "aitk"},
+                properties=lm.WorkspaceProperties(sku=lm.WorkspaceSku(name="PerGB2018"), retention_in_days=30))).result()
+        step("Log Analytics workspace", cfg.workspace, "created", "PerGB2018, 30 days")
+    if ws is not None:
+        cfg.workspace_id = ws.properties.customer_id
+
+    # 5. Container Apps environment with the GPU profile.
+    if env is not None:
+        types = {p.workload_profile_type: p.name for p in (env.properties.workload_profiles or [])}
+        if g.profile_type not in types:
+            raise AitkError(f"environment {cfg.environment} exists without the {g.profile_type} workload profile",
+                            "GPU profiles can only be set when an environment is created: delete it, or use a "
+                            "profile it has (" + (", ".join(types) or "none") + ")")
+        step("Container Apps environment", cfg.environment, "exists", f"GPU profile {types[g.profile_type]}")
+    elif dry_run:
+        step("Container Apps environment", cfg.environment, "would create", f"GPU profile {g.profile_type}")
+    else:
+        with azure_call(f"read the keys of workspace {cfg.workspace}", **ctxkw):
+            la_key = ctx.loganalytics.shared_keys.get_shared_keys(rg, cfg.workspace).primary_shared_key
+        env_model = am.ManagedEnvironment(location=loc, tags={"created-by": "aitk"}, properties=am.ManagedEnvironmentProperties(
+            app_logs_configuration=am.AppLogsConfiguration(
+                destination="log-analytics",
+                log_analytics_configuration=am.LogAnalyticsConfiguration(customer_id=cfg.workspace_id,
+                                                                         shared_key=la_key)),
+            workload_profiles=[am.WorkloadProfile(name="Consumption", workload_profile_type="Consumption"),
+                               am.WorkloadProfile(name=g.profile_name, workload_profile_type=g.profile_type)],
+            zone_redundant=False))
+        with azure_call(f"create Container Apps environment {cfg.environment}", **ctxkw):
+            env = ctx.apps.managed_environments.begin_create_or_update(rg, cfg.environment, env_model).result()
+        step("Container Apps environment", cfg.environment, "created", f"GPU profile {g.profile_type}")
+
+    # 6. The share, registered in the environment.
+    env_storage = exists(lambda: ctx.apps.managed_environments_storages.get(rg, cfg.environment, cfg.environment_storage),
+                         f"environment storage {cfg.environment_storage}") if env is not None and rg_exists else None
+    if env_storage is not None:
+        step("environment storage", cfg.environment_storage, "exists")
+    elif dry_run:
+        step("environment storage", cfg.environment_storage, "would create", f"Azure Files {cfg.file_share}")
+    else:
+        with azure_call(f"read the keys of storage account {cfg.storage_account}", **ctxkw):
+            key = ctx.storage.storage_accounts.list_keys(rg, cfg.storage_account).keys_property[0].value
+        with azure_call(f"register the share in environment {cfg.environment}", **ctxkw):
+            ctx.apps.managed_environments_storages.create_or_update(
+                rg, cfg.environment, cfg.environment_storage, am.ManagedEnvironmentStorage(
+                    properties=am.ManagedEnvironmentStorageProperties(azure_file=am.AzureFileProperties(
+                        account_name=cfg.storage_account, account_key=key, share_name=cfg.file_share,
+                        access_mode="ReadWrite"))))
+        step("environment storage", cfg.environment_storage, "created", f"Azure Files {cfg.file_share}")
+
+    # 7. The fine-tuning job.
+    job = exists(lambda: ctx.apps.jobs.get(rg, cfg.job), f"Container Apps job {cfg.job}") \
+        if env is not None and rg_exists else None
+    if job is not None:
+        step("Container Apps job", cfg.job, "exists", f"image {job.properties.template.containers[0].image}"
+             if job.properties and job.properties.template and job.properties.template.containers else "")
+    elif dry_run:
+        step("Container Apps job", cfg.job, "would create", f"manual, {cfg.timeout_s} s timeout, image {cfg.image}")
+    else:
+        spec = container_spec(cfg, job_env())
+        job_model = am.Job(location=loc, tags={"created-by": "aitk"}, properties=am.JobProperties(
+            environment_id=env.id, workload_profile_name=g.profile_name,
+            configuration=am.JobConfiguration(
+                trigger_type="Manual", replica_timeout=cfg.timeout_s, replica_retry_limit=0,
+                manual_trigger_config=am.JobConfigurationManualTriggerConfig(replica_completion_count=1, parallelism=1)),
+            template=am.JobTemplate(
+                containers=[am.Container(
+                    name=spec["name"], image=spec["image"], command=spec["command"],
+                    env=[am.EnvironmentVar(name=e["name"], value=e["value"]) for e in spec["env"]],
+                    resources=am.ContainerResources(cpu=spec["resources"]["cpu"], memory=spec["resources"]["memory"]),
+                    volume_mounts=[am.VolumeMount(volume_name=VOLUME, mount_path=config.MOUNT)])],
+                volumes=[am.Volume(name=VOLUME, storage_type="AzureFile", storage_name=cfg.environment_storage)])))
+        with azure_call(f"create Container Apps job {cfg.job}", **ctxkw):
+            ctx.apps.jobs.begin_create_or_update(rg, cfg.job, job_model).result()
+        step("Container Apps job", cfg.job, "created", f"manual, {cfg.timeout_s} s timeout, image {cfg.image}")
+
+    if not dry_run:
+        path = config.save_infra(project_root, cfg)
+        say(f"wrote {path}")
+    return cfg, steps, warnings

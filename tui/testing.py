@@ -1,0 +1,193 @@
+"""Fabricated state for tests, snapshots and README screenshots: projects, jobs with logs and
+metrics, a fixed clock and device, and a chat engine that streams canned answers.
+
+Nothing here trains or loads a model. Jobs look exactly like real ones to the app (the same store,
+log and metrics files); a "running" job points at a process that really exists (a `sleep`), so
+reconciliation keeps it running and the local scheduler sees its slot taken and starts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from aitk.core.chat import ChatStream
+from aitk.core.devices import DeviceInfo
+from aitk.core.jobs import JobRecord, JobStore
+from aitk.tui.azure_state import AzureState
+from aitk.tui.config import Config
+
+FIXED_NOW = 1_767_225_600.0  # 2026-01-01 00:00 UTC: ages and ETAs in fixtures never move
+DEVICE = DeviceInfo(best="cpu", cpu_count=8, ram_mib=32768, execution_providers=("CPUExecutionProvider",))
+AZURE = AzureState(False)
+
+
+def isolated_env(root: Path) -> dict[str, str]:
+    """Point every aitk folder under `root` (a clean one) and return the variables set."""
+    shutil.rmtree(root, ignore_errors=True)
+    env = {"AITK_DATA_DIR": str(root / "data"), "AITK_CONFIG_DIR": str(root / "config"),
+           "AITK_CACHE_DIR": str(root / "cache"), "AITK_PROJECTS_DIR": str(root / "projects"),
+           "AITK_LOCAL_SLOTS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf")}
+    for key, value in env.items():
+        os.environ[key] = value
+        if key.endswith("_DIR"):
+            Path(value).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def fabricate_project(name: str, *, adapter: bool = False, exported: bool = False,
+                      model_id: str = "tiny") -> Path:
+    """A project folder as `create_project` writes it, minus the model (listing needs no model)."""
+    import tomli_w
+
+    from aitk.core import paths, tiny
+    from aitk.core.settings import default_settings
+
+    root = paths.projects_dir() / name
+    (root / "dataset").mkdir(parents=True)
+    bundled = paths.bundled_data() / "tiny_qa"
+    shutil.copy2(bundled / "train.jsonl", root / "dataset" / "train.jsonl")
+    shutil.copy2(bundled / "eval.jsonl", root / "dataset" / "eval.jsonl")
+    settings = default_settings(name, model_id if model_id == tiny.TINY_ID else "custom", "cpu")
+    settings.model.id = model_id
+    (root / "aitk.toml").write_text(tomli_w.dumps(settings.to_toml_dict()), encoding="utf-8")
+    if adapter or exported:
+        a = root / "models" / "olive" / "adapter"
+        a.mkdir(parents=True)
+        (a / "adapter_config.json").write_text("{}")
+    if exported:
+        o = root / "models" / "onnx" / "fp32"
+        o.mkdir(parents=True)
+        (o / "genai_config.json").write_text("{}")
+    return root
+
+
+def loss_curve(max_steps: int = 600, upto: int | None = None, every: int = 10, eval_every: int = 200,
+               t0: float = FIXED_NOW - 300, seconds_per_step: float = 0.25) -> list[dict]:
+    """Metric records of a plausible run, as the trainer callback writes them."""
+    upto = max_steps if upto is None else upto
+    out = [{"step": 0, "max_steps": max_steps, "epoch": 0.0, "t": t0, "event": "begin"}]
+    for step in range(every, upto + 1, every):
+        loss = 0.15 + 5.2 * math.exp(-step / 45) + 0.04 * math.sin(step / 7)
+        rec = {"step": step, "max_steps": max_steps, "epoch": round(step / 20, 2), "loss": round(loss, 4),
+               "learning_rate": 0.002, "t": t0 + step * seconds_per_step}
+        out.append(rec)
+        if step % eval_every == 0:
+            out.append({"step": step, "max_steps": max_steps, "epoch": round(step / 20, 2),
+                        "eval_loss": round(0.9 + 3.0 * math.exp(-step / 120), 4), "t": t0 + step * seconds_per_step})
+    return out
+
+
+def fabricate_job(store: JobStore, kind: str, status: str, project: Path | None, *, created: float,
+                  started: float | None = None, finished: float | None = None, metrics: list[dict] = (),
+                  log: list[str] = (), error: str | None = None, pid: int | None = None,
+                  parent: str | None = None, params: dict | None = None, result: dict | None = None) -> JobRecord:
+    rec = store.create(kind, project=str(project) if project else None, device="cpu", parent=parent, params=params)
+    store.update(rec.id, status=status, created=created, started=started, finished=finished, error=error, pid=pid,
+                 exit_code=None if status in ("queued", "starting", "running") else (0 if status == "succeeded" else 1))
+    if log:
+        store.log_path(rec.id).write_text("\n".join(log) + "\n", encoding="utf-8")
+    if metrics:
+        store.metrics_path(rec.id).write_text("".join(json.dumps(m) + "\n" for m in metrics), encoding="utf-8")
+    if result is not None:
+        (store.job_dir(rec.id) / "result.json").write_text(json.dumps(result))
+    return store.get(rec.id)
+
+
+def training_log(steps: int) -> list[str]:
+    lines = ["[aitk] fine-tuning tiny (lora) on cpu",
+             "[2026-01-01 00:00:01,000] [INFO] [engine.py:842:_create_system] Host system created",
+             "[2026-01-01 00:00:01,020] [INFO] [engine.py:665:_run_pass] Running pass finetune:lora",
+             "[2026-01-01 00:00:02,400] [INFO] [lora.py:460:train_and_save_new_model] Running fine-tuning"]
+    for m in loss_curve(upto=steps)[1:]:
+        if "loss" in m:
+            lines.append(f"{{'loss': {m['loss']}, 'learning_rate': 0.002, 'epoch': {m['epoch']}}}")
+    return lines
+
+
+class SleepingProcess:
+    """A real process to stand for a running job (killed by `stop`)."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def populate(store: JobStore, running_pid: int | None) -> dict[str, JobRecord]:
+    """Two projects and the jobs of a typical afternoon: one fine-tune running at 62 %."""
+    demo = fabricate_project("demo-qa", exported=True)
+    support = fabricate_project("support-bot", adapter=True)
+    jobs = {}
+    t = FIXED_NOW
+    jobs["ft_old"] = fabricate_job(store, "finetune", "succeeded", demo, created=t - 7200, started=t - 7190,
+                                   finished=t - 7150, metrics=loss_curve(), log=training_log(600) + [
+                                       "[aitk] job succeeded"])
+    jobs["export"] = fabricate_job(store, "export", "succeeded", demo, created=t - 7199, started=t - 7150,
+                                   finished=t - 7135, parent=jobs["ft_old"].id,
+                                   log=["[aitk] exporting tiny (fp32, cpu) with its adapter", "[aitk] job succeeded"])
+    jobs["evaluate"] = fabricate_job(store, "evaluate", "succeeded", demo, created=t - 7198, started=t - 7135,
+                                     finished=t - 7128, parent=jobs["ft_old"].id,
+                                     result={"rows": 40, "base": {"loss": 7.61, "perplexity": 2018.0},
+                                             "tuned": {"loss": 0.912, "perplexity": 2.49}},
+                                     log=["[aitk] base:  loss 7.6100  perplexity 2018.00",
+                                          "[aitk] tuned: loss 0.9120  perplexity 2.49"])
+    jobs["failed"] = fabricate_job(store, "finetune", "failed", support, created=t - 3600, started=t - 3590,
+                                   finished=t - 3580, error="dataset/train.jsonl:12: answer: empty value",
+                                   log=["[aitk] error: dataset/train.jsonl:12: answer: empty value"])
+    jobs["running"] = fabricate_job(store, "finetune", "running", demo, created=t - 160, started=t - 155,
+                                    metrics=loss_curve(upto=370), log=training_log(370), pid=running_pid)
+    jobs["queued"] = fabricate_job(store, "export", "queued", demo, created=t - 159, parent=jobs["running"].id)
+    return jobs
+
+
+class FakeEngine:
+    """Streams canned answers word by word, with fixed token counts and speed (deterministic)."""
+
+    adapters = ["tuned"]
+
+    def __init__(self, answers: dict[str | None, str] | None = None, delay: float = 0.0):
+        self.answers = answers or {"base": "Methlmix mousmirzen soxzueth gixor.", "tuned": "Glodan."}
+        self.delay = delay
+        self.calls: list[tuple[list[dict], str | None]] = []
+
+    def stream(self, messages, options=None, adapter=None, stop: threading.Event | None = None) -> ChatStream:
+        self.calls.append((messages, adapter))
+        text = self.answers.get(adapter, self.answers.get("tuned", ""))
+        words = [w + " " for w in text.split(" ")]
+        result = ChatStream(iter(()))
+
+        def pieces():
+            for w in words:
+                if stop is not None and stop.is_set():
+                    result.stopped = True
+                    return
+                if self.delay:
+                    time.sleep(self.delay)
+                result.tokens += 2
+                result.seconds = result.tokens / 800.0
+                yield w
+
+        result.pieces = pieces()
+        return result
+
+
+def test_app(**kwargs):
+    """The app on fixtures: fixed clock, device and Azure state, default config."""
+    from aitk.tui.app import AitkApp
+
+    kwargs.setdefault("config", Config())
+    return AitkApp(device=DEVICE, azure=AZURE, clock=lambda: FIXED_NOW, **kwargs)
