@@ -151,7 +151,7 @@ def create_project(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         cwd = Path.cwd()
-        if dataset is None and settings.model.id == tiny.TINY_ID and settings.data.dataset.startswith("dataset/"):
+        if dataset is None and settings.data.dataset.startswith("dataset/"):
             bundled = paths.bundled_data() / "tiny_qa"
             settings.data.dataset = _copy_dataset(str(bundled / "train.jsonl"), tmp / "dataset", cwd)
             settings.data.eval_dataset = _copy_dataset(str(bundled / "eval.jsonl"), tmp / "dataset", cwd)

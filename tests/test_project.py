@@ -164,3 +164,20 @@ def test_defaults_per_model_and_device():
     assert gpu.finetune.learning_rate == 1e-4 and gpu.finetune.lora_alpha == 64  # AI Toolkit's Phi-3 defaults
     assert gpu.inference.precision == "fp16" and cpu.inference.precision == "int4"
     assert default_settings("p").model.id == "tiny"
+
+
+def test_catalog_model_project_uses_its_repo_targets_and_format(tmp_path):
+    p = create_project(tmp_path / "qwen", model_id="qwen2.5-0.5b")
+    s = p.settings
+    assert s.model.path.startswith("Qwen/") and s.model.id == "qwen2.5-0.5b"
+    assert "<|im_start|>user\n{question}" in s.data.text_template
+    assert s.finetune.target_modules and not (p.root / "model").exists()
+    config = json.loads((p.root / OLIVE_CONFIG).read_text())
+    assert config["input_model"]["model_path"] == s.model.path
+    assert (p.root / "dataset" / "train.jsonl").is_file()  # the bundled data, in this model's format
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(AitkError, match="nope"):
+        create_project(tmp_path / "x", model_id="nope")
+    assert list(tmp_path.iterdir()) == []

@@ -185,7 +185,7 @@ class FakeEngine:
         return result
 
 
-def test_app(**kwargs):
+def fixture_app(**kwargs):
     """The app on fixtures: fixed clock, device and Azure state, default config."""
     from aitk.tui.app import AitkApp
 

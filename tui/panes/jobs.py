@@ -147,7 +147,10 @@ class JobsPane(Pane):
             if keep in self.records:
                 table.move_cursor(row=ids.index(keep), animate=False)
             elif ids and self.selected is None:
-                self._select(ids[0])
+                # Open on what is most worth watching: a running job, else the newest.
+                first = next((r.id for r in update.records if r.status == "running"), ids[0])
+                table.move_cursor(row=ids.index(first), animate=False)
+                self._select(first)
         else:
             for rec in update.records:
                 for key, value in zip(("status", "kind", "project", "progress", "age", "device"),
@@ -234,8 +237,8 @@ class JobsPane(Pane):
             bar.update(total=progress.max_steps, progress=progress.step)
         elif rec.status == "succeeded":
             bar.update(total=1, progress=1)
-        elif rec.status in ACTIVE:
-            bar.update(total=None)
+        elif rec.status in ("starting", "running"):
+            bar.update(total=None)  # no step count (export, evaluate): a pulse
         else:
             bar.update(total=1, progress=0)
         started = rec.started or rec.created
