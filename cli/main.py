@@ -162,6 +162,7 @@ def cmd_jobs_list(args) -> int:
     elif not recs:
         print("no jobs yet (start one with `aitk finetune`)")
     else:
+        print(f"{'ID':24} {'KIND':9} {'STATUS':11} {'CREATED':12} PROJECT")
         for r in recs:
             print(_rec_line(r))
     return 0

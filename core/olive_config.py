@@ -74,6 +74,7 @@ def pass_config(s: ProjectSettings, device: str) -> dict:
         "eval_steps": f.eval_steps,
         "save_steps": f.save_steps,
         "output_dir": f.checkpoint_dir,
+        "save_total_limit": 2,  # resume needs the last one; a 7B model's checkpoints are GBs each
         "report_to": "none",
         # The paged optimizer QLoRA defaults to exists only on CUDA.
         "optim": "paged_adamw_32bit" if device == "cuda" and f.method == "qlora" else "adamw_torch",

@@ -87,8 +87,13 @@ def loss_curve(max_steps: int = 600, upto: int | None = None, every: int = 10, e
 def fabricate_job(store: JobStore, kind: str, status: str, project: Path | None, *, created: float,
                   started: float | None = None, finished: float | None = None, metrics: list[dict] = (),
                   log: list[str] = (), error: str | None = None, pid: int | None = None,
-                  parent: str | None = None, params: dict | None = None, result: dict | None = None) -> JobRecord:
+                  parent: str | None = None, params: dict | None = None, result: dict | None = None,
+                  job_id: str | None = None) -> JobRecord:
     rec = store.create(kind, project=str(project) if project else None, device="cpu", parent=parent, params=params)
+    if job_id:  # a fixed id, so snapshots do not change between runs
+        store._exec("UPDATE jobs SET id = ? WHERE id = ?", (job_id, rec.id))
+        store.job_dir(rec.id).rename(store.job_dir(job_id))
+        rec = store.get(job_id)
     store.update(rec.id, status=status, created=created, started=started, finished=finished, error=error, pid=pid,
                  exit_code=None if status in ("queued", "starting", "running") else (0 if status == "succeeded" else 1))
     if log:
@@ -131,26 +136,28 @@ def populate(store: JobStore, running_pid: int | None) -> dict[str, JobRecord]:
     """Two projects and the jobs of a typical afternoon: one fine-tune running at 62 %."""
     demo = fabricate_project("demo-qa", exported=True)
     support = fabricate_project("support-bot", adapter=True)
-    jobs = {}
     t = FIXED_NOW
-    jobs["ft_old"] = fabricate_job(store, "finetune", "succeeded", demo, created=t - 7200, started=t - 7190,
-                                   finished=t - 7150, metrics=loss_curve(), log=training_log(600) + [
-                                       "[aitk] job succeeded"])
-    jobs["export"] = fabricate_job(store, "export", "succeeded", demo, created=t - 7199, started=t - 7150,
-                                   finished=t - 7135, parent=jobs["ft_old"].id,
-                                   log=["[aitk] exporting tiny (fp32, cpu) with its adapter", "[aitk] job succeeded"])
-    jobs["evaluate"] = fabricate_job(store, "evaluate", "succeeded", demo, created=t - 7198, started=t - 7135,
-                                     finished=t - 7128, parent=jobs["ft_old"].id,
-                                     result={"rows": 40, "base": {"loss": 7.61, "perplexity": 2018.0},
-                                             "tuned": {"loss": 0.912, "perplexity": 2.49}},
-                                     log=["[aitk] base:  loss 7.6100  perplexity 2018.00",
-                                          "[aitk] tuned: loss 0.9120  perplexity 2.49"])
-    jobs["failed"] = fabricate_job(store, "finetune", "failed", support, created=t - 3600, started=t - 3590,
-                                   finished=t - 3580, error="dataset/train.jsonl:12: answer: empty value",
-                                   log=["[aitk] error: dataset/train.jsonl:12: answer: empty value"])
-    jobs["running"] = fabricate_job(store, "finetune", "running", demo, created=t - 160, started=t - 155,
-                                    metrics=loss_curve(upto=370), log=training_log(370), pid=running_pid)
-    jobs["queued"] = fabricate_job(store, "export", "queued", demo, created=t - 159, parent=jobs["running"].id)
+    jobs = {}
+
+    def job(name, kind, status, project, **kw):
+        jobs[name] = fabricate_job(store, kind, status, project, job_id=f"20260101-0000{len(jobs) + 1:02d}-{name}",
+                                   **kw)
+        return jobs[name]
+
+    job("ft-old", "finetune", "succeeded", demo, created=t - 7200, started=t - 7190, finished=t - 7150,
+        metrics=loss_curve(), log=training_log(600) + ["[aitk] job succeeded"])
+    job("export", "export", "succeeded", demo, created=t - 7199, started=t - 7150, finished=t - 7135,
+        parent=jobs["ft-old"].id, log=["[aitk] exporting tiny (fp32, cpu) with its adapter", "[aitk] job succeeded"])
+    job("evaluate", "evaluate", "succeeded", demo, created=t - 7198, started=t - 7135, finished=t - 7128,
+        parent=jobs["ft-old"].id, result={"rows": 40, "base": {"loss": 7.61, "perplexity": 2018.0},
+                                           "tuned": {"loss": 0.912, "perplexity": 2.49}},
+        log=["[aitk] base:  loss 7.6100  perplexity 2018.00", "[aitk] tuned: loss 0.9120  perplexity 2.49"])
+    job("failed", "finetune", "failed", support, created=t - 3600, started=t - 3590, finished=t - 3580,
+        error="dataset/train.jsonl:12: answer: empty value",
+        log=["[aitk] error: dataset/train.jsonl:12: answer: empty value"])
+    job("running", "finetune", "running", demo, created=t - 160, started=t - 155, metrics=loss_curve(upto=370),
+        log=training_log(370), pid=running_pid)
+    job("queued", "export", "queued", demo, created=t - 159, parent=jobs["running"].id)
     return jobs
 
 

@@ -190,11 +190,12 @@ class JobsPane(Pane):
     @on(DataTable.RowHighlighted, "#jobs-table")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value if event.row_key else None
+        if self._select_timer:
+            self._select_timer.stop()
+            self._select_timer = None
         if key and key != self.selected:
             # Arrowing through the table should not start a log reader per row: wait a moment.
             self._pending_select = key
-            if self._select_timer:
-                self._select_timer.stop()
             self._select_timer = self.set_timer(0.12, lambda: self._select(key))
 
     def select_job(self, job_id: str) -> None:

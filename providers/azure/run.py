@@ -1,0 +1,223 @@
+"""Run a project's fine-tune on the Azure job: upload, start an execution, record it, follow it, fetch.
+
+A remote run is an ordinary job record (kind `finetune`, provider `azure`) whose status follows the
+execution: queued while uploading, starting while Azure provisions the replica (image pull, GPU),
+running, then succeeded / failed / cancelled (stopped). A detached watcher process
+(`python -m aitk.providers.azure.watch JOB_ID`) does the following, so the queue, `aitk jobs`, the
+TUI and a closed app all behave as with a local job; when the execution ends it downloads the
+adapter, metrics and logs into the job folder and makes the adapter the project's current one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ...core.errors import AitkError
+from ...core.jobs import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, SUCCEEDED, JobRecord, JobStore, pid_alive
+from . import auth, config
+from .clients import AzureContext
+from .config import InfraConfig
+from .errors import azure_call
+from .files import RUNS, ShareFiles
+from .logs import JobLog
+from .provision import CONTAINER, container_spec
+
+# Execution states -> job states. Degraded/Unknown leave the job where it is.
+STATUS_MAP = {"Processing": STARTING, "Running": RUNNING, "Succeeded": SUCCEEDED, "Failed": FAILED,
+              "Stopped": CANCELLED}
+FINAL_EXECUTION = ("Succeeded", "Failed", "Stopped")
+
+
+def infra_of(rec: JobRecord) -> InfraConfig:
+    data = (rec.params or {}).get("azure")
+    if not data:
+        raise AitkError(f"job {rec.id} is not an Azure job", "`aitk jobs show` tells where it ran")
+    return InfraConfig.from_json(data)
+
+
+def execution_of(rec: JobRecord) -> str | None:
+    return (rec.params or {}).get("execution")
+
+
+def run_dir_of(rec: JobRecord) -> str:
+    return (rec.params or {}).get("run_dir") or f"{RUNS}/{rec.id}"
+
+
+def context(cfg: InfraConfig, notify: Callable[[str], None] | None = None) -> AzureContext:
+    return AzureContext(auth.credential(), cfg.subscription_id, notify=notify)
+
+
+def share_files(ctx: AzureContext, cfg: InfraConfig) -> ShareFiles:
+    scope = f"storage account {cfg.storage_account}"
+    with azure_call(f"read storage account {cfg.storage_account}", scope=scope):
+        acct = ctx.storage.storage_accounts.get_properties(cfg.resource_group, cfg.storage_account)
+        key = ctx.storage.storage_accounts.list_keys(cfg.resource_group, cfg.storage_account).keys_property[0].value
+    return ShareFiles(ctx.share(acct.properties.primary_endpoints.file, cfg.file_share, key))
+
+
+def _project_skip(project) -> tuple[str, ...]:
+    return (project.settings.finetune.checkpoint_dir,)
+
+
+def submit(store: JobStore, project_root: Path, *, params: dict | None = None, parent: str | None = None,
+           notify: Callable[[str], None] | None = None, spawn: bool = True) -> JobRecord:
+    """Upload the project, start an execution, add the job to the queue and start its watcher."""
+    from azure.mgmt.appcontainers import models as am
+
+    from ...core import olive_config
+    from ...core.project import load_project
+
+    say = notify or (lambda _: None)
+    project = load_project(project_root)
+    olive_config.pass_config(project.settings, "cuda")  # refuses what cannot run on the GPU, before uploading
+    cfg = config.load_infra(project.root)
+    if auth.session_only():
+        say("note: you signed in for this session only; the background watcher cannot use that sign-in. "
+            "`aitk azure login --remember` lets it follow the job after this process ends")
+    ctx = context(cfg, notify)
+    rec = store.create("finetune", project=str(project.root), provider="azure", device="cuda", parent=parent,
+                       params={**(params or {}), "azure": cfg.to_json(), "run_dir": f"{RUNS}/pending"})
+    run_dir = f"{RUNS}/{rec.id}"
+    log = JobLog(store, rec.id)
+    log.note(f"remote fine-tune of {project.name} on Azure Container Apps job {cfg.job} "
+             f"({cfg.gpu.upper()}, {cfg.location}), image {cfg.image}")
+    store.update(rec.id, params={**rec.params, "run_dir": run_dir})
+    try:
+        scope = f"job {cfg.job} in resource group {cfg.resource_group}"
+        with azure_call(f"read Container Apps job {cfg.job}", scope=scope):
+            job = ctx.apps.jobs.get(cfg.resource_group, cfg.job)
+        share = share_files(ctx, cfg)
+        say(f"uploading {project.name} to {cfg.storage_account}/{cfg.file_share}/{run_dir} (only changed files)")
+        with azure_call(f"upload the project to share {cfg.file_share}", scope=f"storage account {cfg.storage_account}"):
+            _, stats = share.upload_project(project.root, run_dir, extra_skip=_project_skip(project), progress=None)
+        log.note(f"uploaded: {stats.line()}")
+        say(f"uploaded: {stats.line()}")
+        # The job's container as defined (its env carries the secretRefs), plus this run's folder.
+        defined = (job.properties.template.containers or [None])[0]
+        env = [am.EnvironmentVar(name=e.name, value=e.value, secret_ref=e.secret_ref)
+               for e in ((defined.env if defined else None) or []) if e.name not in ("AITK_RUN", "AITK_MOUNT")]
+        env += [am.EnvironmentVar(name="AITK_MOUNT", value=config.MOUNT), am.EnvironmentVar(name="AITK_RUN", value=run_dir)]
+        spec = container_spec(cfg, [])
+        template = am.JobExecutionTemplate(containers=[am.JobExecutionContainer(
+            name=(defined.name if defined and defined.name else CONTAINER), image=spec["image"],
+            command=spec["command"], env=env,
+            resources=am.ContainerResources(cpu=spec["resources"]["cpu"], memory=spec["resources"]["memory"]))])
+        with azure_call(f"start an execution of job {cfg.job}", scope=scope,
+                        gpu_label=config.gpu(cfg.gpu).quota_label, location=cfg.location,
+                        subscription=cfg.subscription_id):
+            started = ctx.apps.jobs.begin_start(cfg.resource_group, cfg.job, template, polling=False).result()
+        execution = started.name
+        store.update(rec.id, only_if=(QUEUED,), status=STARTING,
+                     params={**store.get(rec.id).params, "execution": execution})
+        log.note(f"started execution {execution}; waiting for a GPU replica (image pull and start can take minutes)")
+        say(f"started execution {execution}")
+    except BaseException as e:
+        msg = str(e) if isinstance(e, AitkError) else f"{type(e).__name__}: {e}"
+        store.update(rec.id, only_if=ACTIVE, status=FAILED, finished=time.time(), exit_code=1, error=msg)
+        log.note(f"error: {msg}")
+        raise
+    if spawn:
+        spawn_watcher(store, rec.id)
+    return store.get(rec.id)
+
+
+def spawn_watcher(store: JobStore, job_id: str) -> int:
+    """Start the detached watcher (own session, like a local job process); its own errors go to watcher.txt."""
+    out = open(store.job_dir(job_id) / "watcher.txt", "ab")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "aitk.providers.azure.watch", job_id],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True,
+                                env={**os.environ, "AITK_DATA_DIR": str(store.root), "PYTHONUNBUFFERED": "1"})
+    finally:
+        out.close()
+    store.update(job_id, pid=proc.pid)
+    return proc.pid
+
+
+def ensure_watcher(store: JobStore, rec: JobRecord) -> bool:
+    """An active Azure job whose watcher is gone (reboot, kill) gets a new one; True if started."""
+    if rec.provider != "azure" or rec.status not in ACTIVE or not execution_of(rec):
+        return False
+    if pid_alive(rec.pid):
+        return False
+    spawn_watcher(store, rec.id)
+    return True
+
+
+def stop(store: JobStore, job_id: str, notify: Callable[[str], None] | None = None) -> JobRecord:
+    rec = store.get(job_id)
+    if rec.status not in ACTIVE:
+        raise AitkError(f"job {rec.id} is already {rec.status}", "nothing to stop")
+    cfg = infra_of(rec)
+    execution = execution_of(rec)
+    if execution:
+        ctx = context(cfg, notify)
+        with azure_call(f"stop execution {execution}", scope=f"job {cfg.job} in resource group {cfg.resource_group}"):
+            ctx.apps.jobs.begin_stop_execution(cfg.resource_group, cfg.job, execution, polling=False).result()
+    if store.update(rec.id, only_if=ACTIVE, status=CANCELLED, finished=time.time(), error="stopped by user"):
+        JobLog(store, rec.id).note(f"stop requested: execution {execution} is being stopped")
+    return store.get(rec.id)
+
+
+def execution_info(ctx: AzureContext, cfg: InfraConfig, execution: str):
+    with azure_call(f"read execution {execution}", scope=f"job {cfg.job} in resource group {cfg.resource_group}"):
+        return ctx.apps.job_execution(cfg.resource_group, cfg.job, execution)
+
+
+def fetch(store: JobStore, job_id: str, *, ctx: AzureContext | None = None, publish: bool = True,
+          notify: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Download the run's adapter, metrics and logs into the job folder; publish the adapter to the project.
+
+    The layout is a local job's: output/adapter/, metrics.jsonl, log.txt (+ container-log.txt, the
+    container's whole log from the share), so export and chat work exactly as after a local run.
+    """
+    from ...core.finetune import publish_adapter
+    from ...core.project import load_project
+
+    rec = store.get(job_id)
+    cfg = infra_of(rec)
+    ctx = ctx or context(cfg, notify)
+    share = share_files(ctx, cfg)
+    run_dir = run_dir_of(rec)
+    job_dir = store.job_dir(rec.id)
+    got: dict[str, Path] = {}
+    with azure_call(f"download the outputs of {run_dir}", scope=f"storage account {cfg.storage_account}"):
+        status_text = share.read_text(f"{run_dir}/status.json")
+        adapter_files = share.download_tree(f"{run_dir}/output/adapter", job_dir / ".fetch-adapter")
+        if share.download_file(f"{run_dir}/metrics.jsonl", job_dir / ".fetch-metrics.jsonl"):
+            os.replace(job_dir / ".fetch-metrics.jsonl", store.metrics_path(rec.id))
+            got["metrics"] = store.metrics_path(rec.id)
+        if share.download_file(f"{run_dir}/log.txt", job_dir / "container-log.txt"):
+            got["container_log"] = job_dir / "container-log.txt"
+    if adapter_files:
+        import shutil
+
+        dest = job_dir / "output" / "adapter"
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(job_dir / ".fetch-adapter", dest)
+        got["adapter"] = dest
+        if publish and (dest / "adapter_config.json").is_file() and rec.project:
+            publish_adapter(load_project(rec.project), dest)
+    got["log"] = store.log_path(rec.id)
+    if status_text:
+        try:
+            (job_dir / "remote-status.json").write_text(status_text)
+            got["status"] = job_dir / "remote-status.json"
+        except OSError:
+            pass
+    return got
+
+
+def remote_status(status_text: str | None) -> dict:
+    try:
+        return json.loads(status_text) if status_text else {}
+    except ValueError:
+        return {}
