@@ -90,21 +90,38 @@ def cmd_dataset_preview(args) -> int:
 
 
 # -- jobs ---------------------------------------------------------------------------------------
-def _provider():
+def _provider(job_id: str | None = None):
+    """The back end that owns a job (local unless its record says otherwise)."""
     from ..providers.local import LocalProvider
 
-    return LocalProvider()
+    local = LocalProvider()
+    if job_id is not None and local.store.get(job_id).provider == "azure":
+        from ..providers.azure.provider import AzureProvider
+
+        return AzureProvider(local.store)
+    return local
 
 
-def follow_job(job_id: str, *, quiet_log: bool = False, out=sys.stdout) -> int:
-    """Print a job's log (and progress) until it ends; return 0 if it succeeded."""
+def follow_job(job_id: str, *, quiet_log: bool = False, out=None) -> int:
+    """Print a job's log (and progress) until it ends, local or remote; return 0 if it succeeded."""
     from ..core import follow, metrics
     from ..core.jobs import SUCCEEDED
 
-    provider = _provider()
+    out = out or sys.stdout
+    provider = _provider(job_id)
     store = provider.store
-    path = store.log_path(store.get(job_id).id)
-    for lines in follow.follow(path, 0, done=lambda: provider.status(job_id).is_final):
+    job_id = store.get(job_id).id
+    last_status = None
+
+    def done() -> bool:
+        nonlocal last_status
+        rec = provider.status(job_id)
+        if quiet_log and rec.status != last_status and last_status is not None:
+            print(f"  [{rec.status}]", file=out, flush=True)
+        last_status = rec.status
+        return rec.is_final
+
+    for lines in follow.follow(store.log_path(job_id), 0, done=done):
         for line in lines:
             rec = metrics.parse_line(line)
             if rec is not None:
@@ -114,7 +131,7 @@ def follow_job(job_id: str, *, quiet_log: bool = False, out=sys.stdout) -> int:
                         if k in rec:
                             parts.append(f"{label} {rec[k]:.4g}")
                     print("  " + "  ".join(parts), file=out, flush=True)
-            elif not quiet_log and line:
+            elif line and (not quiet_log or line.startswith("[aitk] error")):
                 print(line, file=out, flush=True)
     rec = provider.status(job_id)
     took = f" in {rec.finished - rec.started:.1f} s" if rec.finished and rec.started else ""
@@ -169,7 +186,7 @@ def cmd_jobs_list(args) -> int:
 
 
 def cmd_jobs_show(args) -> int:
-    provider = _provider()
+    provider = _provider(args.id)
     rec = provider.status(args.id)
     data = rec.to_dict()
     data["metrics"] = provider.store.metrics(rec.id)
@@ -198,19 +215,25 @@ def cmd_jobs_logs(args) -> int:
 
 
 def cmd_jobs_cancel(args) -> int:
-    rec = _provider().cancel(args.id)
+    rec = _provider(args.id).cancel(args.id)
     print(f"job {rec.id} {rec.status}")
     return 0
 
 
 def cmd_jobs_retry(args) -> int:
-    rec = _provider().retry(args.id)
+    provider = _provider(args.id)
+    if not hasattr(provider, "retry"):
+        raise AitkError("remote jobs are retried by starting a new run", "use `aitk azure run`")
+    rec = provider.retry(args.id)
     print(f"job {rec.id} ({rec.kind}) {rec.status}, retrying {args.id}")
     return 0 if args.detach else follow_job(rec.id, quiet_log=True)
 
 
 def cmd_jobs_resume(args) -> int:
-    rec = _provider().resume(args.id)
+    provider = _provider(args.id)
+    if not hasattr(provider, "resume"):
+        raise AitkError("remote jobs cannot resume from a local checkpoint", "start a new `aitk azure run`")
+    rec = provider.resume(args.id)
     print(f"job {rec.id} resumed ({rec.status})")
     return 0 if args.detach else follow_job(rec.id, quiet_log=True)
 
@@ -232,7 +255,7 @@ def cmd_jobs_rm(args) -> int:
 
 
 def cmd_jobs_wait(args) -> int:
-    provider = _provider()
+    provider = _provider(args.id)
     rec = provider.store.get(args.id)
     deadline = time.time() + args.timeout if args.timeout else None
     while not (rec := provider.status(rec.id)).is_final:
@@ -436,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .catalog_cmds import register as register_catalog
 
     register_catalog(sub)  # catalog, doctor, and model pull|ls|rm|add into the `model` group above
+    from .azure_cmds import register as register_azure
+
+    register_azure(sub)
     return ap
 
 

@@ -103,6 +103,7 @@ class SilentChain:
     """Try each silent source in turn; remember which one worked. Never prompts."""
 
     def __init__(self, endpoints: Endpoints | None = None, tenant: str | None = None):
+        setup_logging()  # the credentials log their failures as warnings: to the file, not the terminal
         self.endpoints = endpoints or Endpoints.from_env()
         self.tenant = tenant
         self.used: str | None = None
@@ -172,9 +173,10 @@ def _saved_device_code(e: Endpoints):
         record = AuthenticationRecord.deserialize(path.read_text(encoding="utf-8"))
     except (ValueError, KeyError):
         return None
+    kw = {k: v for k, v in _identity_kwargs(e).items() if k != "authority"}  # the record names its authority
     return DeviceCodeCredential(client_id=record.client_id, tenant_id=record.tenant_id, authentication_record=record,
                                 cache_persistence_options=_cache_options(bool(auth.get("allow_unencrypted"))),
-                                disable_automatic_authentication=True, **_identity_kwargs(e))
+                                disable_automatic_authentication=True, **kw)
 
 
 def credential(endpoints: Endpoints | None = None):
@@ -230,14 +232,15 @@ def login(*, device_code: bool = False, prompt=None, remember: bool = False, all
                                 **_identity_kwargs(e))
     try:
         record = cred.authenticate(scopes=[e.arm_scope])
-    except ClientAuthenticationError as err:
-        raise translate(err, "sign in with a device code") from None
-    except Exception as err:  # noqa: BLE001 - msal-extensions: no keyring to encrypt the cache with
-        if remember and not allow_unencrypted and ("encrypt" in str(err).lower() or "keyring" in str(err).lower()
-                                                   or "libsecret" in str(err).lower()):
+    except Exception as err:  # noqa: BLE001
+        text = str(err).lower()
+        if remember and not allow_unencrypted and ("encrypt" in text or "keyring" in text or "libsecret" in text):
+            # msal-extensions found no keyring (libsecret) to encrypt the persisted cache with.
             raise AitkError("this machine has no keyring to encrypt the remembered sign-in with",
                             "rerun with --allow-unencrypted to keep it in a file only you can read, or without "
                             "--remember to stay signed in for this session only") from None
+        if isinstance(err, ClientAuthenticationError):
+            raise translate(err, "sign in with a device code") from None
         raise
     if remember:
         path = config.auth_record_path()

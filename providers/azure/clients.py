@@ -79,6 +79,9 @@ class AzureContext:
 
     def __init__(self, credential, subscription_id: str | None, endpoints: Endpoints | None = None,
                  notify: Notify | None = None):
+        from .auth import setup_logging
+
+        setup_logging()  # azure.* logging to a file before any client logs anything
         self.credential = credential
         self.subscription_id = subscription_id
         self.endpoints = endpoints or Endpoints.from_env()
@@ -171,7 +174,6 @@ class AzureContext:
     def list_subscriptions(self) -> list[dict]:
         """Subscriptions the signed-in identity can see (ARM's tenant-level list)."""
         from azure.core.exceptions import HttpResponseError, map_error
-        from azure.core.pipeline import Pipeline  # noqa: F401
         from azure.core.rest import HttpRequest
         from azure.mgmt.resource.resources import ResourceManagementClient
 

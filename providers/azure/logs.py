@@ -21,7 +21,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 
 from ...core import follow, metrics
 from ...core.jobs import JobStore
@@ -168,7 +167,7 @@ class StreamFollower:
 
     def __init__(self, ctx, cfg, execution: str, log: JobLog, *, finished: Callable[[], bool],
                  workspace_id: str | None = None, stop: threading.Event | None = None,
-                 note: Callable[[str], None] | None = None):
+                 note: Callable[[str], None] | None = None, started: dt.datetime | None = None):
         self.ctx, self.cfg, self.execution, self.log = ctx, cfg, execution, log
         self.finished = finished
         self.workspace_id = workspace_id
@@ -184,6 +183,13 @@ class StreamFollower:
         self._token: tuple[str, float] | None = None
         self._check_overlap = False
         self._base: str | None = None
+        self._saved_at = 0.0
+        self._first_connection = False
+        self.complete = False  # the stream delivered everything up to the container's end
+        self._last_clean = False
+        # Lines before the first connection's replay: checked against Log Analytics from here.
+        self.started_key = ts_key(started.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")) \
+            if isinstance(started, dt.datetime) else None
 
     # -- ARM bits --
     def _path(self) -> str:
@@ -221,8 +227,9 @@ class StreamFollower:
 
     # -- lines --
     def _save(self) -> None:
-        self.log.save_state({"last_key": self.last_key, "recent": list(self.recent)[-50:],
-                             "at_last": sorted(self.at_last)[:50], "pending_gaps": self.pending_gaps})
+        self._saved_at = time.monotonic()
+        self.log.save_state({"last_key": self.last_key, "recent": list(self.recent)[-20:],
+                             "at_last": sorted(self.at_last)[:20], "pending_gaps": self.pending_gaps})
 
     def _accept(self, key: str | None, text: str) -> bool:
         """True if the line is new (not a replay of what we have)."""
@@ -243,6 +250,7 @@ class StreamFollower:
             self.at_last.add(text)
         self.recent.append(text)
         self.log.lines([text])
+        self._save()  # after every line: a restarted watcher resumes exactly here (a small file)
 
     def _handle(self, raw: str) -> None:
         key, text, system = parse_stream_line(raw)
@@ -252,12 +260,19 @@ class StreamFollower:
             self._check_overlap = False
             if self.last_key is not None and key > self.last_key:
                 self._fill_gap(self.last_key, key, first_after=text)
+        elif self._first_connection and key is not None:
+            self._first_connection = False
+            if self.started_key and key > self.started_key:
+                self._fill_gap(self.started_key, key, first_after=text, soft=True)
         if self._accept(key, text):
             self._check_overlap = False
             self._emit(key, text)
 
-    def _fill_gap(self, after: str, before: str, first_after: str | None = None) -> None:
-        """The replay did not reach back to our last line: fetch what lies between from Log Analytics."""
+    def _fill_gap(self, after: str, before: str, first_after: str | None = None, soft: bool = False) -> None:
+        """The replay did not reach back to our last line: fetch what lies between from Log Analytics.
+
+        `soft`: the window before the first connection, usually empty (nothing missed): silent then.
+        """
         rows = []
         if self.workspace_id:
             try:
@@ -266,10 +281,13 @@ class StreamFollower:
                 self.note(f"could not query Log Analytics for the gap: {e}")
         rows = [(k, t) for k, t in rows if t not in self.at_last and t != first_after]
         if rows:
-            self.note(f"log stream reconnected after a gap: {len(rows)} lines recovered from Log Analytics")
+            self.note(f"{'log stream connected late' if soft else 'log stream reconnected after a gap'}: "
+                      f"{len(rows)} earlier lines recovered from Log Analytics")
             for k, t in rows:
                 self._emit(k, t)
             self.gaps_filled += 1
+        elif soft:
+            self.pending_gaps.append([after, before, "soft"])
         else:
             self.note("log stream reconnected; lines printed meanwhile may be missing (Log Analytics has not "
                       "ingested them yet; they are fetched again when the job ends)")
@@ -281,15 +299,53 @@ class StreamFollower:
         if not self.pending_gaps or not self.workspace_id:
             return 0
         got = 0
-        for after, before in list(self.pending_gaps):
-            rows = query_logs(self.ctx, self.workspace_id, self.execution, after=after, before=before)
+        for gap in list(self.pending_gaps):
+            after, before = gap[0], gap[1]
+            rows = [(k, t) for k, t in query_logs(self.ctx, self.workspace_id, self.execution, after=after,
+                                                  before=before) if t not in self.recent]
             if rows:
                 self.log.note(f"lines from Log Analytics for the gap between {after} and {before}:")
                 self.log.lines([t for _, t in rows])
                 got += len(rows)
-                self.pending_gaps.remove([after, before])
+            if rows or len(gap) > 2:  # a soft gap still empty once the execution ended: nothing was missed
+                self.pending_gaps.remove(gap)
         self._save()
         return got
+
+    def catch_up(self) -> int:
+        """After the execution ended: lines the stream never delivered (it dropped at the end, or never
+        connected), from Log Analytics. Returns how many were added."""
+        if self.complete or not self.workspace_id:
+            return 0
+        rows = query_logs(self.ctx, self.workspace_id, self.execution, after=self.last_key)
+        rows = [(k, t) for k, t in rows if self._accept(k, t)]
+        if rows:
+            self.log.note(("the log stream ended early" if self.connections else
+                           "the execution ended before its log could be streamed")
+                          + f": {len(rows)} lines from Log Analytics")
+            for k, t in rows:
+                self._emit(k, t)
+            self.complete = True
+            self._save()
+        return len(rows)
+
+    def catch_up_from(self, full_log: list[str]) -> int:
+        """Last resort (Log Analytics lagging): the rest of the container's own log file after our last line."""
+        if self.complete or not full_log:
+            return 0
+        start = 0
+        if self.recent:
+            last = self.recent[-1]
+            idx = [i for i, t in enumerate(full_log) if t == last]
+            if not idx:
+                return 0
+            start = idx[-1] + 1
+        rest = full_log[start:]
+        if rest:
+            self.log.note(f"{len(rest)} lines the log stream missed, from the container's log file on the share")
+            self.log.lines(rest)
+            self.complete = True
+        return len(rest)
 
     # -- the loop --
     def run(self) -> None:
@@ -302,6 +358,7 @@ class StreamFollower:
                 rep = self._replica()
                 if rep is None:
                     if self.finished():
+                        self.complete = self._last_clean
                         return
                     self.stop.wait(min(2.0, self.ctx.endpoints.poll_s))
                     continue
@@ -319,19 +376,24 @@ class StreamFollower:
                 if resp.status_code in (400, 404):
                     resp.close()
                     if self.finished():
+                        self.complete = self._last_clean
                         return
                     self.stop.wait(min(2.0, self.ctx.endpoints.poll_s))
                     continue
                 resp.raise_for_status()
                 self.connections += 1
                 self._check_overlap = self.last_key is not None or bool(self.recent)
+                self._first_connection = not self._check_overlap
+                self._last_clean = False
                 clean_end = self._read(resp)
+                self._last_clean = clean_end
                 self._save()
                 delay = 1.0
                 if clean_end:
                     # The container's output ended; the execution status may lag a moment.
                     for _ in range(20):
                         if self.finished() or self.stop.is_set():
+                            self.complete = self.finished()
                             return
                         self.stop.wait(min(0.5, self.ctx.endpoints.poll_s))
             except Exception as e:  # noqa: BLE001 - any drop: say so, back off, reconnect
@@ -340,9 +402,10 @@ class StreamFollower:
                 self._save()
                 reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
                 self.note(f"log stream dropped ({type(e).__name__}: {reason}); reconnecting in {delay:.0f} s")
+                self._last_clean = False
                 self.stop.wait(delay if self.ctx.endpoints.poll_s >= 1 else min(delay, 0.2))
                 delay = min(delay * 2, 30.0)
-                if self.finished() and self.connections and delay > 8:
+                if self.finished() and delay > 8:
                     return
 
     def _read(self, resp) -> bool:

@@ -178,7 +178,7 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
         with azure_call(f"create storage account {cfg.storage_account}", **ctxkw):
             acct = ctx.storage.storage_accounts.begin_create(rg, cfg.storage_account, params).result()
         step("storage account", cfg.storage_account, "created", "Standard_LRS, StorageV2")
-    share = exists(lambda: ctx.storage.file_shares.get(rg, cfg.storage_account, "default", cfg.file_share),
+    share = exists(lambda: ctx.storage.file_shares.get(rg, cfg.storage_account, cfg.file_share),
                    f"file share {cfg.file_share}") if acct is not None and rg_exists else None
     if share is not None:
         step("file share", cfg.file_share, "exists")
@@ -186,7 +186,7 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
         step("file share", cfg.file_share, "would create", "1 TiB quota")
     else:
         with azure_call(f"create file share {cfg.file_share}", **ctxkw):
-            ctx.storage.file_shares.create(rg, cfg.storage_account, "default", cfg.file_share,
+            ctx.storage.file_shares.create(rg, cfg.storage_account, cfg.file_share,
                                            sm.FileShare(file_share_properties=sm.FileShareProperties(share_quota=1024)))
         step("file share", cfg.file_share, "created", "1 TiB quota")
 

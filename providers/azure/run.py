@@ -32,6 +32,12 @@ from .provision import CONTAINER, container_spec
 STATUS_MAP = {"Processing": STARTING, "Running": RUNNING, "Succeeded": SUCCEEDED, "Failed": FAILED,
               "Stopped": CANCELLED}
 FINAL_EXECUTION = ("Succeeded", "Failed", "Stopped")
+FETCH_FAILED = "the run succeeded but fetching its outputs failed"
+
+
+def status_text(status) -> str | None:
+    """An execution status as its plain name ("Running"), whether the SDK gave a str or an enum."""
+    return None if status is None else str(getattr(status, "value", status))
 
 
 def infra_of(rec: JobRecord) -> InfraConfig:
@@ -81,6 +87,11 @@ def submit(store: JobStore, project_root: Path, *, params: dict | None = None, p
         say("note: you signed in for this session only; the background watcher cannot use that sign-in. "
             "`aitk azure login --remember` lets it follow the job after this process ends")
     ctx = context(cfg, notify)
+    # Sign-in, permissions and a deleted job fail here, before anything is queued.
+    scope = f"job {cfg.job} in resource group {cfg.resource_group}"
+    with azure_call(f"read Container Apps job {cfg.job}", scope=scope):
+        job = ctx.apps.jobs.get(cfg.resource_group, cfg.job)
+    share = share_files(ctx, cfg)
     rec = store.create("finetune", project=str(project.root), provider="azure", device="cuda", parent=parent,
                        params={**(params or {}), "azure": cfg.to_json(), "run_dir": f"{RUNS}/pending"})
     run_dir = f"{RUNS}/{rec.id}"
@@ -89,10 +100,6 @@ def submit(store: JobStore, project_root: Path, *, params: dict | None = None, p
              f"({cfg.gpu.upper()}, {cfg.location}), image {cfg.image}")
     store.update(rec.id, params={**rec.params, "run_dir": run_dir})
     try:
-        scope = f"job {cfg.job} in resource group {cfg.resource_group}"
-        with azure_call(f"read Container Apps job {cfg.job}", scope=scope):
-            job = ctx.apps.jobs.get(cfg.resource_group, cfg.job)
-        share = share_files(ctx, cfg)
         say(f"uploading {project.name} to {cfg.storage_account}/{cfg.file_share}/{run_dir} (only changed files)")
         with azure_call(f"upload the project to share {cfg.file_share}", scope=f"storage account {cfg.storage_account}"):
             _, stats = share.upload_project(project.root, run_dir, extra_skip=_project_skip(project), progress=None)
@@ -145,10 +152,19 @@ def ensure_watcher(store: JobStore, rec: JobRecord) -> bool:
     """An active Azure job whose watcher is gone (reboot, kill) gets a new one; True if started."""
     if rec.provider != "azure" or rec.status not in ACTIVE or not execution_of(rec):
         return False
-    if pid_alive(rec.pid):
+    if pid_alive(rec.pid) and _is_watcher(rec.pid):
         return False
     spawn_watcher(store, rec.id)
     return True
+
+
+def _is_watcher(pid: int) -> bool:
+    """False when the pid now belongs to another program (a reused pid after a reboot)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"aitk.providers.azure.watch" in f.read()
+    except OSError:
+        return True  # no /proc (not Linux): trust pid_alive
 
 
 def stop(store: JobStore, job_id: str, notify: Callable[[str], None] | None = None) -> JobRecord:
@@ -189,7 +205,7 @@ def fetch(store: JobStore, job_id: str, *, ctx: AzureContext | None = None, publ
     job_dir = store.job_dir(rec.id)
     got: dict[str, Path] = {}
     with azure_call(f"download the outputs of {run_dir}", scope=f"storage account {cfg.storage_account}"):
-        status_text = share.read_text(f"{run_dir}/status.json")
+        state_text = share.read_text(f"{run_dir}/status.json")
         adapter_files = share.download_tree(f"{run_dir}/output/adapter", job_dir / ".fetch-adapter")
         if share.download_file(f"{run_dir}/metrics.jsonl", job_dir / ".fetch-metrics.jsonl"):
             os.replace(job_dir / ".fetch-metrics.jsonl", store.metrics_path(rec.id))
@@ -207,17 +223,17 @@ def fetch(store: JobStore, job_id: str, *, ctx: AzureContext | None = None, publ
         if publish and (dest / "adapter_config.json").is_file() and rec.project:
             publish_adapter(load_project(rec.project), dest)
     got["log"] = store.log_path(rec.id)
-    if status_text:
+    if state_text:
         try:
-            (job_dir / "remote-status.json").write_text(status_text)
+            (job_dir / "remote-status.json").write_text(state_text)
             got["status"] = job_dir / "remote-status.json"
         except OSError:
             pass
     return got
 
 
-def remote_status(status_text: str | None) -> dict:
+def remote_status(text: str | None) -> dict:
     try:
-        return json.loads(status_text) if status_text else {}
+        return json.loads(text) if text else {}
     except ValueError:
         return {}

@@ -97,6 +97,7 @@ class Execution:
     proc: subprocess.Popen | None = None
     cond: threading.Condition = field(default_factory=threading.Condition)
     reason: str | None = None
+    streamed: threading.Event = field(default_factory=threading.Event)  # a log stream has connected
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -162,6 +163,9 @@ class FakeAzure:
         self.stream_tail_cap = 300  # the most lines a (re)connection replays
         self.la_delay_s = 0.0  # Log Analytics ingestion lag
         self.run_env: dict[str, str] = {}  # extra env for executions (tests)
+        # Hold a running execution's process until a log stream connects (up to 10 s), so tests of
+        # the live stream do not depend on how fast the watcher starts on a busy machine.
+        self.wait_for_stream = False
         self.lock = threading.RLock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.fake = self
@@ -741,6 +745,8 @@ class FakeAzure:
         else:
             cmd = [sys.executable, "-c", self.script or "print('hello from the fake container')"]
         exe.status = "Running"
+        if self.wait_for_stream:
+            exe.streamed.wait(10)
         exe.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, cwd=str(mount or self.root))
         for raw in exe.proc.stdout:
@@ -780,6 +786,7 @@ class FakeAzure:
         h.send_header("Transfer-Encoding", "chunked")
         h.end_headers()
         self.requests.append(("GET", h._path, 200))
+        exe.streamed.set()
 
         def chunk(text: str) -> None:
             data = text.encode()

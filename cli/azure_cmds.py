@@ -1,0 +1,403 @@
+"""`aitk azure ...`: sign in, provision, secrets, and remote fine-tunes that queue like local ones.
+
+    aitk azure login [--device-code] [--remember] [--subscription ID] [--resource-group RG] [--location L]
+    aitk azure whoami [--list]
+    aitk azure provision [--gpu a100|t4] [--dry-run] ...
+    aitk azure secret set hf-token            (value from a hidden prompt, stdin, or --from-env VAR)
+    aitk azure run [-d]                        (upload, start, follow: like `aitk finetune`)
+    aitk azure logs [JOB] [-f]
+    aitk azure stop|fetch|status [JOB]
+
+Errors are AitkErrors (one line + hint, exit 2), as everywhere in the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+import time
+
+from ..core.errors import AitkError
+
+
+def _err(text: str) -> None:
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
+def _store():
+    from ..core.jobs import JobStore
+
+    return JobStore()
+
+
+def _project(args):
+    from ..core.project import find_project
+
+    return find_project(getattr(args, "project", None))
+
+
+def _azure_job(store, job_id: str | None):
+    """The named job, or the latest Azure job."""
+    if job_id:
+        rec = store.get(job_id)
+        if rec.provider != "azure":
+            raise AitkError(f"job {rec.id} ran {rec.provider}ly, not on Azure", "use `aitk jobs ...` for it")
+        return rec
+    recs = [r for r in store.list(limit=200) if r.provider == "azure"]
+    if not recs:
+        raise AitkError("no Azure jobs yet", "start one with `aitk azure run`")
+    return recs[0]
+
+
+def _prompt(verification_uri: str, user_code: str, expires_on) -> None:
+    when = expires_on.astimezone().strftime("%H:%M") if isinstance(expires_on, dt.datetime) else "soon"
+    print(f"To sign in, open {verification_uri} on any device and enter the code {user_code} "
+          f"(valid until {when}). Waiting...", flush=True)
+
+
+# -- sign-in ------------------------------------------------------------------------------------
+def cmd_login(args) -> int:
+    from ..providers.azure import auth, config
+    from ..providers.azure.clients import AzureContext
+
+    ident = auth.login(device_code=args.device_code, prompt=_prompt, remember=args.remember,
+                       allow_unencrypted=args.allow_unencrypted, tenant=args.tenant)
+    print(f"signed in as {ident.display} (tenant {ident.tenant_id}) via {ident.source}")
+    ctx = AzureContext(auth.credential(), None)
+    sub = auth.resolve_subscription(args.subscription, ctx)
+    from ..providers.azure.errors import azure_call
+
+    with azure_call("list your Azure subscriptions"):
+        subs = {s["subscriptionId"]: s for s in ctx.list_subscriptions()}
+    if sub not in subs:
+        raise AitkError(f"subscription {sub} is not visible to {ident.display}",
+                        "choose one of: " + ", ".join(f"{k} ({v.get('displayName', '')})" for k, v in subs.items()))
+    saved = config.update_settings(subscription_id=sub, resource_group=args.resource_group,
+                                   location=args.location.lower() if args.location else None)
+    print(f"subscription {sub} ({subs[sub].get('displayName', '')})"
+          + (f", resource group {saved['resource_group']}" if saved.get("resource_group") else "")
+          + (f", location {saved['location']}" if saved.get("location") else ""))
+    if args.remember:
+        print("the sign-in is remembered (token cache persisted with your consent); `aitk azure logout` forgets it")
+    return 0
+
+
+def cmd_logout(args) -> int:
+    from ..providers.azure import auth
+
+    done = auth.logout()
+    print("forgot " + ", ".join(done) if done else "nothing remembered; nothing to forget")
+    return 0
+
+
+def cmd_whoami(args) -> int:
+    from ..providers.azure import auth, config
+    from ..providers.azure.clients import AzureContext
+    from ..providers.azure.errors import azure_call
+
+    cred = auth.credential()
+    ident = auth.identity(cred)
+    settings = config.load_settings()
+    print(f"{ident.display}  tenant {ident.tenant_id}  via {ident.source}")
+    try:
+        sub = auth.resolve_subscription(None)
+    except AitkError:
+        sub = None
+    print(f"subscription   {sub or '(none chosen)'}")
+    print(f"resource group {settings.get('resource_group') or '(none chosen)'}")
+    print(f"location       {settings.get('location') or '(none chosen)'}")
+    print(f"Azure log      {auth.log_file()}")
+    if args.list:
+        with azure_call("list your Azure subscriptions"):
+            for s in AzureContext(cred, sub).list_subscriptions():
+                mark = "*" if s["subscriptionId"] == sub else " "
+                print(f" {mark} {s['subscriptionId']}  {s.get('displayName', '')}  ({s.get('state', '')})")
+    return 0
+
+
+# -- provisioning -------------------------------------------------------------------------------
+def cmd_provision(args) -> int:
+    from ..providers.azure import auth, config
+    from ..providers.azure.clients import AzureContext
+    from ..providers.azure.provision import plan_config, provision
+
+    project = _project(args)
+    existing = config.load_infra(project.root, required=False)
+    settings = config.load_settings()
+    cred = auth.credential()
+    sub = args.subscription or (existing.subscription_id if existing else None) or auth.resolve_subscription(
+        None, AzureContext(cred, None))
+    rg = args.resource_group or (existing.resource_group if existing else None) or settings.get("resource_group") \
+        or f"aitk-{project.name.lower()}"
+    location = args.location or (existing.location if existing else None) or settings.get("location")
+    cfg = plan_config(subscription_id=sub, resource_group=rg, location=location, gpu=args.gpu, image=args.image,
+                      timeout_s=args.timeout, existing=existing, storage_account=args.storage_account, job=args.job)
+    ctx = AzureContext(cred, sub, notify=_err)
+    print(("planning" if args.dry_run else "provisioning") + f" in subscription {sub}, resource group {rg}, "
+          f"{cfg.location or '?'}, GPU {config.gpu(cfg.gpu).profile_type}")
+    cfg, steps, warnings = provision(ctx, project.root, cfg, dry_run=args.dry_run, progress=lambda s: print("  " + s))
+    for w in warnings:
+        print(f"warning: {w}")
+    created = sum(s.state == "created" for s in steps)
+    if args.dry_run:
+        print(f"dry run: {sum(s.state == 'would create' for s in steps)} resources would be created; nothing changed")
+    else:
+        print(f"done: {created} created, {len(steps) - created} already there; names in {config.infra_path(project.root)}")
+        if created:
+            print("next: `aitk azure secret set hf-token` (for gated models), then `aitk azure run`")
+    return 0
+
+
+def cmd_secret_set(args) -> int:
+    from ..providers.azure import config
+    from ..providers.azure.run import context
+    from ..providers.azure.secret import check_name, set_secret
+
+    check_name(args.name)
+    if args.from_env:
+        value = os.environ.get(args.from_env)
+        if not value:
+            raise AitkError(f"environment variable {args.from_env} is empty or unset", "export it first")
+    elif sys.stdin.isatty():
+        value = getpass.getpass(f"value of {args.name} (hidden): ")
+    else:
+        value = sys.stdin.read()
+    cfg = config.load_infra(_project(args).root)
+    env = set_secret(context(cfg, _err), cfg, args.name, value)
+    print(f"secret {args.name} set on job {cfg.job}; the container sees it as ${env}")
+    return 0
+
+
+def cmd_secret_list(args) -> int:
+    from ..providers.azure import config
+    from ..providers.azure.run import context
+    from ..providers.azure.secret import env_name, secret_names
+
+    cfg = config.load_infra(_project(args).root)
+    names = secret_names(context(cfg, _err), cfg)
+    for n in names:
+        print(f"{n}  -> ${env_name(n)}")
+    if not names:
+        print("no secrets on the job (set one with `aitk azure secret set hf-token`)")
+    return 0
+
+
+# -- runs ---------------------------------------------------------------------------------------
+def follow_remote(job_id: str, *, quiet_log: bool = True, out=None) -> int:
+    """Print a remote job's log (progress lines by default) until it ends; 0 if it succeeded."""
+    from .main import follow_job
+
+    return follow_job(job_id, quiet_log=quiet_log, out=out)
+
+
+def cmd_run(args) -> int:
+    from ..providers.azure.provider import AzureProvider
+
+    project = _project(args)
+    provider = AzureProvider(notify=_err)
+    rec = provider.submit("finetune", project.root)
+    print(f"job {rec.id} (azure finetune) {rec.status}, execution {rec.params.get('execution')}"
+          f" — log: {provider.store.log_path(rec.id)}")
+    if args.detach:
+        print(f"follow with `aitk azure logs -f {rec.id}`")
+        return 0
+    return follow_remote(rec.id, quiet_log=not args.verbose)
+
+
+def cmd_logs(args) -> int:
+    from ..providers.azure import run as remote
+    from ..providers.azure.logs import query_logs
+
+    store = _store()
+    rec = _azure_job(store, args.id)
+    if args.follow:
+        follow_remote(rec.id, quiet_log=False)
+        return 0
+    text = store.log_path(rec.id).read_text(encoding="utf-8", errors="replace") \
+        if store.log_path(rec.id).exists() else ""
+    console = [ln for ln in text.splitlines() if not ln.startswith("[aitk] ")]
+    if args.source == "log-analytics" or (not console and rec.is_final and args.source == "auto"):
+        cfg = remote.infra_of(rec)
+        execution = remote.execution_of(rec)
+        if not cfg.workspace_id or not execution:
+            raise AitkError("no Log Analytics workspace or execution recorded for this job",
+                            "rerun `aitk azure provision` to record the workspace")
+        from ..providers.azure.errors import azure_call
+
+        with azure_call(f"query Log Analytics for execution {execution}"):
+            rows = query_logs(remote.context(cfg, _err), cfg.workspace_id, execution)
+        for _, line in rows:
+            print(line)
+        if not rows:
+            print("(Log Analytics has no lines for this execution yet: ingestion takes a few minutes)")
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from ..providers.azure.provider import AzureProvider
+
+    provider = AzureProvider(notify=_err)
+    rec = _azure_job(provider.store, args.id)
+    rec = provider.cancel(rec.id)
+    print(f"job {rec.id} {rec.status} (execution {rec.params.get('execution')} is stopping)")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from ..core.jobs import ACTIVE, FAILED, SUCCEEDED
+    from ..providers.azure import run as remote
+    from ..providers.azure.provider import AzureProvider
+
+    provider = AzureProvider(notify=_err)
+    rec = _azure_job(provider.store, args.id)
+    if rec.status in ACTIVE:
+        raise AitkError(f"job {rec.id} is still {rec.status}", "fetch after it ends (it is fetched automatically)")
+    got = remote.fetch(provider.store, rec.id, publish=not args.no_publish, notify=_err)
+    for k, v in got.items():
+        print(f"  {k:14} {v}")
+    if "adapter" in got and rec.status == FAILED and rec.error and rec.error.startswith(remote.FETCH_FAILED):
+        provider.store.update(rec.id, status=SUCCEEDED, error=None, exit_code=0)
+        print(f"job {rec.id} succeeded (outputs fetched)")
+    elif "adapter" in got and not args.no_publish:
+        print("the adapter is now the project's current one: `aitk export`, then `aitk chat`")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from ..providers.azure import run as remote
+    from ..providers.azure.provider import AzureProvider
+
+    provider = AzureProvider(notify=_err)
+    store = provider.store
+    if not args.id:
+        recs = [r for r in store.list(limit=args.limit) if r.provider == "azure"]
+        if args.json:
+            print(json.dumps([r.to_dict() for r in recs], indent=2))
+            return 0
+        if not recs:
+            print("no Azure jobs yet (start one with `aitk azure run`)")
+        for r in recs:
+            provider.status(r.id)
+            age = time.strftime("%m-%d %H:%M", time.localtime(r.created))
+            print(f"{r.id:24} {r.status:10} {age}  {r.params.get('execution') or '-':28} "
+                  f"{os.path.basename(r.project or '-')}" + (f"  {r.error}" if r.error else ""))
+        return 0
+    rec = provider.status(_azure_job(store, args.id).id)
+    cfg = remote.infra_of(rec)
+    execution = remote.execution_of(rec)
+    live = None
+    if execution and not args.offline:
+        exe = remote.execution_info(remote.context(cfg, _err), cfg, execution)
+        p = exe.properties
+        live = {"status": remote.status_text(p.status) if p else None,
+                "start": p.start_time.isoformat() if p and p.start_time else None,
+                "end": p.end_time.isoformat() if p and p.end_time else None}
+    if args.json:
+        print(json.dumps({**rec.to_dict(), "execution_live": live,
+                          "outputs": {k: str(v) for k, v in provider.outputs(rec.id).items()}}, indent=2))
+        return 0
+    print(f"job        {rec.id}  {rec.status}" + (f"  ({rec.error})" if rec.error else ""))
+    print(f"execution  {execution or '-'}" + (f"  {live['status']}" if live else ""))
+    if live and live.get("start"):
+        print(f"           started {live['start']}" + (f", ended {live['end']}" if live.get("end") else ""))
+    print(f"where      {cfg.job} in {cfg.resource_group} ({cfg.location}, {cfg.gpu.upper()}), "
+          f"share {cfg.storage_account}/{cfg.file_share}/{remote.run_dir_of(rec)}")
+    metrics = store.metrics(rec.id)
+    losses = [m for m in metrics if "loss" in m]
+    if losses:
+        print(f"loss       {losses[0]['loss']:.4g} -> {losses[-1]['loss']:.4g} at step {losses[-1]['step']}")
+    for k, v in provider.outputs(rec.id).items():
+        print(f"  {k:14} {v}")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+def _project_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project", "-P", metavar="DIR", help="project folder (default: the one around the current dir)")
+
+
+def _where_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--subscription", metavar="ID", help="Azure subscription id")
+    p.add_argument("--resource-group", "-g", metavar="RG", help="resource group (created if missing)")
+    p.add_argument("--location", "-l", metavar="REGION", help="Azure region, e.g. westus3, swedencentral")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add `aitk azure ...` to the CLI's subparsers."""
+    az = subparsers.add_parser("azure", help="fine-tune on a GPU in Azure Container Apps")
+    sub = az.add_subparsers(dest="azure_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("login", help="sign in (env / az / azd silently, else a device code)")
+    p.add_argument("--device-code", action="store_true", help="sign in with a device code even if a silent way works")
+    p.add_argument("--remember", action="store_true", help="persist the token cache (your consent) so background "
+                   "watchers and later sessions stay signed in")
+    p.add_argument("--allow-unencrypted", action="store_true",
+                   help="with --remember on a machine without a keyring: keep the cache in a user-only file")
+    p.add_argument("--tenant", help="directory (tenant) id or domain for the device-code sign-in")
+    _where_args(p)
+    p.set_defaults(func=cmd_login)
+
+    p = sub.add_parser("logout", help="forget the remembered sign-in")
+    p.set_defaults(func=cmd_logout)
+
+    p = sub.add_parser("whoami", help="who is signed in, and the chosen subscription, group and region")
+    p.add_argument("--list", action="store_true", help="list the subscriptions visible")
+    p.set_defaults(func=cmd_whoami)
+
+    p = sub.add_parser("provision", help="create what is missing: group, storage + share, logs, GPU environment, job")
+    _project_arg(p)
+    _where_args(p)
+    p.add_argument("--gpu", choices=["a100", "t4"], help="serverless GPU (default a100: Consumption-GPU-NC24-A100)")
+    p.add_argument("--image", help="training image (built from infra/docker/Dockerfile)")
+    p.add_argument("--timeout", type=int, metavar="SECONDS", help="execution timeout (default 10800)")
+    p.add_argument("--storage-account", help="storage account name (default derived from the group)")
+    p.add_argument("--job", help="Container Apps job name (default derived from the group)")
+    p.add_argument("--dry-run", action="store_true", help="show what exists and what would be created")
+    p.set_defaults(func=cmd_provision)
+
+    secret = sub.add_parser("secret", help="job secrets (hf-token -> $HF_TOKEN)").add_subparsers(
+        dest="secret_command", metavar="COMMAND", required=True)
+    p = secret.add_parser("set", help="set a job secret; the value is read hidden, never from the command line")
+    p.add_argument("name", help="secret name, e.g. hf-token")
+    p.add_argument("--from-env", metavar="VAR", help="take the value from this environment variable")
+    _project_arg(p)
+    p.set_defaults(func=cmd_secret_set)
+    p = secret.add_parser("list", help="secret names on the job (never values)")
+    _project_arg(p)
+    p.set_defaults(func=cmd_secret_list)
+
+    p = sub.add_parser("run", help="fine-tune the project on Azure (a job in the queue)")
+    _project_arg(p)
+    p.add_argument("--detach", "-d", action="store_true", help="submit and return")
+    p.add_argument("--verbose", "-v", action="store_true", help="print the whole log, not just progress")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("logs", help="a remote job's log (live with -f; Log Analytics for finished executions)")
+    p.add_argument("id", nargs="?", help="job id (default: the latest Azure job)")
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--source", choices=["auto", "log-analytics"], default="auto",
+                   help="log-analytics: read the execution's lines from Log Analytics")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("stop", help="stop a remote job's execution")
+    p.add_argument("id", nargs="?", help="job id (default: the latest Azure job)")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("fetch", help="download a finished job's adapter, metrics and logs (again)")
+    p.add_argument("id", nargs="?", help="job id (default: the latest Azure job)")
+    p.add_argument("--no-publish", action="store_true", help="do not make the adapter the project's current one")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("status", help="Azure jobs, or one job with its live execution state")
+    p.add_argument("id", nargs="?", help="job id")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--offline", action="store_true", help="do not ask Azure, show the record only")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_status)
+    return az
