@@ -7,6 +7,9 @@
     aitk azure run [-d]                        (upload, start, follow: like `aitk finetune`)
     aitk azure logs [JOB] [-f]
     aitk azure stop|fetch|status [JOB]
+    aitk azure deploy [--gpu] [--api-key-secret]  (the exported model behind an HTTPS endpoint)
+    aitk azure endpoint                        (its URL, revision and state)
+    aitk azure app-logs [-f]                   (the inference app's console log)
 
 Errors are AitkErrors (one line + hint, exit 2), as everywhere in the CLI.
 """
@@ -317,6 +320,81 @@ def cmd_status(args) -> int:
     return 0
 
 
+# -- inference endpoint -------------------------------------------------------------------------
+def _read_api_key(args) -> str | None:
+    """The endpoint's API key, from --from-env VAR, a hidden prompt or stdin; never from argv."""
+    if not args.api_key_secret:
+        return None
+    if args.from_env:
+        value = os.environ.get(args.from_env)
+        if not value:
+            raise AitkError(f"environment variable {args.from_env} is empty or unset", "export it first")
+    elif sys.stdin.isatty():
+        value = getpass.getpass("API key for the endpoint (hidden): ")
+    else:
+        value = sys.stdin.read()
+    value = (value or "").strip("\r\n")
+    if not value:
+        raise AitkError("empty API key", "pass it on stdin, at the prompt, or with --from-env VAR")
+    return value
+
+
+def cmd_deploy(args) -> int:
+    from ..providers.azure import config
+    from ..providers.azure.inference import deploy
+    from ..providers.azure.run import context
+
+    project = _project(args)
+    cfg = config.load_infra(project.root)
+    api_key = _read_api_key(args)
+    data = deploy(context(cfg, _err), project, cfg, adapter=args.adapter, gpu=args.gpu, api_key=api_key,
+                  progress=lambda s: print("  " + s, flush=True))
+    print(f"deployed revision {data['ACA_REVISION']} ({data['WORKLOAD_PROFILE']}, adapter {data['ADAPTER']})")
+    print(f"endpoint {data['ACA_APP_ENDPOINT']}  (OpenAI API: {data['OPENAI_BASE_URL']})")
+    if data.get("API_KEY_SECRET"):
+        print(f"requests need `Authorization: Bearer <key>` (the key is the app secret {data['API_KEY_SECRET']})")
+    print(f"chat with it: `aitk chat --endpoint {data['OPENAI_BASE_URL']}`")
+    return 0
+
+
+def cmd_endpoint(args) -> int:
+    from ..providers.azure import config
+    from ..providers.azure.inference import endpoint
+    from ..providers.azure.run import context
+
+    project = _project(args)
+    cfg = None if args.offline else config.load_infra(project.root)
+    data = endpoint(None if args.offline else context(cfg, _err), project.root, cfg)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    live = data.get("live") or {}
+    print(f"endpoint   {data['ACA_APP_ENDPOINT']}")
+    print(f"openai     {data.get('OPENAI_BASE_URL') or data['ACA_APP_ENDPOINT'] + '/v1'}")
+    print(f"app        {data['ACA_APP_NAME']} in {data['RESOURCE_GROUP_NAME']}")
+    print(f"revision   {live.get('ACA_REVISION') or data.get('ACA_REVISION')}"
+          + (f"  ready {live['READY_REVISION']}, {live['PROVISIONING_STATE']}" if live else ""))
+    print(f"deploy     {data.get('DEPLOY_FOLDER')}  adapter {data.get('ADAPTER')}  {data.get('WORKLOAD_PROFILE')}")
+    print(f"api key    {'required (secret ' + data['API_KEY_SECRET'] + ')' if data.get('API_KEY_SECRET') else 'none'}")
+    return 0
+
+
+def cmd_app_logs(args) -> int:
+    from ..providers.azure import config
+    from ..providers.azure.inference import load_inference, stream_app_logs
+    from ..providers.azure.run import context
+
+    project = _project(args)
+    cfg = config.load_infra(project.root)
+    name = load_inference(project.root)["ACA_APP_NAME"]
+    try:
+        stream_app_logs(context(cfg, _err), cfg, name, lambda line: print(line, flush=True), follow=args.follow,
+                        tail=args.tail)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 def _project_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", "-P", metavar="DIR", help="project folder (default: the one around the current dir)")
@@ -400,4 +478,26 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="do not ask Azure, show the record only")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("deploy", help="serve the exported model from an Azure Container App (new revision)")
+    _project_arg(p)
+    p.add_argument("--gpu", action="store_true", help="run on the environment's GPU workload profile (default CPU)")
+    p.add_argument("--adapter", choices=["tuned", "base"], default="tuned", help="default adapter (default tuned)")
+    p.add_argument("--api-key-secret", action="store_true",
+                   help="require an API key: read it hidden (or from stdin / --from-env) and store it as the app "
+                        "secret api-key ($AITK_API_KEY in the container)")
+    p.add_argument("--from-env", metavar="VAR", help="with --api-key-secret: take the key from this variable")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("endpoint", help="the deployed endpoint (infra/inference.config.json + the live app)")
+    _project_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--offline", action="store_true", help="do not ask Azure, show the file only")
+    p.set_defaults(func=cmd_endpoint)
+
+    p = sub.add_parser("app-logs", help="the inference app's console log (live with -f)")
+    _project_arg(p)
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--tail", type=int, default=100, metavar="N", help="lines to replay first (default 100)")
+    p.set_defaults(func=cmd_app_logs)
     return az

@@ -86,6 +86,15 @@ def train(project_dir: str, job_dir: str) -> int:
 def main() -> int:
     if len(sys.argv) == 4 and sys.argv[1] == "--train":
         return train(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 4 and sys.argv[1] == "--layout":  # the inference app: a deploy folder -> a local project
+        mount = Path(os.environ.get("AITK_MOUNT", "/mount"))
+        if ".." in Path(sys.argv[2]).parts:
+            say(f"unsafe deploy folder {sys.argv[2]}")
+            return 2
+        manifest = json.loads((mount / sys.argv[2] / "manifest.json").read_text(encoding="utf-8"))
+        size = materialize(mount, manifest, Path(sys.argv[3]))
+        say(f"deploy laid out: {len(manifest['files'])} files, {size / 1e6:.1f} MB")
+        return 0
     mount = Path(os.environ.get("AITK_MOUNT", "/mount"))
     run_rel = os.environ.get("AITK_RUN", "")
     if not run_rel or ".." in Path(run_rel).parts:

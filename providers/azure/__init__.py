@@ -3,7 +3,8 @@
 Modules: `auth` (sign-in), `config` (endpoints, settings, the project's infra file), `clients`
 (SDK clients), `errors` (Azure errors -> AitkError), `provision` (resources), `secret` (job
 secrets), `files` (the file share), `run` (submit / stop / fetch), `logs` (log stream, Log
-Analytics, metrics), `watch` (the detached watcher), `provider` (`AzureProvider`).
+Analytics, metrics), `watch` (the detached watcher), `provider` (`AzureProvider`), `inference`
+(the inference endpoint: a Container App running `aitk serve`; deploy, endpoint, app logs).
 
 Importing this package is cheap: the Azure SDK is imported by the modules that use it.
 """

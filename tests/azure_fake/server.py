@@ -144,6 +144,7 @@ class FakeAzure:
         self.requests: list[tuple[str, str, int]] = []
         self.faults: list[Fault] = []
         self.executions: dict[str, Execution] = {}
+        self.app_replicas: dict[str, Execution] = {}  # Container App replicas (their console log), by name
         self.operations: dict[str, dict] = {}
         self.file_meta: dict[str, dict] = {}  # share file path -> metadata
         self.tokens: dict[str, float] = {}  # access token -> expiry
@@ -467,6 +468,8 @@ class FakeAzure:
             return self._environment(h, rg, segs)
         if ns_type == "microsoft.app/jobs":
             return self._job(h, rg, segs)
+        if ns_type == "microsoft.app/containerapps":
+            return self._container_app(h, rg, segs)
         return self._arm_error(h, 404, "NoRegisteredProviderFound", ppath)
 
     def _rg_exists(self, h, rg) -> bool:
@@ -680,6 +683,128 @@ class FakeAzure:
         self.operations[op] = {"left": 0, "final": None}
         return op
 
+    # -- Container Apps (the inference app) ---------------------------------------------------------
+    def app_log(self, app: str, text: str, *, end: bool = False) -> None:
+        """The app's running replica prints `text` (tests); `end`: its container exits."""
+        for exe in list(self.app_replicas.values()):
+            if exe.job == app and not exe.done:
+                if text:
+                    self._emit(exe, text)
+                if end:
+                    self._finish(exe, "Stopped")
+
+    def _new_revision(self, rid: str, rg: str, app: str, rev: str, template: dict) -> None:
+        for exe in list(self.app_replicas.values()):  # activeRevisionsMode Single: the old one stops
+            if exe.job == app and not exe.done:
+                self._finish(exe, "Deactivated")
+                old = self._get(f"{rid}/revisions/{exe.name}")
+                if old:
+                    old["properties"].update({"active": False, "replicas": 0, "trafficWeight": 0,
+                                              "runningState": "Stopped"})
+        containers = template.get("containers") or [{"name": app}]
+        exe = Execution(name=rev, job_id=rid, rg=rg, job=app, status="Running", template=copy.deepcopy(template))
+        exe.replica, exe.container = f"{rev}-{uuid.uuid4().hex[:5]}", containers[0]["name"]
+        self.app_replicas[exe.replica] = exe
+        self._put(f"{rid}/revisions/{rev}", {
+            "id": f"{rid}/revisions/{rev}", "name": rev, "type": "Microsoft.App/containerApps/revisions",
+            "properties": {"createdTime": _now_iso(), "active": True, "replicas": 1, "trafficWeight": 100,
+                           "healthState": "Healthy", "provisioningState": "Provisioned", "runningState": "Running",
+                           "template": copy.deepcopy(template)}})
+        self._emit(exe, f"[fake-app] revision {rev} started: {' '.join(containers[0].get('command') or [])}")
+        self._emit(exe, f"serving on http://0.0.0.0:8000/v1 (revision {rev})")
+
+    def _container_app(self, h, rg, segs):
+        name = segs[2]
+        rid = self._rid(rg, f"Microsoft.App/containerApps/{name}")
+        res = self._get(rid)
+        if len(segs) == 3:
+            if h.command == "GET":
+                return self._send(h, 200, self._public_job(res)) if res else self._arm_error(
+                    h, 404, "ResourceNotFound", f"The Resource 'Microsoft.App/containerApps/{name}' under resource "
+                    f"group '{rg}' was not found.")
+            if h.command not in ("PUT", "PATCH"):
+                return self._arm_error(h, 405, "MethodNotAllowed", h.command)
+            body = json.loads(h._data)
+            if h.command == "PATCH":
+                if not res:
+                    return self._arm_error(h, 404, "ResourceNotFound", f"container app {name} not found")
+                new = _merge_patch(res, body)
+            else:
+                if not self._rg_exists(h, rg):
+                    return None
+                new = {"id": rid, "name": name, "type": "Microsoft.App/containerApps", "location": body["location"],
+                       "tags": body.get("tags"), "properties": copy.deepcopy(body.get("properties", {}))}
+            props = new["properties"]
+            env = self._get(props.get("environmentId", ""))
+            if not env:
+                return self._arm_error(h, 400, "ManagedEnvironmentNotFound", f"{props.get('environmentId')} not found")
+            old_secrets = {x["name"]: x.get("value") for x in
+                           (res or {}).get("properties", {}).get("configuration", {}).get("secrets") or []}
+            for s in props.get("configuration", {}).get("secrets") or []:
+                if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", s["name"]):
+                    return self._arm_error(h, 400, "ContainerAppSecretInvalid",
+                                           f"Invalid Request: Container app secret(s) with name(s) '{s['name']}' "
+                                           "are invalid: value must consist of lower case alphanumeric characters, "
+                                           "'-' or '.'")
+                if "value" not in s and s["name"] in old_secrets:
+                    s["value"] = old_secrets[s["name"]]
+            names = {s["name"] for s in props.get("configuration", {}).get("secrets") or []}
+            for c in props.get("template", {}).get("containers") or []:
+                for e in c.get("env") or []:
+                    if e.get("secretRef") and e["secretRef"] not in names:
+                        return self._arm_error(h, 400, "ContainerAppSecretRefNotFound",
+                                               f"Secret '{e['secretRef']}' referenced by env {e['name']} not found")
+            tmpl = props.get("template") or {}
+            old_tmpl = (res or {}).get("properties", {}).get("template")
+            rev = (res or {}).get("properties", {}).get("latestRevisionName")
+            if res is None or tmpl != old_tmpl:
+                suffix = tmpl.get("revisionSuffix") or uuid.uuid4().hex[:7]
+                if self._get(f"{rid}/revisions/{name}--{suffix}"):
+                    return self._arm_error(h, 400, "ContainerAppRevisionSuffixConflict",
+                                           f"Revision with suffix {suffix} already exists.")
+                rev = f"{name}--{suffix}"
+                self._new_revision(rid, rg, name, rev, tmpl)
+            domain = env["properties"]["defaultDomain"]
+            ingress = props.get("configuration", {}).get("ingress")
+            if ingress is not None:
+                ingress["fqdn"] = f"{name}.{domain}" if ingress.get("external") else f"{name}.internal.{domain}"
+            props.update({"provisioningState": "Succeeded", "runningStatus": "Running", "latestRevisionName": rev,
+                          "latestReadyRevisionName": rev, "latestRevisionFqdn": f"{rev}.{domain}",
+                          "eventStreamEndpoint": f"{self.url}/subscriptions/{self.subscription}/resourceGroups/{rg}/"
+                                                 f"containerApps/{name}/eventstream"})
+            self._put(rid, new)
+            return self._lro_accepted(h, 200 if h.command == "PATCH" else 201, self._public_job(new))
+        if not res:
+            return self._arm_error(h, 404, "ResourceNotFound", f"container app {name} not found")
+        action = segs[3]
+        if action == "listSecrets" and h.command == "POST":
+            return self._send(h, 200, {"value": [dict(s) for s in
+                                                 res["properties"].get("configuration", {}).get("secrets") or []]})
+        if action == "getAuthToken" and h.command == "POST":
+            token = "logstream-" + uuid.uuid4().hex
+            self.log_tokens.add(token)
+            return self._send(h, 200, {"id": rid + "/getAuthToken", "name": name, "location": res["location"],
+                                       "properties": {"token": token, "expires": _now_iso(time.time() + 3600)}})
+        if action == "revisions" and h.command == "GET":
+            if len(segs) == 4:
+                prefix = f"{rid}/revisions/".lower()
+                return self._send(h, 200, {"value": [v for k, v in self.resources.items()
+                                                     if k.startswith(prefix) and k.count("/") == prefix.count("/")]})
+            rev = self._get(f"{rid}/revisions/{segs[4]}")
+            if rev is None:
+                return self._arm_error(h, 404, "ResourceNotFound", f"revision {segs[4]} not found")
+            if len(segs) == 5:
+                return self._send(h, 200, rev)
+            if len(segs) == 6 and segs[5] == "replicas":
+                reps = [{"id": f"{rid}/revisions/{e.name}/replicas/{e.replica}", "name": e.replica,
+                         "type": "Microsoft.App/containerApps/revisions/replicas",
+                         "properties": {"createdTime": _now_iso(e.start), "runningState": "Running",
+                                        "containers": [{"name": e.container, "ready": True, "started": True,
+                                                        "runningState": "Running"}]}}
+                        for e in self.app_replicas.values() if e.name == segs[4] and not e.done]
+                return self._send(h, 200, {"value": reps})
+        return self._arm_error(h, 404, "NotFound", "/".join(segs))
+
     # -- executions -----------------------------------------------------------------------------
     def _execution_json(self, exe: Execution) -> dict:
         props = {"status": exe.status, "startTime": _now_iso(exe.start),
@@ -770,12 +895,15 @@ class FakeAzure:
     def _logstream(self, h: _Handler) -> None:
         mo = re.match(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/jobs/([^/]+)/executions/([^/]+)/replicas/([^/]+)"
                       r"/containers/([^/]+)/logstream$", h._path)
+        app = re.match(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/containerApps/([^/]+)/revisions/([^/]+)"
+                       r"/replicas/([^/]+)/containers/([^/]+)/logstream$", h._path)
+        mo = mo or app
         auth = h.headers.get("Authorization", "")
         if not mo:
             return self._send(h, 404, "not found", ctype="text/plain")
         if auth[7:] not in self.log_tokens:
             return self._send(h, 401, "Unauthorized", ctype="text/plain")
-        exe = self.executions.get(mo.group(2))
+        exe = self.app_replicas.get(mo.group(3)) if app else self.executions.get(mo.group(2))
         if exe is None or exe.replica != mo.group(3) or exe.done:
             return self._send(h, 404, f"replica {mo.group(3)} not found", ctype="text/plain")
         follow = h._query.get("follow", "false").lower() == "true"
@@ -830,7 +958,7 @@ class FakeAzure:
         bounds = re.findall(r"TimeGenerated\s*(>=|>|<=|<)\s*datetime\(([^)]+)\)", query)
         now = time.time()
         rows = []
-        for exe in list(self.executions.values()):
+        for exe in list(self.executions.values()) + list(self.app_replicas.values()):
             if not exe.replica.startswith(prefix):
                 continue
             for t, text in list(exe.lines):
