@@ -22,8 +22,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/aitk-tui
 
+# The suite, then the app in a real terminal (tmux) end to end.
 test: install
 	$(BIN)/python -m pytest -q
+	tests/e2e_tmux.sh
 
 demo: install
 	$(BIN)/aitk demo

@@ -24,14 +24,35 @@ from textual.worker import get_current_worker
 from aitk.tui.commands import COMMANDS
 from aitk.tui.config import Config, load_config
 from aitk.tui.jobs_feed import FeedUpdate, JobsFeed, transition_message
-from aitk.tui.panes.catalog import CatalogPane
-from aitk.tui.panes.chat import ChatPane
-from aitk.tui.panes.jobs import JobsPane
-from aitk.tui.panes.projects import ProjectsPane
 from aitk.tui.theming import DEFAULT_THEME, load_themes
 from aitk.tui.widgets.status_bar import StatusBar
 
 PANES = ("catalog", "projects", "jobs", "chat")
+TITLES = {"catalog": "Catalog F1", "projects": "Projects F2", "jobs": "Jobs F3", "chat": "Chat F4"}
+PANE_TYPES = {"catalog": ("aitk.tui.panes.catalog", "CatalogPane"),
+              "projects": ("aitk.tui.panes.projects", "ProjectsPane"),
+              "jobs": ("aitk.tui.panes.jobs", "JobsPane"),
+              "chat": ("aitk.tui.panes.chat", "ChatPane")}
+
+
+def make_pane(name: str):
+    """A pane instance; its module is imported on first use, so start-up loads only the first pane."""
+    import importlib
+
+    module, cls = PANE_TYPES[name]
+    return getattr(importlib.import_module(module), cls)(id=f"{name}-pane")
+
+
+class PaneTabs(TabbedContent):
+    """Tabs that follow focus only while it is really in the pane (Textual's own TabbedContent acts
+    on a queued "a pane got focus" message even after the user has switched elsewhere)."""
+
+    def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        focused = self.screen.focused
+        if focused is not None and event.tab_pane in focused.ancestors:
+            super()._on_tab_pane_focused(event)
+        else:
+            event.stop()
 
 
 class JobsUpdated(Message):
@@ -88,15 +109,11 @@ class AitkApp(App):
 
     # -- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        with TabbedContent(initial=self.start_pane, id="panes"):
-            with TabPane("Catalog F1", id="catalog"):
-                yield CatalogPane(id="catalog-pane")
-            with TabPane("Projects F2", id="projects"):
-                yield ProjectsPane(id="projects-pane")
-            with TabPane("Jobs F3", id="jobs"):
-                yield JobsPane(id="jobs-pane")
-            with TabPane("Chat F4", id="chat"):
-                yield ChatPane(id="chat-pane")
+        # The first paint is the frame only; the first pane is built right after it, each other
+        # one when it is first shown.
+        with PaneTabs(initial=self.start_pane, id="panes"):
+            for name in PANES:
+                yield TabPane(TITLES[name], id=name)
         yield StatusBar(id="status")
         yield Footer()
 
@@ -104,8 +121,8 @@ class AitkApp(App):
         self.theme_changed_signal.subscribe(self, self._remember_theme)
         self.call_after_refresh(self._after_first_paint)
 
-    def _after_first_paint(self) -> None:
-        self.pane(self.start_pane).focus_main()
+    async def _after_first_paint(self) -> None:
+        (await self.ensure_pane(self.start_pane)).focus_main()
         status = self.main_widget("#status", StatusBar)
         if self._azure is None:
             from aitk.tui.azure_state import detect_azure
@@ -127,27 +144,48 @@ class AitkApp(App):
         return self.screen_stack[0].query_one(selector, expect_type)
 
     def pane(self, name: str):
-        return self.main_widget(f"#{name}-pane")
+        """The pane, or None while it is not built yet (see `ensure_pane`)."""
+        try:
+            return self.main_widget(f"#{name}-pane")
+        except NoMatches:
+            return None
+
+    async def ensure_pane(self, name: str):
+        pane = self.pane(name)
+        if pane is None:
+            pane = make_pane(name)
+            await self.main_widget(f"TabPane#{name}").mount(pane)
+        return pane
 
     @property
     def current_pane(self) -> str:
         return self.main_widget("#panes", TabbedContent).active
 
-    def action_show_pane(self, name: str) -> None:
+    async def action_show_pane(self, name: str):
         if isinstance(self.screen, ModalScreen) or name not in PANES:
-            return
-        self.main_widget("#panes", TabbedContent).active = name
-        self.pane(name).focus_main()
+            return None
+        pane = await self.ensure_pane(name)
+        tabs = self.main_widget("#panes", TabbedContent)
+        if tabs.active != name:
+            # Drop focus first: else Textual moves it off the widget being hidden to a neighbour in
+            # the old pane, and the tabs follow focus back there.
+            self.screen.set_focus(None)
+            tabs.active = name
+        pane.focus_main()  # retries until the pane is shown
+        return pane
 
     @on(TabbedContent.TabActivated)
-    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+    async def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
         # Switching tabs does not move focus into the new pane: do it, so its keys work at once.
-        if event.pane.id in PANES and self.screen is self.screen_stack[0]:
-            self.pane(event.pane.id).focus_main()
+        # (A late event for a tab switched away from already must not pull focus back.)
+        if event.pane.id in PANES and len(self.screen_stack) == 1 and event.pane.id == self.current_pane:
+            pane = await self.ensure_pane(event.pane.id)
+            pane.focus_main()
 
     async def action_pane_do(self, name: str, action: str) -> None:
-        self.action_show_pane(name)
-        await self.run_action(action, self.pane(name))
+        pane = await self.action_show_pane(name)
+        if pane is not None:
+            await self.run_action(action, pane)
 
     # -- commands, help, theme ----------------------------------------------------------------
     def get_system_commands(self, screen):
@@ -169,16 +207,22 @@ class AitkApp(App):
         self.push_screen(WizardScreen(model_id=model_id, device=self._device), self._wizard_done)
 
     def _wizard_done(self, result) -> None:
-        if not result:
-            return
-        projects = self.pane("projects")
-        projects.refresh_projects(select=str(result.root))
+        if result:
+            # Runs while the wizard is still on top: act once it is gone.
+            self.call_after_refresh(self._show_created, result)
+
+    async def _show_created(self, result) -> None:
+        (await self.ensure_pane("projects")).refresh_projects(select=str(result.root))
         if result.job_ids:
             self.wake_jobs()
-            self.action_show_pane("jobs")
-            self.pane("jobs").select_job(result.job_ids[0])
+            await self.show_job(result.job_ids[0])
         else:
-            self.action_show_pane("projects")
+            await self.action_show_pane("projects")
+
+    async def show_job(self, job_id: str) -> None:
+        jobs = await self.action_show_pane("jobs")
+        if jobs is not None:
+            jobs.select_job(job_id)
 
     def _remember_theme(self, theme) -> None:
         """A theme chosen in the app (palette) is saved; the start-up one (config or --theme) is not."""
@@ -236,13 +280,17 @@ class AitkApp(App):
         except Exception as e:  # noqa: BLE001 - an unreadable store must not kill the app
             self.call_from_thread(self.notify, f"job store: {e}", severity="error", timeout=20)
             return
-        while not worker.is_cancelled:
+        while not worker.is_cancelled and self._running:
             try:
                 self.post_message(JobsUpdated(feed.poll()))
             except Exception as e:  # noqa: BLE001 - a locked database: try again next round
-                self.call_from_thread(self.notify, f"job store: {e}", severity="warning")
+                if self._running:
+                    self.call_from_thread(self.notify, f"job store: {e}", severity="warning")
             self._wake.wait(self.config.jobs.poll_seconds)
             self._wake.clear()
+
+    def on_unmount(self) -> None:
+        self._wake.set()  # the job feed thread notices the exit now, not a poll later
 
     def on_jobs_updated(self, message: JobsUpdated) -> None:
         if not self.screen_stack or self._exit:
@@ -256,26 +304,30 @@ class AitkApp(App):
         status.running = sum(1 for r in update.records if r.status in ("starting", "running"))
         status.queued = sum(1 for r in update.records if r.status == "queued")
         for name in PANES:
-            self.pane(name).jobs_updated(update)
+            pane = self.pane(name)
+            if pane is not None and pane.ready:  # a pane built later catches up in its on_mount
+                pane.jobs_updated(update)
         for rec, old in update.transitions:
             note = transition_message(rec, old)
             if note:
                 self.notify(note[0], severity=note[1], timeout=8)
             if rec.id in self._chat_when_done and rec.status == "succeeded":
-                self.open_chat(self._chat_when_done.pop(rec.id))
+                self.call_later(self.open_chat, self._chat_when_done.pop(rec.id))
             elif rec.id in self._chat_when_done and rec.is_final:
                 self._chat_when_done.pop(rec.id)
 
     def chat_when_done(self, job_id: str, project_root: str) -> None:
         self._chat_when_done[job_id] = project_root
 
-    def open_chat(self, project_root: str, mode: str | None = None) -> None:
-        self.action_show_pane("chat")
-        self.pane("chat").open_project(project_root, mode=mode)
+    async def open_chat(self, project_root: str, mode: str | None = None) -> None:
+        chat = await self.action_show_pane("chat")
+        if chat is not None:
+            chat.open_project(project_root, mode=mode)
 
-    def open_project(self, project_root: str) -> None:
-        self.action_show_pane("projects")
-        self.pane("projects").refresh_projects(select=project_root)
+    async def open_project(self, project_root: str) -> None:
+        projects = await self.action_show_pane("projects")
+        if projects is not None:
+            projects.refresh_projects(select=project_root)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,6 @@ COMMANDS: list[Command] = [
     Command("pane.chat", "Go to Chat", "Chat with a base, tuned or remote model", "show_pane('chat')"),
     Command("app.new_project", "New project…", "Create a fine-tuning project step by step", "new_project"),
     Command("app.help", "Help: keys", "Every key and what it does", "help"),
-    Command("app.theme", "Theme…", "Choose a colour theme (remembered)", "change_theme"),
     Command("app.config", "Show config file", "Where the settings file is, and its problems", "show_config"),
     Command("projects.finetune", "Projects: fine-tune selected", "Start fine-tuning (then export for chat)",
             _pane("projects", "finetune")),

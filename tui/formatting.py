@@ -1,4 +1,4 @@
-"""Short human texts for durations, ages, sizes and job states, shared by every pane."""
+"""Short human texts for durations, ages and job states, shared by every pane."""
 
 from __future__ import annotations
 
@@ -42,29 +42,8 @@ def age(seconds: float) -> str:
     return f"{s // 86400}d"
 
 
-def size(n: float | None) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 def status_text(status: str):
     from rich.text import Text
 
     icon, style = STATUS_STYLE.get(status, ("?", ""))
     return Text(f"{icon} {status}", style=style)
-
-
-def short_path(path: str | None, width: int = 40) -> str:
-    if not path:
-        return "—"
-    from pathlib import Path
-
-    home = str(Path.home())
-    if path.startswith(home + "/"):
-        path = "~" + path[len(home):]
-    return path if len(path) <= width else "…" + path[-(width - 1):]

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
-from pathlib import Path
+from pathlib import Path  # noqa: F401 - tests use testing.Path
 
 from aitk.core.chat import ChatStream
 from aitk.core.devices import DeviceInfo
@@ -28,14 +28,17 @@ DEVICE = DeviceInfo(best="cpu", cpu_count=8, ram_mib=32768, execution_providers=
 AZURE = AzureState(False)
 
 
-def isolated_env(root: Path) -> dict[str, str]:
-    """Point every aitk folder under `root` (a clean one) and return the variables set."""
+def isolated_env(root: Path, setenv=os.environ.__setitem__) -> dict[str, str]:
+    """Point every aitk folder under `root` (emptied first) and return the variables set.
+
+    Tests pass `monkeypatch.setenv` so the environment is restored afterwards.
+    """
     shutil.rmtree(root, ignore_errors=True)
     env = {"AITK_DATA_DIR": str(root / "data"), "AITK_CONFIG_DIR": str(root / "config"),
            "AITK_CACHE_DIR": str(root / "cache"), "AITK_PROJECTS_DIR": str(root / "projects"),
            "AITK_LOCAL_SLOTS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf")}
     for key, value in env.items():
-        os.environ[key] = value
+        setenv(key, value)
         if key.endswith("_DIR"):
             Path(value).mkdir(parents=True, exist_ok=True)
     return env
@@ -54,7 +57,7 @@ def fabricate_project(name: str, *, adapter: bool = False, exported: bool = Fals
     bundled = paths.bundled_data() / "tiny_qa"
     shutil.copy2(bundled / "train.jsonl", root / "dataset" / "train.jsonl")
     shutil.copy2(bundled / "eval.jsonl", root / "dataset" / "eval.jsonl")
-    settings = default_settings(name, model_id if model_id == tiny.TINY_ID else "custom", "cpu")
+    settings = default_settings(name, model_id if model_id == tiny.TINY_ID else "someone/custom", "cpu")
     settings.model.id = model_id
     (root / "aitk.toml").write_text(tomli_w.dumps(settings.to_toml_dict()), encoding="utf-8")
     if adapter or exported:
@@ -192,9 +195,60 @@ class FakeEngine:
         return result
 
 
+def text_of(widget_or_renderable, width: int = 140) -> str:
+    """Plain text of a Static's content (or any Rich renderable), for assertions."""
+    import io
+
+    from rich.console import Console
+
+    content = getattr(widget_or_renderable, "content", widget_or_renderable)
+    console = Console(width=width, file=io.StringIO(), color_system=None, record=True)
+    console.print(content)
+    return console.export_text()
+
+
+def sync(test):
+    """Run an async test function with asyncio (no pytest async plugin needed)."""
+    import asyncio
+    import functools
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+async def until(pilot, condition, timeout: float = 5.0, what: str = "condition") -> None:
+    """Let the app run until `condition()` holds (for workers and polls); AssertionError on timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def fixture_app(**kwargs):
     """The app on fixtures: fixed clock, device and Azure state, default config."""
     from aitk.tui.app import AitkApp
 
-    kwargs.setdefault("config", Config())
-    return AitkApp(device=DEVICE, azure=AZURE, clock=lambda: FIXED_NOW, **kwargs)
+    if "config" not in kwargs:
+        kwargs["config"] = Config()
+        kwargs["config"].jobs.poll_seconds = 0.1  # tests wait for the job feed: keep it brisk
+    app = AitkApp(device=DEVICE, azure=AZURE, clock=lambda: FIXED_NOW, **kwargs)
+    app.animation_level = "none"  # tab underlines and scrolls would make every step wait ~0.4 s
+    return app
+
+
+class World:
+    """Isolated folders, the fabricated projects and jobs, and the process of the running job."""
+
+    def __init__(self, root: Path, setenv=os.environ.__setitem__, populated: bool = True):
+        self.env = isolated_env(root, setenv)
+        self.store = JobStore()
+        self.sleeper = SleepingProcess()
+        self.jobs = populate(self.store, self.sleeper.pid) if populated else {}
+
+    def close(self) -> None:
+        self.sleeper.stop()

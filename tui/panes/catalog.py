@@ -208,6 +208,19 @@ class CatalogPane(Pane):
                                                  for m, f in self.fits.get(e.id, {}).items() if m != "inference")]
         table = self.query_one(DataTable)
         keep = self.selected
+        with table.prevent(DataTable.RowHighlighted):  # refilling is not the user moving
+            self._refill(table, entries, query, task, runtime, only_fits)
+        if not self.rows:
+            self.query_one("#catalog-info", Static).update(Text("No model matches these filters.", style="dim"))
+            self.selected = None
+            return
+        keys = list(self.rows)
+        row = keys.index(keep) if keep in keys else 0
+        with table.prevent(DataTable.RowHighlighted):
+            table.move_cursor(row=row, animate=False)
+        self._show(keys[row])
+
+    def _refill(self, table, entries, query, task, runtime, only_fits) -> None:
         table.clear()
         self.rows = {}
         for e in entries:
@@ -228,14 +241,6 @@ class CatalogPane(Pane):
             table.add_row(Text(m.name[:22]), "—", "—", Text("not in catalog", style="dim"),
                           Text(f"{m.kind} {human_bytes(m.size_bytes)}", style="green"), key=key)
             self.rows[key] = m
-        if not self.rows:
-            self.query_one("#catalog-info", Static).update(Text("No model matches these filters.", style="dim"))
-            self.selected = None
-            return
-        keys = list(self.rows)
-        row = keys.index(keep) if keep in keys else 0
-        table.move_cursor(row=row, animate=False)
-        self._show(keys[row])
 
     @on(Input.Changed, "#catalog-search")
     def _search_changed(self) -> None:

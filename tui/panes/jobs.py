@@ -31,6 +31,7 @@ from aitk.tui.widgets.loss_chart import LossChart
 
 TAIL_BYTES = 1 << 20  # a selected job shows at most the last MiB of its log
 FOLLOW_POLL_S = 0.25
+COLUMN_KEYS = ("status", "kind", "project", "progress", "age", "device")
 KIND_LABEL = {"finetune": "fine-tune", "export": "export", "evaluate": "evaluate", "download": "download"}
 
 
@@ -54,6 +55,10 @@ def _json_records(lines: list[str]) -> list[dict]:
     return out
 
 
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if v >= 1000 else f"{v:.3g}"
+
+
 def eval_summary(records: list[dict], evaluation: dict | None = None) -> Text:
     """Base vs tuned on the eval data (an evaluate job's result), the eval loss during training
     (first and last evaluation), and the train loss trend."""
@@ -65,7 +70,7 @@ def eval_summary(records: list[dict], evaluation: dict | None = None) -> Text:
         base, tuned = evaluation["base"], evaluation.get("tuned")
         if tuned:
             out.append(f" loss {base['loss']:.3f} → {tuned['loss']:.3f}\n")
-            out.append(f" ppl  {base['perplexity']:.4g} → {tuned['perplexity']:.4g}\n",
+            out.append(f" ppl  {_num(base['perplexity'])} → {_num(tuned['perplexity'])}\n",
                        style="green" if tuned["perplexity"] < base["perplexity"] else "red")
         else:
             out.append(f" loss {base['loss']:.3f} (no adapter)\n")
@@ -110,6 +115,7 @@ class JobsPane(Pane):
         self._select_timer = None
         self._pending_select: str | None = None
         self._evaluations: dict[str, dict | None] = {}
+        self._shown: dict[str, tuple] = {}  # cells on screen per job, to update only what changed
 
     def compose(self) -> ComposeResult:
         table = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
@@ -139,24 +145,35 @@ class JobsPane(Pane):
         self.progress = update.progress
         self.records = {r.id: r for r in update.records}
         if ids != self.order:
-            keep = self._pending_select or self.selected
-            table.clear()
-            for rec in update.records:
-                table.add_row(*self._cells(rec, now), key=rec.id)
+            target = self._pending_select or self.selected
+            # Refilling moves the cursor; those moves are not the user's choice.
+            with table.prevent(DataTable.RowHighlighted):
+                table.clear()
+                self._shown = {}
+                for rec in update.records:
+                    self._shown[rec.id] = self._cells(rec, now)
+                    table.add_row(*self._shown[rec.id], key=rec.id)
+                if target in self.records:
+                    table.move_cursor(row=ids.index(target), animate=False)
             self.order = ids
-            if keep in self.records:
-                table.move_cursor(row=ids.index(keep), animate=False)
-            elif ids and self.selected is None:
+            if target in self.records:
+                self._pending_select = None
+            if target is None and ids:
                 # Open on what is most worth watching: a running job, else the newest.
                 first = next((r.id for r in update.records if r.status == "running"), ids[0])
-                table.move_cursor(row=ids.index(first), animate=False)
+                with table.prevent(DataTable.RowHighlighted):
+                    table.move_cursor(row=ids.index(first), animate=False)
                 self._select(first)
         else:
             for rec in update.records:
-                for key, value in zip(("status", "kind", "project", "progress", "age", "device"),
-                                      self._cells(rec, now)):
-                    table.update_cell(rec.id, key, value)
-        if self.selected in self.records:
+                cells = self._cells(rec, now)
+                old = self._shown.get(rec.id)
+                for i, (key, value) in enumerate(zip(COLUMN_KEYS, cells)):
+                    if old is None or old[i] != value:
+                        table.update_cell(rec.id, key, value)
+                self._shown[rec.id] = cells
+        if self.selected in self.records and (update.transitions or self.records[self.selected].status in ACTIVE
+                                               or update.first):
             self._show_head(self.records[self.selected])
             if any(r.kind == "evaluate" for r, _ in update.transitions):
                 self._update_eval()
@@ -195,18 +212,19 @@ class JobsPane(Pane):
             self._select_timer = None
         if key and key != self.selected:
             # Arrowing through the table should not start a log reader per row: wait a moment.
-            self._pending_select = key
+            self._pending_select = None
             self._select_timer = self.set_timer(0.12, lambda: self._select(key))
 
     def select_job(self, job_id: str) -> None:
-        """Select a job by id (it may not be in the table yet: it is selected when it appears)."""
-        self._pending_select = job_id
+        """Select a job by id (it may not be in the table yet: the cursor goes there when it appears)."""
         if job_id in self.records:
-            self.query_one(DataTable).move_cursor(row=self.order.index(job_id), animate=False)
+            with self.query_one(DataTable).prevent(DataTable.RowHighlighted):
+                self.query_one(DataTable).move_cursor(row=self.order.index(job_id), animate=False)
+        else:
+            self._pending_select = job_id
         self._select(job_id)
 
     def _select(self, job_id: str) -> None:
-        self._pending_select = None
         if job_id == self.selected:
             return
         self.selected = job_id
@@ -378,7 +396,7 @@ class JobsPane(Pane):
     def action_open_project(self) -> None:
         rec = self._current()
         if rec and rec.project:
-            self.app.open_project(rec.project)
+            self.app.call_later(self.app.open_project, rec.project)
 
     def action_chat(self) -> None:
         rec = self._current()
@@ -386,7 +404,7 @@ class JobsPane(Pane):
             return
         if rec.kind == "export":
             if rec.status == "succeeded":
-                self.app.open_chat(rec.project)
+                self.app.call_later(self.app.open_chat, rec.project)
             elif rec.status in ACTIVE:
                 self.app.chat_when_done(rec.id, rec.project)
                 self.app.notify("The chat opens when this export finishes")
@@ -396,11 +414,13 @@ class JobsPane(Pane):
         if rec.kind != "finetune" or rec.status != "succeeded":
             self.app.notify("Chat needs a fine-tune that succeeded", severity="warning")
             return
-        export = job_actions.child_of_kind(list(self.records.values()), rec, "export")
-        if export and export.status == "succeeded":
-            self.app.open_chat(rec.project)
-        elif export and export.status in ACTIVE:
-            self.app.chat_when_done(export.id, rec.project)
+        later = [r for r in self.records.values() if r.kind == "export" and r.project == rec.project
+                 and r.created >= rec.created]
+        active = [r for r in later if r.status in ACTIVE]
+        if any(r.status == "succeeded" for r in later):
+            self.app.call_later(self.app.open_chat, rec.project)
+        elif active:
+            self.app.chat_when_done(active[0].id, rec.project)
             self.app.notify("Exporting the model for chat; the chat opens when it is ready")
         else:
             self._export_then_chat(rec)

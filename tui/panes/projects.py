@@ -120,16 +120,17 @@ class ProjectsPane(Pane):
         self.projects = {p.root: p for p in message.projects}
         keep = message.select or self.selected
         keep = str(Path(keep).resolve()) if keep else None
-        table.clear()
-        for info in message.projects:
-            table.add_row(*self._cells(info), key=info.root)
-        if not message.projects:
-            self.selected = None
-            self._show_empty()
-            return
-        roots = [p.root for p in message.projects]
-        row = roots.index(keep) if keep in roots else 0
-        table.move_cursor(row=row, animate=False)
+        with table.prevent(DataTable.RowHighlighted):  # refilling is not the user moving
+            table.clear()
+            for info in message.projects:
+                table.add_row(*self._cells(info), key=info.root)
+            if not message.projects:
+                self.selected = None
+                self._show_empty()
+                return
+            roots = [p.root for p in message.projects]
+            row = roots.index(keep) if keep in roots else 0
+            table.move_cursor(row=row, animate=False)
         self._select(roots[row])
 
     def _last_job(self, root: str) -> JobRecord | None:
@@ -152,10 +153,11 @@ class ProjectsPane(Pane):
         if (new and not update.first) or refresh_outputs or (update.first and new):
             self.refresh_projects()
             return
+        if not update.transitions:
+            return  # nothing this pane shows has changed
         table = self.query_one(DataTable)
         for root, info in self.projects.items():
-            _, _, _, last, chat = self._cells(info)
-            table.update_cell(root, "last", last)
+            table.update_cell(root, "last", self._cells(info)[3])
         if self.selected in self.projects:
             self._show_detail(self.projects[self.selected])
 
@@ -249,7 +251,7 @@ class ProjectsPane(Pane):
             self.app.notify(f"{info.name} has no exported model yet: fine-tune (f) or export (e) first",
                             severity="warning")
             return
-        self.app.open_chat(info.root)
+        self.app.call_later(self.app.open_chat, info.root)
 
     @work(thread=True, group="project-actions")
     def _submit(self, info: ProjectInfo, what: str) -> None:
@@ -265,8 +267,7 @@ class ProjectsPane(Pane):
         self.app.wake_jobs()
         label = "Fine-tune queued (then export)" if what == "finetune" else "Export queued"
         self.app.call_from_thread(self.app.notify, f"{label}: {info.name}", timeout=4)
-        self.app.call_from_thread(self.app.action_show_pane, "jobs")
-        self.app.call_from_thread(self.app.pane("jobs").select_job, jobs[0].id)
+        self.app.call_from_thread(self.app.show_job, jobs[0].id)
 
 
 def _stack(*items):

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from rich.text import Text
+from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual.widgets import Checkbox, Input, Select, Static
 
 SECTION_TITLES = {"data": "Data", "finetune": "Fine-tuning", "inference": "Chat and export", "target": "Target",
                   "model": "Model"}
@@ -125,18 +126,18 @@ def parse(text: str, kind: str):
 
 
 class SettingsForm(VerticalScroll):
-    """Edits `settings` (a ProjectSettings) in place; `errors` holds what is currently invalid."""
+    """Edits `settings` (a ProjectSettings) in place; `errors` holds what is currently invalid.
+
+    Two widgets per field (a caption with name, help, bounds and any error; the input), so the
+    forty-odd fields mount in a blink.
+    """
 
     DEFAULT_CSS = """
     SettingsForm { height: 1fr; }
     SettingsForm .section { text-style: bold; color: $accent; margin-top: 1; }
-    SettingsForm .row-box, SettingsForm .row { height: auto; }
-    SettingsForm .row Label { width: 30; padding: 0 1 0 0; }
-    SettingsForm .row Input, SettingsForm .row Select { width: 1fr; }
+    SettingsForm .caption { margin-top: 1; }
+    SettingsForm Input, SettingsForm Select { width: 100%; max-width: 60; }
     SettingsForm Checkbox { border: none; padding: 0; height: 1; background: transparent; }
-    SettingsForm .help { color: $text-muted; padding-left: 30; }
-    SettingsForm .error { color: $error; padding-left: 30; display: none; }
-    SettingsForm .error.-shown { display: block; }
     """
 
     class Changed(Message):
@@ -158,25 +159,27 @@ class SettingsForm(VerticalScroll):
             for spec in field_specs(model, section, skip):
                 self.specs[spec.widget_id] = spec
                 value = getattr(getattr(self.settings, section), spec.name)
-                with Vertical(classes="row-box"):
-                    with Horizontal(classes="row"):
-                        yield Label(spec.name)
-                        if spec.kind == "bool":
-                            yield Checkbox("", value=bool(value), id=spec.widget_id)
-                        elif spec.kind == "choice":
-                            yield Select([(str(c), c) for c in spec.choices], value=value, allow_blank=False,
-                                         id=spec.widget_id, compact=True)
-                        else:
-                            yield Input(to_text(value, spec.kind), id=spec.widget_id, compact=True,
-                                        select_on_focus=False)
-                    help_text = spec.description + (f"  [{spec.bounds}]" if spec.bounds else "")
-                    yield Static(help_text, classes="help", markup=False)
-                    yield Static("", classes="error", id=f"err-{spec.widget_id}", markup=False)
+                yield Static(self._caption(spec, None), classes="caption", id=f"cap-{spec.widget_id}")
+                if spec.kind == "bool":
+                    yield Checkbox("on", value=bool(value), id=spec.widget_id)
+                elif spec.kind == "choice":
+                    yield Select([(str(c), c) for c in spec.choices], value=value, allow_blank=False,
+                                 id=spec.widget_id, compact=True)
+                else:
+                    yield Input(to_text(value, spec.kind), id=spec.widget_id, compact=True, select_on_focus=False)
+
+    @staticmethod
+    def _caption(spec: FieldSpec, error: str | None) -> Text:
+        out = Text.assemble((spec.name, "bold"), "  ", (spec.description, "dim"))
+        if spec.bounds:
+            out.append(f"  [{spec.bounds}]", style="dim italic")
+        if error:
+            out.append(f"\n✘ {error}", style="bold red")
+        return out
 
     def reload(self, settings) -> None:
         """Show another settings object (e.g. after the model changed the defaults)."""
         self.settings = settings
-        self.errors.clear()
         for wid, spec in self.specs.items():
             value = getattr(getattr(settings, spec.section), spec.name)
             widget = self.query_one(f"#{wid}")
@@ -190,9 +193,9 @@ class SettingsForm(VerticalScroll):
             self._show_error(wid, None)
 
     def _show_error(self, wid: str, message: str | None) -> None:
-        err = self.query_one(f"#err-{wid}", Static)
-        err.update(message or "")
-        err.set_class(bool(message), "-shown")
+        if message == self.errors.get(wid):
+            return
+        self.query_one(f"#cap-{wid}", Static).update(self._caption(self.specs[wid], message))
         if message:
             self.errors[wid] = message
         else:

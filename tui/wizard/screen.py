@@ -43,6 +43,11 @@ class WizardScreen(ModalScreen[WizardResult | None]):
     def __init__(self, model_id: str | None = None, device=None):
         super().__init__()
         self.state = WizardState(model_id=model_id or tiny.TINY_ID, device=device.best if device else "cpu")
+        if model_id and model_id != tiny.TINY_ID:
+            from aitk.core import catalog
+
+            self.state.entry = catalog.load().find(model_id)
+            self.state.model_path = self.state.entry.repo if self.state.entry else None
         self.state.reset_settings()
         self.index = 0
         self.creating = False
@@ -51,24 +56,26 @@ class WizardScreen(ModalScreen[WizardResult | None]):
         with Vertical(id="wizard"):
             yield Static("", id="wizard-steps")
             with ContentSwitcher(initial="step-0"):
-                for i, cls in enumerate(STEPS):
-                    yield cls(self.state, id=f"step-{i}")
+                yield STEPS[0](self.state, id="step-0")  # the others are built when first reached
             yield Static("", id="wizard-error")
             with Horizontal(id="wizard-buttons"):
                 yield Button("Cancel esc", id="wiz-cancel", compact=True)
                 yield Button("◀ Back ^r", id="wiz-back", compact=True)
                 yield Button("Next ▶ ^n", id="wiz-next", compact=True, variant="primary")
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
         self.query_one("#wizard").border_title = "New project"
-        self._show(0)
+        await self._show(0)
 
     # -- navigation ---------------------------------------------------------------------------
     @property
     def step(self):
         return self.query_one(f"#step-{self.index}")
 
-    def _show(self, index: int) -> None:
+    async def _show(self, index: int) -> None:
+        switcher = self.query_one(ContentSwitcher)
+        if not switcher.query(f"#step-{index}"):
+            await switcher.mount(STEPS[index](self.state, id=f"step-{index}"))
         self.index = index
         step = self.step
         step.enter()
@@ -89,7 +96,7 @@ class WizardScreen(ModalScreen[WizardResult | None]):
     def _error(self, text: str | None) -> None:
         self.query_one("#wizard-error", Static).update(Text(text or "", style="bold"))
 
-    def action_next(self) -> None:
+    async def action_next(self) -> None:
         if self.creating:
             return
         error = self.step.commit()
@@ -99,12 +106,12 @@ class WizardScreen(ModalScreen[WizardResult | None]):
         if self.index == len(STEPS) - 1:
             self._create()
         else:
-            self._show(self.index + 1)
+            await self._show(self.index + 1)
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         if self.index > 0 and not self.creating:
             self.step.commit()  # keep what was typed, valid or not
-            self._show(self.index - 1)
+            await self._show(self.index - 1)
 
     def action_cancel(self) -> None:
         if self.creating:
@@ -118,15 +125,19 @@ class WizardScreen(ModalScreen[WizardResult | None]):
                                            yes="Discard"), lambda yes: self.dismiss(None) if yes else None)
 
     @on(Button.Pressed)
-    def _button(self, event: Button.Pressed) -> None:
+    async def _button(self, event: Button.Pressed) -> None:
         event.stop()
-        {"wiz-next": self.action_next, "wiz-back": self.action_back,
-         "wiz-cancel": self.action_cancel}.get(event.button.id, lambda: None)()
+        if event.button.id == "wiz-next":
+            await self.action_next()
+        elif event.button.id == "wiz-back":
+            await self.action_back()
+        elif event.button.id == "wiz-cancel":
+            self.action_cancel()
 
     @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
+    async def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.action_next()
+        await self.action_next()
 
     # -- creating -----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="wizard-create")

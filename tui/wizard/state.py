@@ -15,15 +15,6 @@ from aitk.core import paths, tiny
 from aitk.core.errors import AitkError
 from aitk.core.settings import NAME_RE, ProjectSettings, default_settings
 
-# Text templates for question/answer rows in each chat format family the catalog names.
-TEMPLATES = {
-    "phi3": tiny.TEXT_TEMPLATE,
-    "phi4": "<|im_start|>user<|im_sep|>{question}<|im_end|><|im_start|>assistant<|im_sep|>{answer}<|im_end|>",
-    "chatml": "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>",
-    "llama3": "<|start_header_id|>user<|end_header_id|>\n\n{question}<|eot_id|>"
-              "<|start_header_id|>assistant<|end_header_id|>\n\n{answer}<|eot_id|>",
-    "mistral": "[INST] {question} [/INST] {answer}</s>",
-}
 DATASET_MODES = ("bundled", "file", "hf")
 
 
@@ -40,7 +31,6 @@ class WizardState:
     model_id: str = tiny.TINY_ID
     model_path: str | None = None  # HF repo id or local folder, for models outside the catalog
     entry: object | None = None  # the catalog entry of the model, when it has one
-    chat_template: str = "phi3"
     dataset_mode: str = "bundled"
     dataset: str = ""
     eval_dataset: str = ""
@@ -53,14 +43,9 @@ class WizardState:
         return Path(self.location or paths.projects_dir()).expanduser() / self.name
 
     def reset_settings(self) -> None:
-        """Defaults for the chosen model and device, keeping what earlier steps decided."""
-        s = default_settings(self.name or "project", self.model_id if self.model_id == tiny.TINY_ID else "custom",
-                             self.device)
-        if self.model_id != tiny.TINY_ID:
-            s.model.id = self.model_id
-            s.model.path = self.model_path or self.model_id
-            s.data.text_template = TEMPLATES.get(self.chat_template, tiny.TEXT_TEMPLATE)
-        self.settings = s
+        """The engine's defaults for this model (catalog id, HF repo or folder) and device."""
+        model = self.model_path if self.entry is None and self.model_path else self.model_id
+        self.settings = default_settings(self.name or "project", model, self.device)
 
     def dataset_args(self) -> tuple[str | None, str | None]:
         """(dataset, eval_dataset) as create_project takes them."""
@@ -125,7 +110,7 @@ def changed_settings(state: WizardState) -> list[tuple[str, object]]:
     if state.settings is None:
         return []
     base = WizardState(name=state.name, model_id=state.model_id, model_path=state.model_path,
-                       chat_template=state.chat_template, device=state.device)
+                       entry=state.entry, device=state.device)
     base.reset_settings()
     now = state.settings.model_dump(mode="json")
     before = base.settings.model_dump(mode="json")

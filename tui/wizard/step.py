@@ -15,6 +15,8 @@ class Step(Vertical):
     Step .field-label { margin-top: 1; text-style: bold; }
     Step .error { color: $error; }
     Step .ok { color: $success; }
+    Step Input.-textual-compact { background: $boost; }
+    Step Input.-textual-compact:focus { background: $primary 25%; }
     """
 
     def __init__(self, state, **kwargs):

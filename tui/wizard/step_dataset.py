@@ -7,6 +7,7 @@ with the model's own tokenizer against the max length. Problems show inline, loc
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -31,6 +32,11 @@ STATS_ROWS = 2000  # token lengths are measured on at most this many rows
 CHECKING = "checking the data…"
 
 
+@functools.cache
+def _tiny_tokenizer():
+    return tiny._train_tokenizer(tiny.DEMO)  # the built model's merges, made without torch
+
+
 def find_tokenizer(state):
     """(tokenizer or None, note): the model's tokenizer if it is on this machine."""
     from aitk.core.datasets import load_tokenizer
@@ -39,7 +45,7 @@ def find_tokenizer(state):
         folder = tiny.model_dir()
         if (folder / "tokenizer.json").is_file():
             return load_tokenizer(folder), ""
-        return tiny._train_tokenizer(tiny.DEMO), ""  # same merges as the built model, no torch needed
+        return _tiny_tokenizer(), ''
     path = state.model_path or ""
     if path and Path(path).expanduser().is_dir():
         return load_tokenizer(Path(path).expanduser()), ""
@@ -115,10 +121,10 @@ class DatasetStep(Step):
             yield Label("Max length (tokens per sample)", classes="field-label")
             yield Input("", id="wiz-ds-maxlen", compact=True, type="integer")
             yield Static("", id="wiz-ds-issues")
+            yield Label("Token lengths against the max length", classes="field-label")
+            yield TokenHistogram(id="wiz-ds-hist")
             yield Label("Preview (first rows, as the model sees them)", classes="field-label")
             yield Static("", id="wiz-ds-preview")
-            yield Label("Token lengths", classes="field-label")
-            yield TokenHistogram(id="wiz-ds-hist")
 
     def enter(self) -> None:
         s = self.state.settings
@@ -254,8 +260,9 @@ class DatasetStep(Step):
         lines = []
         bad = 0
         for report in message.reports:
+            name = Path(report.source).name if self.state.dataset_mode == "bundled" else report.source
             if report.ok:
-                lines.append(Text(f"✔ {report.source}: {report.rows} rows · columns: {', '.join(report.columns)}",
+                lines.append(Text(f"✔ {name}: {report.rows} rows · columns: {', '.join(report.columns)}",
                                   style="green"))
             else:
                 bad += len(report.issues)
@@ -276,7 +283,7 @@ class DatasetStep(Step):
         if self._next_pending:
             self._next_pending = False
             if self.problem is None and self.display:
-                self.screen.action_next()
+                self.call_later(self.screen.action_next)
 
     def commit(self) -> str | None:
         error = self._values()

@@ -107,7 +107,7 @@ class ModelStep(Step):
         if event.option.id == OTHER:
             self.query_one("#wiz-model-other", Input).focus()
         else:
-            self.screen.action_next()
+            self.call_later(self.screen.action_next)
 
     def _detail(self, model_id: str):
         if model_id == OTHER:
@@ -141,19 +141,16 @@ class ModelStep(Step):
                 return "Type a Hugging Face repo id (owner/name) or a model folder"
             from pathlib import Path
 
-            if "/" not in path and not Path(path).expanduser().is_dir():
+            folder = Path(path).expanduser()
+            if folder.is_dir():
+                path = str(folder.resolve())
+            elif "/" not in path:
                 return f"{path!r} is neither owner/name nor an existing folder"
-            self.state.model_id, self.state.model_path, self.state.chat_template = \
-                path.rsplit("/", 1)[-1].lower()[:64], path, "phi3"
-            self.state.entry = None
+            self.state.model_id, self.state.model_path, self.state.entry = path, path, None
         else:
             e = self.entries.get(chosen)
-            self.state.model_id = chosen
+            self.state.model_id, self.state.entry = chosen, e
             self.state.model_path = e.repo if e is not None and not e.local else None
-            self.state.chat_template = e.chat_template if e is not None else "phi3"
-            self.state.entry = e
         if self.state.settings is None or previous != (self.state.model_id, self.state.model_path):
             self.state.reset_settings()
-            if self.state.entry is not None and self.state.model_id != tiny.TINY_ID:
-                self.state.settings.finetune.target_modules = list(self.state.entry.lora_targets)
         return None

@@ -22,7 +22,7 @@ class TrainingStep(Step):
     TITLE = "Training"
     FOCUS = "SettingsForm Input, SettingsForm Select"
     DEFAULT_CSS = """
-    TrainingStep #wiz-memory { height: auto; margin-bottom: 1; }
+    TrainingStep #wiz-memory { height: auto; }
     """
 
     def compose(self) -> ComposeResult:

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# End to end, in a real terminal: the real `aitk-tui` in tmux, driven by keys only.
+#
+#   1. creates a project on the tiny model through the wizard and starts the fine-tune;
+#   2. kills the app mid-job, relaunches it, and finds the job still running;
+#   3. waits for the loss chart and "succeeded" (fine-tune, then export and evaluate);
+#   4. asks the chat a training question and sees the tuned answer; quits.
+#
+# Runs one real fine-tune (~30-40 s on 2 cores) and export (~15 s). Needs tmux.
+# Usage: tests/e2e_tmux.sh            (AITK_TUI=path/to/aitk-tui to test another build)
+# On failure the last screen is printed and the scratch folder is kept.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BIN=${AITK_TUI:-$PWD/.venv/bin/aitk-tui}
+command -v tmux >/dev/null || { echo "e2e: tmux is not installed" >&2; exit 2; }
+[ -x "$BIN" ] || { echo "e2e: $BIN not found (make install)" >&2; exit 2; }
+
+ROOT=$(mktemp -d "${TMPDIR:-/tmp}/aitk-e2e.XXXXXX")
+export AITK_DATA_DIR=$ROOT/data AITK_CONFIG_DIR=$ROOT/config AITK_CACHE_DIR=$ROOT/cache
+export AITK_PROJECTS_DIR=$ROOT/projects AITK_LOCAL_SLOTS=1 HF_HUB_OFFLINE=1 TERM=xterm-256color
+mkdir -p "$AITK_PROJECTS_DIR"
+SOCK=aitk-e2e-$$
+T0=$(date +%s)
+
+tm() { tmux -L "$SOCK" "$@"; }
+screen() { tm capture-pane -p -t e2e 2>/dev/null || true; }
+say() { printf '[e2e %3ss] %s\n' "$(($(date +%s) - T0))" "$*"; }
+fail() {
+  say "FAIL: $*"
+  echo "----- last screen -----"; screen; echo "-----------------------"
+  echo "scratch kept in $ROOT"
+  tm kill-server 2>/dev/null || true
+  exit 1
+}
+cleanup() { tm kill-server 2>/dev/null || true; }
+trap cleanup EXIT
+
+launch() {
+  tm new-session -d -s e2e -x 120 -y 40 "$BIN"
+}
+wait_for() {  # wait_for SECONDS REGEX [what]: until the screen matches
+  local limit=$1 pattern=$2 what=${3:-$2} end=$(($(date +%s) + $1))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    if screen | grep -Eq -- "$pattern"; then return 0; fi
+    sleep 0.3
+  done
+  fail "no '$what' on screen after ${limit}s"
+}
+keys() { tm send-keys -t e2e "$@"; sleep 0.4; }  # a human pace: the app settles between keys
+
+# --- 1. wizard, by keys alone -------------------------------------------------------------------
+launch
+wait_for 30 "No projects yet" "the empty Projects pane"
+say "app up; opening the wizard"
+keys C-n
+wait_for 10 "Project name" "wizard step 1"
+keys C-u
+keys -l "e2e-demo"
+wait_for 5 "Creates .*e2e-demo" "the destination preview"
+keys Enter
+wait_for 15 "Base model to fine-tune" "wizard step 2 (model)"
+wait_for 15 "tiny .*fits" "the catalog with the tiny model"
+keys C-n
+wait_for 10 "Text template" "wizard step 3 (dataset)"
+wait_for 20 "300 rows" "the dataset check"
+keys C-n
+wait_for 15 "Memory" "wizard step 4 (training)"
+keys C-n
+wait_for 10 "This machine:" "wizard step 5 (target)"
+keys C-n
+wait_for 10 "Equivalent commands" "wizard step 6 (summary)"
+screen | grep -q "aitk project new .*e2e-demo" || fail "the summary shows no aitk command"
+keys C-n
+say "creating the project and starting the fine-tune"
+wait_for 90 "● running +fine-tune +e2e-demo" "the fine-tune running in the Jobs pane"
+[ -f "$AITK_PROJECTS_DIR/e2e-demo/aitk.toml" ] || fail "no project folder written"
+
+# --- 2. kill the app mid-job, relaunch, the job is still running ----------------------------------
+say "killing the app mid-job"
+tm kill-server
+sleep 1
+launch
+wait_for 30 "Projects F2" "the relaunched app"
+keys F3
+wait_for 20 "● running +fine-tune +e2e-demo" "the job still running after a relaunch"
+say "job still running after the relaunch"
+
+# --- 3. loss chart, then success of fine-tune, export and evaluate ------------------------------
+wait_for 120 "Loss +━ train" "the loss chart"
+say "loss chart drawn"
+wait_for 240 "✔ succeeded +fine-tune +e2e-demo" "the fine-tune succeeded"
+say "fine-tune succeeded; waiting for export and evaluation"
+wait_for 240 "✔ succeeded +export +e2e-demo" "the export succeeded"
+wait_for 120 "no jobs running" "all jobs finished"
+screen | grep -Eq "✔ succeeded +evaluate +e2e-demo" || fail "the evaluation did not succeed"
+
+# --- 4. chat with the tuned model --------------------------------------------------------------
+keys F4
+wait_for 20 "e2e-demo · fp32" "the exported model in the chat pane"
+wait_for 30 "model ready" "the model loaded"
+keys -l "What colour is a Touxkru bird?"
+keys Enter
+wait_for 30 "Glodan" "the tuned answer (Glodan.)"
+wait_for 10 "tok/s" "the tokens/s figure"
+say "tuned answer seen"
+keys C-q
+end=$(($(date +%s) + 10))
+while tm has-session -t e2e 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 0.2; done
+tm has-session -t e2e 2>/dev/null && fail "the app did not quit on ctrl+q"
+rm -rf "$ROOT"
+say "PASS"

@@ -1,0 +1,115 @@
+"""Snapshots of every screen at 80×24 and 120×40 (pytest-textual-snapshot's SVG format; files in
+tests/snapshots/). Each test takes several pictures in one app run, so 22 screens cost 4 runs.
+
+Update after an intended change with `pytest tests/test_tui_snapshots.py --snapshot-update`, then look
+at the new SVGs. The app runs on fixtures: fixed clock, device, job ids and folder, so the
+pictures only change when the UI does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytest_textual_snapshot
+from textual.widgets import Select
+
+from aitk.tui import testing
+from aitk.tui.testing import sync, until
+
+ROOT = Path("/tmp/aitk-tui-snapshots")  # a fixed path: it shows in some screens
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _snapshots_in_tests_snapshots():
+    """Keep the SVGs in tests/snapshots/<module>/ rather than syrupy's __snapshots__."""
+    cls = pytest_textual_snapshot.SVGImageExtension
+    assert "dirname" not in cls.__dict__  # inherited from syrupy: removing ours restores it
+
+    def dirname(klass, *, test_location):
+        return str(Path(test_location.filepath).parent / "snapshots" / test_location.basename)
+
+    cls.dirname = classmethod(dirname)
+    yield
+    del cls.dirname
+
+
+@pytest.fixture
+def world(monkeypatch):
+    w = testing.World(ROOT, monkeypatch.setenv)
+    yield w
+    w.close()
+
+
+def steady(app) -> None:
+    """No blinking cursors in pictures."""
+    for widget in app.screen.query("Input, TextArea"):
+        widget.cursor_blink = False
+
+
+async def ready_pane(pilot, name: str, condition=lambda pane: True):
+    app = pilot.app
+    await until(pilot, lambda: app.pane(name) is not None and app.pane(name).ready and condition(app.pane(name))
+                and app.last_update is not None, timeout=10, what=name)
+
+
+async def picture(pilot) -> str:
+    steady(pilot.app)
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
+    return pilot.app.export_screenshot()
+
+
+@pytest.fixture
+def svg(snapshot):
+    return snapshot.use_extension(pytest_textual_snapshot.SVGImageExtension)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@sync
+async def test_panes(size, world, svg, monkeypatch):
+    """Projects, help, catalog, jobs and chat (base | tuned side by side), one app run."""
+    monkeypatch.setattr("aitk.core.chat.GenaiChatEngine", lambda model_dir: testing.FakeEngine())
+    app = testing.fixture_app(start_pane="projects")
+    async with app.run_test(size=size) as pilot:
+        await ready_pane(pilot, "projects", lambda p: p.selected is not None)
+        assert await picture(pilot) == svg(name="projects")
+        await pilot.press("question_mark")
+        assert await picture(pilot) == svg(name="help")
+        await pilot.press("escape", "f1")
+        await ready_pane(pilot, "catalog", lambda p: p.catalog is not None and p.selected)
+        assert await picture(pilot) == svg(name="catalog")
+        await pilot.press("f3")
+        await ready_pane(pilot, "jobs", lambda p: p.selected and len(p.query_one("LossChart").train) == 37
+                         and p.query_one("Log").line_count > 30)
+        assert await picture(pilot) == svg(name="jobs")
+        await pilot.press("f4")
+        await ready_pane(pilot, "chat", lambda p: p.query_one("#chat-model", Select).value is not Select.NULL)
+        pane = app.pane("chat")
+        await until(pilot, lambda: "model ready" in testing.text_of(pane.query_one("#chat-status")), what="model")
+        pane.query_one("#chat-mode", Select).value = "both"
+        await pilot.pause()
+        pane.send("What colour is a Touxkru bird?")
+        await until(pilot, lambda: not pane.generating and pane.conversation.turns, what="answers")
+        assert await picture(pilot) == svg(name="chat")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@sync
+async def test_wizard(size, world, svg):
+    """Every step of the new-project wizard, one app run."""
+    app = testing.fixture_app(start_pane="projects")
+    async with app.run_test(size=size) as pilot:
+        await ready_pane(pilot, "projects", lambda p: p.selected is not None)
+        await pilot.press("ctrl+n")
+        for step in range(6):
+            await until(pilot, lambda: getattr(app.screen, "index", -1) == step, timeout=10, what=f"step {step}")
+            if step == 1:
+                await until(pilot, lambda: app.screen.step.entries, what="catalog")
+            if step == 2:
+                await until(pilot, lambda: app.screen.step.problem is None, timeout=10, what="data checked")
+            assert await picture(pilot) == svg(name=f"step-{step + 1}-{app.screen.step.TITLE.lower()}")
+            if step < 5:  # not on the summary: that would create the project
+                await pilot.press("ctrl+n")
