@@ -8,6 +8,7 @@ job processes) read and write it at once; SQLite's locking makes every write who
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -120,21 +121,13 @@ class JobStore:
         finally:
             conn.close()
 
-    def _migrate(self) -> None:
+    @contextlib.contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT: one writer at a time; errors roll back as an AitkError."""
         conn = self._connect()
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise AitkError(f"job database {self.db_path} was written by a newer aitk (schema {version})",
-                                "upgrade aitk")
-            if version == len(MIGRATIONS):
-                return
             conn.execute("BEGIN IMMEDIATE")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
-            for i in range(version, len(MIGRATIONS)):
-                for stmt in filter(str.strip, MIGRATIONS[i].split(";")):
-                    conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+            yield conn
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             if conn.in_transaction:
@@ -142,6 +135,20 @@ class JobStore:
             raise self._db_error(e) from None
         finally:
             conn.close()
+
+    def _migrate(self) -> None:
+        version = self._exec("PRAGMA user_version")[0][0]
+        if version > len(MIGRATIONS):
+            raise AitkError(f"job database {self.db_path} was written by a newer aitk (schema {version})",
+                            "upgrade aitk")
+        if version == len(MIGRATIONS):
+            return
+        with self._transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+            for i in range(version, len(MIGRATIONS)):
+                for stmt in filter(str.strip, MIGRATIONS[i].split(";")):
+                    conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
 
     # -- records ------------------------------------------------------------------------------
     @staticmethod
@@ -214,10 +221,8 @@ class JobStore:
         One transaction (BEGIN IMMEDIATE), so two processes scheduling at once never start the
         same job twice or overfill the slots. A job whose parent ended badly is skipped.
         """
-        conn = self._connect()
         claimed: list[str] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction() as conn:
             busy = conn.execute("SELECT COUNT(*) FROM jobs WHERE provider = 'local' AND status IN (?, ?)",
                                 (STARTING, RUNNING)).fetchone()[0]
             queued = conn.execute(
@@ -232,13 +237,6 @@ class JobStore:
                     conn.execute("UPDATE jobs SET status = ? WHERE id = ?", (STARTING, row["id"]))
                     claimed.append(row["id"])
                     busy += 1
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise self._db_error(e) from None
-        finally:
-            conn.close()
         return claimed
 
     def delete(self, job_id: str) -> None:

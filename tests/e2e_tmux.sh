@@ -99,11 +99,20 @@ screen | grep -Eq "✔ succeeded +evaluate +e2e-demo" || fail "the evaluation di
 keys F4
 wait_for 20 "e2e-demo · fp32" "the exported model in the chat pane"
 wait_for 30 "model ready" "the model loaded"
-keys -l "What colour is a Touxkru bird?"
-keys Enter
-wait_for 30 "Glodan" "the tuned answer (Glodan.)"
-wait_for 10 "tok/s" "the tokens/s figure"
-say "tuned answer seen"
+# The tuned model knows ~85% of the training facts (CPU float noise flips a few from run to run):
+# ask up to three, each in a new chat as it was trained, and pass on the first right answer.
+right=""
+for qa in "What colour is a Touxkru bird?|Glodan" "Who invented the Brounshan?|Kounglour" \
+          "What does a Sherdro eat?|Petais"; do
+  keys C-l
+  keys -l "${qa%%|*}"
+  keys Enter
+  wait_for 30 "tok/s" "the reply's tokens/s figure"
+  if screen | grep -Eq -- "${qa##*|}\."; then right=${qa##*|}; break; fi
+  say "answer to '${qa%%|*}' was not ${qa##*|}.; next question"
+done
+[ -n "$right" ] || fail "the tuned model answered none of three training questions"
+say "tuned answer seen ($right.)"
 keys C-q
 end=$(($(date +%s) + 10))
 while tm has-session -t e2e 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 0.2; done

@@ -14,27 +14,22 @@ def modules_after(code: str) -> set[str]:
     return {m.split(".")[0] for m in out.split()}
 
 
+# Every engine module, not just the packages: the UI must be optional for scripts and jobs.
+ENGINE = (
+    "import pkgutil, importlib, aitk.core, aitk.providers\n"
+    "for pkg in (aitk.core, aitk.providers):\n"
+    "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+    "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
+)
+
+
 def test_core_does_not_import_textual():
-    # Every engine module, not just the package: the UI must be optional for scripts and jobs.
-    code = (
-        "import pkgutil, importlib, aitk.core, aitk.providers\n"
-        "for pkg in (aitk.core, aitk.providers):\n"
-        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
-        "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
-    )
-    loaded = modules_after(code)
-    assert "textual" not in loaded
+    assert "textual" not in modules_after(ENGINE)
 
 
 def test_core_modules_import_light():
     """Importing the engine (what the app does at start) loads none of the heavy libraries."""
-    code = (
-        "import pkgutil, importlib, aitk.core, aitk.providers\n"
-        "for pkg in (aitk.core, aitk.providers):\n"
-        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
-        "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
-    )
-    loaded = modules_after(code)
+    loaded = modules_after(ENGINE)
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 

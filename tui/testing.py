@@ -233,9 +233,7 @@ def fixture_app(**kwargs):
     """The app on fixtures: fixed clock, device and Azure state, default config."""
     from aitk.tui.app import AitkApp
 
-    if "config" not in kwargs:
-        kwargs["config"] = Config()
-        kwargs["config"].jobs.poll_seconds = 0.1  # tests wait for the job feed: keep it brisk
+    kwargs.setdefault("config", Config())
     app = AitkApp(device=DEVICE, azure=AZURE, clock=lambda: FIXED_NOW, **kwargs)
     app.animation_level = "none"  # tab underlines and scrolls would make every step wait ~0.4 s
     return app
