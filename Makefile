@@ -34,5 +34,8 @@ bench: install
 	$(BIN)/python bench/finetune_overhead.py
 	$(BIN)/python bench/chat_decode.py
 
+screenshots: install
+	$(BIN)/python scripts/screenshots.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info

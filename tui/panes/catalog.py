@@ -149,19 +149,12 @@ class CatalogPane(Pane):
     @work(thread=True, exclusive=True, group="catalog-load")
     def _load(self) -> None:
         try:
-            from aitk.core import catalog
             from aitk.core.devices import detect
+            from aitk.tui import catalog_cache
 
             device = self.app.device or detect()
-            cat = catalog.load()
-            fits = {}
-            for e in cat:
-                fits[e.id] = {}
-                for method in ("lora", "qlora", "inference"):
-                    try:
-                        fits[e.id][method] = catalog.fits(e, device, method)
-                    except Exception:  # noqa: BLE001 - one odd entry must not hide the others
-                        fits[e.id][method] = None
+            cat = catalog_cache.load()
+            fits = {e.id: {m: catalog_cache.fits(e, device, m) for m in ("lora", "qlora", "inference")} for e in cat}
         except Exception as e:  # noqa: BLE001 - a broken user catalog: say which file and field
             self.post_message(CatalogLoaded(None, {}, [], None, str(e)))
             return

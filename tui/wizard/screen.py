@@ -44,9 +44,9 @@ class WizardScreen(ModalScreen[WizardResult | None]):
         super().__init__()
         self.state = WizardState(model_id=model_id or tiny.TINY_ID, device=device.best if device else "cpu")
         if model_id and model_id != tiny.TINY_ID:
-            from aitk.core import catalog
+            from aitk.tui import catalog_cache
 
-            self.state.entry = catalog.load().find(model_id)
+            self.state.entry = catalog_cache.load().find(model_id)
             self.state.model_path = self.state.entry.repo if self.state.entry else None
         self.state.reset_settings()
         self.index = 0

@@ -63,17 +63,12 @@ class ModelStep(Step):
     @work(thread=True, exclusive=True, group="wizard-catalog")
     def _load(self) -> None:
         try:
-            from aitk.core import catalog
             from aitk.core.devices import detect
+            from aitk.tui import catalog_cache
 
             device = self.app.device or detect()
-            entries = list(catalog.load())
-            fits = {}
-            for e in entries:
-                try:
-                    fits[e.id] = catalog.fits(e, device, "lora")
-                except Exception:  # noqa: BLE001 - an estimate is a nicety, never a blocker
-                    fits[e.id] = None
+            entries = list(catalog_cache.load())
+            fits = {e.id: catalog_cache.fits(e, device, "lora") for e in entries}
             self.post_message(CatalogReady(entries, fits, device))
         except Exception as e:  # noqa: BLE001 - a broken user catalog: the tiny model still works
             self.post_message(CatalogReady([], {}, None, str(e)))
