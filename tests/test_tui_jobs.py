@@ -146,10 +146,12 @@ async def test_resume_from_the_last_checkpoint(world):
         assert len(world.store.list()) == 6
         pane.select_job(rec.id)
         await pilot.press("u")
-        await until(pilot, lambda: len(world.store.list()) == 9, what="fine-tune, export and evaluate queued")
-        kinds = {r.kind: r for r in world.store.list()[:3]}
-        assert kinds["finetune"].params == {"resume_from": rec.id}
-        assert kinds["export"].parent == kinds["evaluate"].parent == kinds["finetune"].id
+        # Resumed in place (the same record, so no step is trained twice) with export and
+        # evaluate queued behind it again.
+        await until(pilot, lambda: len(world.store.list()) == 8, what="export and evaluate queued again")
+        assert world.store.get(rec.id).params.get("resume") is True
+        kinds = {r.kind: r for r in world.store.list()[:2]}
+        assert kinds["export"].parent == kinds["evaluate"].parent == rec.id
 
 
 @sync

@@ -21,17 +21,30 @@ def provider(store: JobStore):
 
 
 def start_finetune(store: JobStore, project_root: str | Path, *, then_export: bool = True,
-                   then_evaluate: bool = True, resume_from: str | None = None) -> list[JobRecord]:
+                   then_evaluate: bool = True) -> list[JobRecord]:
     """A fine-tune, then (as children that run only if it succeeds) an export, so chat is ready at
-    the end, and an evaluation of base vs tuned on the eval data."""
-    p = provider(store)
-    params = {"resume_from": resume_from} if resume_from else {}
-    finetune = p.submit("finetune", Path(project_root), params=params)
-    jobs = [finetune]
-    if then_export:
-        jobs.append(p.submit("export", Path(project_root), parent=finetune.id))
-    if then_evaluate:
-        jobs.append(p.submit("evaluate", Path(project_root), parent=finetune.id))
+    the end, and an evaluation of base vs tuned on the eval data.
+
+    A project whose target is Azure fine-tunes there (the children still run here, on the
+    fetched adapter)."""
+    from aitk.core.project import load_project
+
+    local = provider(store)
+    trainer = local
+    if load_project(project_root).settings.target.where == "azure":
+        from aitk.providers.azure.provider import AzureProvider
+
+        trainer = AzureProvider(store)
+    finetune = trainer.submit("finetune", Path(project_root))
+    return [finetune, *_children(local, project_root, finetune.id, then_export, then_evaluate)]
+
+
+def _children(local, project_root, parent: str, export: bool = True, evaluate: bool = True) -> list[JobRecord]:
+    jobs = []
+    if export:
+        jobs.append(local.submit("export", Path(project_root), parent=parent))
+    if evaluate:
+        jobs.append(local.submit("evaluate", Path(project_root), parent=parent))
     return jobs
 
 
@@ -46,10 +59,7 @@ def cancel(store: JobStore, rec: JobRecord) -> JobRecord:
 def retry(store: JobStore, rec: JobRecord) -> JobRecord:
     if rec.status in ACTIVE:
         raise AitkError(f"job {rec.id} is still {rec.status}", "cancel it first, or wait for it")
-    if not rec.project:
-        raise AitkError(f"job {rec.id} has no project to rerun")
-    params = {k: v for k, v in rec.params.items() if k != "resume_from"}
-    return provider(store).submit(rec.kind, Path(rec.project), params=params)
+    return provider(store).retry(rec.id)
 
 
 def last_checkpoint(store: JobStore, rec: JobRecord) -> Path | None:
@@ -59,16 +69,11 @@ def last_checkpoint(store: JobStore, rec: JobRecord) -> Path | None:
 
 
 def resume(store: JobStore, rec: JobRecord) -> list[JobRecord]:
-    if rec.kind != "finetune":
-        raise AitkError("only fine-tunes can be resumed", "retry the job instead")
-    if rec.status in ACTIVE:
-        raise AitkError(f"job {rec.id} is still {rec.status}", "nothing to resume")
-    if rec.status == "succeeded":
-        raise AitkError(f"job {rec.id} already finished", "retry it to train again")
-    if last_checkpoint(store, rec) is None:
-        raise AitkError(f"job {rec.id} saved no checkpoint to resume from",
-                        "retry it instead (a checkpoint is saved every save_steps steps)")
-    return start_finetune(store, rec.project, resume_from=rec.id)
+    """The same job continues from its last checkpoint (no step twice); its export and evaluation,
+    skipped when it stopped, are queued again behind it. The provider says why when it cannot."""
+    local = provider(store)
+    resumed = local.resume(rec.id)
+    return [resumed, *_children(local, rec.project, rec.id)]
 
 
 def delete(store: JobStore, rec: JobRecord) -> None:
