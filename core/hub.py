@@ -358,7 +358,8 @@ def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file() and path.read_text() == text:
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Thread id too: two pulls in one process write the same ref at once.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 

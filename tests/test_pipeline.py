@@ -38,7 +38,8 @@ def test_training_loss_falls_and_metrics_are_structured(trained):
     evals = [m for m in metrics if "eval_loss" in m]
     assert len(losses) >= 20 and len(evals) >= 2
     assert losses[-1]["loss"] < 0.5 * losses[0]["loss"]
-    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    # Loss plateaus (prompt tokens are unpredictable), so compare the end with the first eval.
+    assert evals[-1]["eval_loss"] < 0.9 * evals[0]["eval_loss"]
     steps = [m["step"] for m in losses]
     assert steps == sorted(set(steps)), "no step twice"
     assert all({"step", "max_steps", "epoch", "learning_rate", "t"} <= m.keys() for m in losses)
