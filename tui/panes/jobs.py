@@ -31,6 +31,7 @@ from aitk.tui.widgets.loss_chart import LossChart
 
 TAIL_BYTES = 1 << 20  # a selected job shows at most the last MiB of its log
 FOLLOW_POLL_S = 0.25
+BATCH_INTERVAL_S = 0.05
 COLUMN_KEYS = ("status", "kind", "project", "progress", "age", "device")
 KIND_LABEL = {"finetune": "fine-tune", "export": "export", "evaluate": "evaluate", "download": "download"}
 
@@ -315,9 +316,9 @@ class JobsPane(Pane):
             if lines or records or skipped:
                 self.post_message(FollowData(job_id, lines, records, skipped))
                 skipped = 0
-            if chunk.lines or m_chunk.lines:
-                continue  # more may be waiting: read again before sleeping
-            time.sleep(FOLLOW_POLL_S)
+            # After a batch, wait a little before the next: a flood arrives as ~20 batches a second,
+            # each cheap to show, instead of hundreds that would queue ahead of the user's keys.
+            time.sleep(BATCH_INTERVAL_S if chunk.lines or m_chunk.lines else FOLLOW_POLL_S)
 
     def on_follow_data(self, message: FollowData) -> None:
         if message.job_id != self.selected:
@@ -327,7 +328,8 @@ class JobsPane(Pane):
             log.write_line(f"… {message.skipped_bytes // 1024} KiB of earlier log not shown "
                            f"(full log: {self.app.store().log_path(message.job_id)})")
         if message.lines:
-            log.write_lines(message.lines)
+            # Only what the capped buffer keeps: a 64k-line batch would be appended, then pruned.
+            log.write_lines(message.lines[-log.max_lines:] if log.max_lines else message.lines)
             if log.auto_scroll:
                 self.call_after_refresh(log.scroll_end, animate=False)
         if message.records:
