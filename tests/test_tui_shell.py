@@ -121,6 +121,43 @@ async def test_help_lists_keys_with_their_ids(world):
 
 
 @sync
+async def test_help_screen_is_built_once_and_reopens(world):
+    app = testing.fixture_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screens = []
+        for _ in range(2):
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help screen")
+            screens.append(app.screen)
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
+        assert screens[0] is screens[1]
+
+
+def bar_text(app) -> str:
+    return str(app.query_one("#keys").render())
+
+
+@sync
+async def test_key_bar_follows_focus_shows_remapped_keys_and_clicks_run_them(world):
+    app = testing.fixture_app(config=Config(keymap={"jobs.cancel": "k"}))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f3")
+        await until(pilot, lambda: app.focused is not None and app.focused.id == "jobs-table", what="jobs")
+        await until(pilot, lambda: " k Cancel " in bar_text(app) and "Retry" in bar_text(app), what="jobs keys")
+        assert "palette" in bar_text(app) and "Fine-tune" not in bar_text(app)
+        await pilot.press("f2")
+        await until(pilot, lambda: "Fine-tune" in bar_text(app) and "Cancel" not in bar_text(app),
+                    what="projects keys")
+        bar = app.query_one("#keys")
+        start = next(s for s, _e, key in bar._spans if key == "ctrl+q")
+        quit_requested = []
+        app.action_quit = lambda: quit_requested.append(True)
+        await pilot.click("#keys", offset=(start + 1, 0))
+        await until(pilot, lambda: quit_requested, what="a click on ^q runs quit")
+
+
+@sync
 async def test_keymap_from_the_config_remaps_keys(world):
     app = testing.fixture_app(config=Config(keymap={"pane.jobs": "f9"}))
     async with app.run_test(size=(80, 24)) as pilot:

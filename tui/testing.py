@@ -123,7 +123,9 @@ class SleepingProcess:
     """A real process to stand for a running job (killed by `stop`)."""
 
     def __init__(self):
-        self.proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
+        # No inherited stdout/stderr: a reader of the parent's pipes would otherwise wait for it.
+        self.proc = subprocess.Popen(["sleep", "600"], start_new_session=True, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     @property
     def pid(self) -> int:
