@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +19,6 @@ def env(tmp_path, monkeypatch):
 
 
 def write_config(env, text: str):
-    from pathlib import Path
-
     path = Path(env["AITK_CONFIG_DIR"]) / "config.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -69,14 +68,34 @@ def test_save_keeps_other_keys(env):
     assert again.theme == "dracula" and again.chat.top_k == 7 and "top_k = 7" in path.read_text()
 
 
-def test_data_dir_applies_unless_the_environment_says_otherwise(env, monkeypatch, tmp_path):
-    write_config(env, f'projects_dir = "{tmp_path / "p"}"\ndata_dir = "{tmp_path / "d"}"\n')
-    monkeypatch.delenv("AITK_PROJECTS_DIR")
-    import os
+def test_folders_from_the_config_reach_the_engine_unless_the_environment_says_otherwise(env, monkeypatch,
+                                                                                        tmp_path):
+    from aitk.core import paths
 
-    load_config().apply_environment()
-    assert os.environ["AITK_PROJECTS_DIR"] == str(tmp_path / "p")
-    assert os.environ["AITK_DATA_DIR"] == env["AITK_DATA_DIR"]  # set by the user: wins
+    path = write_config(env, f'projects_dir = "{tmp_path / "p"}"\ndata_dir = "{tmp_path / "d"}"\n')
+    monkeypatch.delenv("AITK_PROJECTS_DIR")
+    assert paths.projects_dir() == tmp_path / "p"
+    assert paths.data_dir() == Path(env["AITK_DATA_DIR"])  # set in the environment: wins
+    monkeypatch.delenv("AITK_DATA_DIR")
+    assert paths.data_dir() == tmp_path / "d"
+    path.write_text("data_dir = [broken")  # the app reports it; the engine falls back to XDG
+    assert paths.data_dir() != tmp_path / "d"
+
+
+def test_the_cli_finds_jobs_in_the_configured_data_dir(env, monkeypatch, tmp_path):
+    """`aitk` in a shell sees what the app sees when only config.toml names the folder."""
+    import subprocess
+    import sys
+
+    write_config(env, f'data_dir = "{tmp_path / "d"}"\n')
+    monkeypatch.delenv("AITK_DATA_DIR")
+    from aitk.core.jobs import JobStore
+
+    rec = JobStore().create("export", project=str(tmp_path / "proj"))
+    out = subprocess.run([sys.executable, "-m", "aitk.cli.main", "jobs", "list"], capture_output=True,
+                         text=True, timeout=60)
+    assert rec.id in out.stdout, out.stdout + out.stderr
+    assert (tmp_path / "d" / "jobs").is_dir()
 
 
 def test_bundled_themes_parse_and_user_themes_load(env):

@@ -346,7 +346,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aitk-tui {__version__}")
         return 0
     config = load_config()
-    config.apply_environment()
     app = AitkApp(config, start_pane=args.pane, theme=args.theme)
     if args.theme and app.theme != args.theme:
         print(f"aitk-tui: no theme {args.theme!r}; choose from: {', '.join(sorted(app.available_themes))}",

@@ -74,13 +74,6 @@ class Config:
     raw: dict = field(default_factory=dict)  # the parsed file, kept so saving changes only our keys
     writable: bool = True  # False when the file exists but is malformed
 
-    def apply_environment(self) -> None:
-        """Make the configured folders the engine's (environment variables set by the user win)."""
-        if self.data_dir and not os.environ.get("AITK_DATA_DIR"):
-            os.environ["AITK_DATA_DIR"] = str(Path(self.data_dir).expanduser())
-        if self.projects_dir and not os.environ.get("AITK_PROJECTS_DIR"):
-            os.environ["AITK_PROJECTS_DIR"] = str(Path(self.projects_dir).expanduser())
-
     def save(self, **changes) -> str | None:
         """Write `changes` (top-level keys) to the file; returns a problem text instead of raising."""
         for key, value in changes.items():
