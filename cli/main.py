@@ -33,11 +33,51 @@ def cmd_build_tiny(args) -> int:
 
 
 def cmd_project_new(args) -> int:
+    from ..core.devices import detect
     from ..core.project import create_project
+    from ..core.settings import apply_overrides, default_settings
 
-    project = create_project(args.dir, model_id=args.model, dataset=args.dataset, eval_dataset=args.eval_dataset)
+    settings = None
+    if args.set:
+        settings = apply_overrides(default_settings(Path(args.dir).name, args.model, detect().best), args.set)
+    project = create_project(args.dir, settings, model_id=args.model, dataset=args.dataset,
+                             eval_dataset=args.eval_dataset)
     print(f"created project {project.name} at {project.root}")
     print(f"next: cd {project.root} && aitk finetune")
+    return 0
+
+
+def cmd_project_set(args) -> int:
+    from ..core.project import find_project, regenerate
+    from ..core.settings import apply_overrides
+
+    project = find_project(args.project)
+    before = project.settings.model_dump(mode="json")
+    project.settings = apply_overrides(project.settings, args.assignments)
+    after = project.settings.model_dump(mode="json")
+    regenerate(project)
+    changed = [(f"{sec}.{key}", before[sec][key], value) for sec in after if isinstance(after[sec], dict)
+               for key, value in after[sec].items() if before[sec].get(key) != value]
+    for key, old, new in changed:
+        print(f"{key}: {old!r} -> {new!r}")
+    print(f"{project.root / 'aitk.toml'} and its generated files updated" if changed else "nothing changed")
+    return 0
+
+
+def cmd_project_keys(args) -> int:
+    from ..core.settings import SECTIONS, ProjectSettings
+
+    for section in SECTIONS:
+        fields = ProjectSettings.model_fields[section].annotation.model_fields
+        print(f"[{section}]")
+        for name, field in fields.items():
+            default = field.get_default(call_default_factory=True)
+            bounds = " ".join(f"{attr} {getattr(m, attr)}" for m in field.metadata
+                              for attr in ("ge", "gt", "le", "lt") if hasattr(m, attr))
+            kind = str(field.annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            print(f"  {section}.{name} = {default!r}   ({kind}{', ' + bounds if bounds else ''})")
+            if field.description:
+                print(f"      {field.description}")
     return 0
 
 
@@ -372,7 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny", help="catalog id of the base model (default: tiny)")
     p.add_argument("--dataset", help="training data file or HF dataset (default: the bundled one for tiny)")
     p.add_argument("--eval-dataset", help="evaluation data file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="a setting other than its default, e.g. finetune.lora_r=32 (repeatable; "
+                        "`aitk project keys` lists them)")
     p.set_defaults(func=cmd_project_new)
+    p = project.add_parser("set", help="change settings (KEY=VALUE ...) and rewrite the generated files")
+    _project_arg(p)
+    p.add_argument("assignments", nargs="+", metavar="KEY=VALUE", help="e.g. finetune.max_steps=200")
+    p.set_defaults(func=cmd_project_set)
+    p = project.add_parser("keys", help="every setting: its default, type, bounds and help")
+    p.set_defaults(func=cmd_project_keys)
     p = project.add_parser("show", help="show a project's settings and state")
     _project_arg(p)
     p.add_argument("--json", action="store_true")
@@ -478,6 +527,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # `aitk ... | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except Exception as e:  # noqa: BLE001
         if os.environ.get("AITK_DEBUG"):
             raise

@@ -21,7 +21,7 @@ from . import olive_config, paths, tiny
 from .datasets import is_file_source
 from .devices import detect
 from .errors import AitkError
-from .settings import ProjectSettings, default_settings
+from .settings import ProjectSettings, default_settings, format_validation_error
 
 SETTINGS_FILE = "aitk.toml"
 OLIVE_CONFIG = Path("finetuning") / "olive-config.json"
@@ -58,13 +58,6 @@ class Project:
     def device(self) -> str:
         d = self.settings.target.device
         return detect().best if d == "auto" else d
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "settings"
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: {where}: {first['msg']}{more}"
 
 
 def load_project(root: str | Path) -> Project:

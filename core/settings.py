@@ -8,10 +8,13 @@ and bounds, which the CLI, the wizard and the TOML file all share.
 
 from __future__ import annotations
 
+import difflib
 import re
+import tomllib
+import typing
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import tiny
 
@@ -47,6 +50,12 @@ class DataSettings(_Section):
         "packed into max-length blocks (for long documents).")
     source_max_len: int = Field(128, ge=16, le=131072, description="Tokens per sample; longer rows are cut.")
     pad_to_max_len: bool = Field(False, description="Pad every sample to max length (slower; rarely needed).")
+
+    @field_validator("eval_dataset", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        # TOML has no null: "no eval data" is stored as "" (leaving the key out would mean the default).
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("text_template")
     @classmethod
@@ -131,8 +140,74 @@ class ProjectSettings(_Section):
         return v
 
     def to_toml_dict(self) -> dict:
-        """TOML has no null: unset optional fields are simply left out."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """TOML has no null: an unset optional field is written as "" (read back as None)."""
+        data = self.model_dump(mode="json")
+        return {k: ({f: ("" if v is None else v) for f, v in sec.items()} if isinstance(sec, dict) else sec)
+                for k, sec in data.items()}
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {where}: {first['msg']}{more}"
+
+
+SECTIONS = ("model", "data", "finetune", "inference", "target")
+
+
+def setting_keys() -> list[str]:
+    """Every `section.field` a project has, as `--set` and aitk.toml name them."""
+    return [f"{section}.{name}" for section in SECTIONS
+            for name in ProjectSettings.model_fields[section].annotation.model_fields]
+
+
+def _parse_value(raw: str, annotation) -> object:
+    """A TOML literal when it is one (`2e-4`, `true`, `["q", "a"]`, `"a\nb"`), else the text
+    itself; text fields keep `true` or `12` as text; a comma list for list fields (`q,a`), and
+    nothing for an empty optional field."""
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    textual = origin is not list and (annotation is str or str in args or origin is Literal)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+        if not textual or isinstance(value, str):
+            return value
+    except tomllib.TOMLDecodeError:
+        pass
+    if raw == "" and type(None) in args:
+        return None
+    if typing.get_origin(annotation) is list:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def apply_overrides(settings: ProjectSettings, assignments: list[str]) -> ProjectSettings:
+    """A copy of `settings` with `section.field=value` assignments applied and validated as a whole.
+
+    Raises AitkError naming the assignment at fault, with the nearest known key for a typo.
+    """
+    from .errors import AitkError
+
+    data = settings.model_dump(mode="json")
+    keys = setting_keys()
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        key = key.strip()
+        if not sep:
+            raise AitkError(f"--set {assignment!r}: expected section.field=value", "e.g. --set finetune.lora_r=32")
+        if key not in keys:
+            near = difflib.get_close_matches(key, keys, n=1)
+            hint = f"did you mean {near[0]}?" if near else "`aitk project keys` lists every setting"
+            raise AitkError(f"--set {assignment!r}: no setting {key!r}", hint)
+        section, name = key.split(".", 1)
+        field = ProjectSettings.model_fields[section].annotation.model_fields[name]
+        data[section][name] = _parse_value(raw.strip(), field.annotation)
+    try:
+        return ProjectSettings.model_validate(data)
+    except ValidationError as e:
+        raise AitkError(format_validation_error(e, "--set"), "`aitk project keys` shows each setting's "
+                        "type, bounds and help") from None
 
 
 # Chat formats by catalog `chat_template` family: (training text template over the bundled

@@ -65,6 +65,30 @@ def test_project_new_show_and_errors(tmp_path, tiny_test_model):
         assert_clean_error(*aitk("export", "-d", cwd=tmp_path / "p1"), match="no fine-tuned adapter yet")
 
 
+def test_settings_from_the_command_line(tmp_path, tiny_test_model):
+    code, out, err = aitk("project", "new", str(tmp_path / "p"), "--set", "finetune.max_steps=50",
+                          "--set", "finetune.learning_rate=5e-4", "--set", "data.text_columns=question,answer")
+    assert code == 0, err
+    olive = json.loads((tmp_path / "p" / "finetuning" / "olive-config.json").read_text())
+    assert '"max_steps": 50' in json.dumps(olive) and '"learning_rate": 0.0005' in json.dumps(olive)
+    code, out, err = aitk("project", "set", "-P", str(tmp_path / "p"), "finetune.lora_r=8", "data.eval_dataset=")
+    assert code == 0, err
+    assert "finetune.lora_r: 64 -> 8" in out and "data.eval_dataset: 'dataset/eval.jsonl' -> None" in out
+    settings = json.loads(aitk("project", "show", "--json", "-P", str(tmp_path / "p"))[1])["settings"]
+    assert settings["finetune"]["lora_r"] == 8 and settings["data"]["eval_dataset"] is None
+    before = (tmp_path / "p" / "aitk.toml").read_text()
+    assert_clean_error(*aitk("project", "set", "-P", str(tmp_path / "p"), "finetune.lora_rr=4"),
+                       match="did you mean finetune.lora_r")
+    assert_clean_error(*aitk("project", "set", "-P", str(tmp_path / "p"), "finetune.lora_r=4",
+                             "finetune.lora_dropout=7"), match="finetune.lora_dropout")
+    assert (tmp_path / "p" / "aitk.toml").read_text() == before, "a refused change writes nothing"
+    assert_clean_error(*aitk("project", "new", str(tmp_path / "q"), "--set", "target.device=tpu"),
+                       match="target.device")
+    assert not (tmp_path / "q").exists()
+    code, out, _ = aitk("project", "keys")
+    assert code == 0 and "finetune.lora_r = 64" in out and "ge 1" in out
+
+
 def test_jobs_unknown_id():
     assert_clean_error(*aitk("jobs", "show", "no-such-job"), match="no job")
     code, out, _ = aitk("jobs", "list", "--json")

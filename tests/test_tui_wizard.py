@@ -82,8 +82,8 @@ async def test_create_and_start_by_keys_alone(world):
         summary = await at_step(app, pilot, 5)
         text = text_of(summary.query_one("#wiz-summary"))
         dest = paths.projects_dir() / "my-qa"
-        assert f"aitk project new {dest} --model tiny" in text
-        assert "finetune.lora_r = 16" in text and '"r": 16' in text and '"max_steps": 50' in text
+        assert f"aitk project new {dest}" in text and "--model tiny" in text
+        assert "--set finetune.lora_r=16" in text and '"r": 16' in text and '"max_steps": 50' in text
         assert not dest.exists()  # nothing written before confirm
         await pilot.press("ctrl+n")
         await until(pilot, lambda: not isinstance(app.screen, WizardScreen), timeout=10, what="created")
@@ -157,3 +157,25 @@ async def test_back_keeps_values_and_cancel_writes_nothing(world):
         await pilot.press("y")
         await until(pilot, lambda: len(app.screen_stack) == 1, what="back to the app")
     assert sorted(p.name for p in Path(paths.projects_dir()).iterdir()) == ["demo-qa", "support-bot"]
+
+
+def test_the_equivalent_command_recreates_the_wizards_settings(tmp_path):
+    """The summary's `aitk project new ... --set ...` line gives the same settings as the wizard."""
+    import shlex
+
+    from aitk.cli.main import build_parser
+    from aitk.core.settings import apply_overrides, default_settings
+    from aitk.tui.wizard.state import WizardState, command_line
+
+    state = WizardState(name="demo", model_id="tiny", location=str(tmp_path))
+    state.reset_settings()
+    f = state.settings.finetune
+    f.lora_r, f.learning_rate, f.target_modules = 16, 5e-4, ["qkv_proj", "o_proj"]
+    state.settings.data.text_template = "Q: {question}\nA: {answer}"
+    state.settings.data.train_split = "123"  # text that looks like a TOML literal stays text
+    first = command_line(state).splitlines()
+    words = shlex.split(" ".join(line.rstrip("\\") for line in first if not line.startswith("aitk finetune")))
+    args = build_parser().parse_args(words[1:])
+    assert args.dir == str(tmp_path / "demo") and len(args.set) == 5
+    rebuilt = apply_overrides(default_settings("demo", "tiny", state.device or "cpu"), args.set)
+    assert rebuilt.model_dump() == {**state.settings.model_dump(), "name": "demo"}

@@ -94,15 +94,41 @@ def command_line(state: WizardState) -> str:
         parts += ["--dataset", dataset]
     if eval_dataset:
         parts += ["--eval-dataset", eval_dataset]
-    lines = [" ".join(shlex.quote(p) for p in parts)]
-    changed = changed_settings(state)
-    if changed:
-        lines.append(f"# then set in {state.dest / 'aitk.toml'} and run `aitk project regen -P {state.dest}`:")
-        lines += [f"#   {key} = {value!r}" for key, value in changed]
+    for key, value in changed_settings(state):
+        parts += ["--set", f"{key}={_cli_value(value)}"]
+    lines = [" \\\n    ".join(_chunks([shlex.quote(p) for p in parts]))]
     if state.start:
         lines.append(f"aitk finetune -P {shlex.quote(str(state.dest))} && aitk export -P {shlex.quote(str(state.dest))}"
                      f" && aitk evaluate -P {shlex.quote(str(state.dest))}")
     return "\n".join(lines)
+
+
+def _cli_value(value: object) -> str:
+    """How `--set` reads it back: TOML literals for numbers, booleans and lists; text as it is."""
+    import json
+
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        # Multi-line text (templates) as a TOML string: "\n" escapes instead of a line break.
+        return json.dumps(value) if ("\n" in value or value != value.strip() or value[:1] in "\"'") else value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)  # numbers and lists of text are valid TOML in their JSON form
+
+
+def _chunks(words: list[str]) -> list[str]:
+    """The command first, then one `--flag value` per line, so a long command stays readable."""
+    out = [words[0]]
+    for word in words[1:]:
+        if word.startswith("--"):
+            out.append(word)
+        else:
+            out[-1] += " " + word
+    head = [out[0]]
+    while len(out) > 1 and not out[1].startswith("--"):
+        head[0] += " " + out.pop(1)
+    return head + out[1:]
 
 
 def changed_settings(state: WizardState) -> list[tuple[str, object]]:
