@@ -96,7 +96,9 @@ def command_line(state: WizardState) -> str:
         parts += ["--eval-dataset", eval_dataset]
     for key, value in changed_settings(state):
         parts += ["--set", f"{key}={_cli_value(value)}"]
-    lines = [" \\\n    ".join(_chunks([shlex.quote(p) for p in parts]))]
+    quoted = [shlex.quote(p) for p in parts]
+    one_line = " ".join(quoted)
+    lines = [one_line if len(one_line) <= 100 and "\n" not in one_line else " \\\n    ".join(_chunks(quoted))]
     if state.start:
         lines.append(f"aitk finetune -P {shlex.quote(str(state.dest))} && aitk export -P {shlex.quote(str(state.dest))}"
                      f" && aitk evaluate -P {shlex.quote(str(state.dest))}")
