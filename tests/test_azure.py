@@ -636,3 +636,55 @@ def test_cli_run_without_provisioning_says_what_to_do(fake, tmp_path, tiny_test_
     proj = create_project(tmp_path / "unprovisioned", tiny_spec=tiny.TEST)
     code, _, err = run_cli("azure", "run", "-P", str(proj.root))
     assert code == 2 and "no Azure resources yet" in err and "aitk azure provision" in err
+
+
+def test_the_app_fine_tunes_an_azure_target_project_on_azure(fake, project, monkeypatch):
+    """From the Projects pane, `f` on a project whose target is Azure starts the run there (the
+    export and evaluation children wait here), and the Jobs pane follows its streamed log."""
+    import asyncio
+
+    from aitk.core.project import load_project, regenerate
+    from aitk.tui import testing
+    from aitk.tui.testing import until
+
+    proj = load_project(project.root)
+    proj.settings.target.where = "azure"
+    regenerate(proj)
+    monkeypatch.setenv("AITK_PROJECTS_DIR", str(project.root.parent))
+    fake.run_env.update({"FAKE_STEPS": "6", "FAKE_SLEEP": "0.05"})
+    store = JobStore()
+    before = {r.id for r in store.list()}
+    root = str(project.root.resolve())
+
+    async def drive():
+        app = testing.fixture_app(start_pane="projects")
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane("projects")
+            await until(pilot, lambda: pane is not None and pane.selected == root, what="project listed")
+            await pilot.press("f")
+            await until(pilot, lambda: any(r.id not in before and r.kind == "finetune" for r in store.list()),
+                        timeout=30, what="a fine-tune job")
+            new = [r for r in store.list() if r.id not in before]
+            ft = next(r for r in new if r.kind == "finetune")
+            await pilot.press("f3")
+            jobs = app.pane("jobs")
+            await until(pilot, lambda: jobs is not None and jobs.selected == ft.id, what="the job selected")
+            await until(pilot, lambda: store.get(ft.id).is_final, timeout=60, what="the Azure run finished")
+            await until(pilot, lambda: any("training line 6" in line for line in jobs.query_one("#job-log").lines),
+                        timeout=10, what="the streamed log in the pane")
+            return [r for r in store.list() if r.id not in before], store.get(ft.id)
+
+    try:
+        new, ft = asyncio.run(drive())
+    finally:  # the module's other tests use this project as it was
+        proj.settings.target.where = "local"
+        regenerate(proj)
+    assert ft.provider == "azure" and ft.status == "succeeded", store.log_path(ft.id).read_text()[-2000:]
+    assert ft.params.get("execution") in fake.executions
+    children = [r for r in new if r.parent == ft.id]
+    assert {r.kind for r in children} == {"export", "evaluate"} and all(r.provider == "local" for r in children)
+    for r in children:  # they would now export the fetched adapter: not needed here
+        if not store.get(r.id).is_final:
+            from aitk.providers.local import LocalProvider
+
+            LocalProvider(store).cancel(r.id)
