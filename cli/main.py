@@ -378,7 +378,8 @@ def cmd_chat(args) -> int:
 def cmd_serve(args) -> int:
     from ..core.server import serve
 
-    serve(args.project, args.host, args.port, args.api_key or os.environ.get("AITK_API_KEY"), args.precision)
+    serve(args.project, args.host, args.port, args.api_key or os.environ.get("AITK_API_KEY"), args.precision,
+          args.adapter if args.adapter is not None else os.environ.get("AITK_ADAPTER"))
     return 0
 
 
@@ -477,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require this bearer key (default: $AITK_API_KEY; none if unset)")
     p.add_argument("--precision", choices=["fp32", "int4", "fp16"])
+    p.add_argument("--adapter", help="adapter the bare model name answers with, e.g. tuned (default: "
+                                     "$AITK_ADAPTER, which `aitk azure deploy --adapter` sets; else base)")
     p.set_defaults(func=cmd_serve)
 
     jobs = sub.add_parser("jobs", help="the job queue").add_subparsers(dest="sub", required=True)

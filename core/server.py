@@ -104,14 +104,28 @@ class Decoder:
                     self._send(req, ("done", finished, stream.tokens, stream.prompt_tokens))
 
 
-def model_names(name: str, engine: GenaiChatEngine) -> dict[str, str | None]:
-    """Public model name -> adapter (None = base)."""
-    names = {name: None}
+def model_names(name: str, engine: GenaiChatEngine, default: str | None = None) -> dict[str, str | None]:
+    """Public model name -> adapter (None = base). The bare name answers with `default` (what a
+    deployment chose, AITK_ADAPTER); then `name:base` still reaches the base model."""
+    names = {name: default}
     names.update({f"{name}:{a}": a for a in engine.adapters})
+    if default is not None:
+        names[f"{name}:base"] = None
     return names
 
 
-def build_app(engine: GenaiChatEngine, name: str, api_key: str | None = None, max_tokens_cap: int = 4096):
+def check_adapter(engine: GenaiChatEngine, adapter: str | None) -> str | None:
+    """None for the base model ("" and "base" too); an adapter the model has; else a clear error."""
+    if adapter in (None, "", "base", BASE):
+        return None
+    if adapter not in engine.adapters:
+        raise AitkError(f"no adapter {adapter!r} in this model",
+                        f"choose one of: base, {', '.join(engine.adapters) or '(none exported)'}")
+    return adapter
+
+
+def build_app(engine: GenaiChatEngine, name: str, api_key: str | None = None, max_tokens_cap: int = 4096,
+              default_adapter: str | None = None):
     from typing import Literal
 
     from fastapi import FastAPI, HTTPException, Request as HttpRequest
@@ -134,7 +148,7 @@ def build_app(engine: GenaiChatEngine, name: str, api_key: str | None = None, ma
         top_p: float = Field(1.0, gt=0, le=1)
         stop: str | list[str] | None = None
 
-    names = model_names(name, engine)
+    names = model_names(name, engine, check_adapter(engine, default_adapter))
     decoder = Decoder(engine)
     app = FastAPI(title="aitk serve", version="0.1.0")
     created = int(time.time())
@@ -164,7 +178,7 @@ def build_app(engine: GenaiChatEngine, name: str, api_key: str | None = None, ma
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": list(names)}
+        return {"status": "ok", "models": list(names), "default_adapter": names[name] or "base"}
 
     @app.get("/v1/models")
     async def models():
@@ -247,11 +261,13 @@ def resolve_model(project_dir: str | None, precision: str | None = None) -> tupl
 
 
 def serve(project_dir: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          precision: str | None = None) -> None:
+          precision: str | None = None, adapter: str | None = None) -> None:
     import uvicorn
 
     name, onnx = resolve_model(project_dir, precision)
     engine = GenaiChatEngine(onnx)
-    app = build_app(engine, name, api_key)
-    print(f"serving {', '.join(model_names(name, engine))} on http://{host}:{port}/v1", flush=True)
+    default = check_adapter(engine, adapter)
+    app = build_app(engine, name, api_key, default_adapter=default)
+    print(f"serving {', '.join(model_names(name, engine, default))} on http://{host}:{port}/v1"
+          f"{f' ({name} answers with adapter {default})' if default else ''}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

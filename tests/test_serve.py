@@ -22,13 +22,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(trained):
-    project, _, _ = trained
+def start_server(project, *extra, env=None):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "aitk.cli.main", "serve", "-P", str(project.root), "--port",
-                             str(port), "--api-key", KEY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                             str(port), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -40,9 +38,40 @@ def server(trained):
     else:
         proc.kill()
         raise AssertionError(proc.stdout.read())
+    return proc, url
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    project, _, _ = trained
+    proc, url = start_server(project, "--api-key", KEY)
     yield url, project.name
     proc.terminate()
     proc.wait(10)
+
+
+def test_a_deployment_chooses_the_adapter_the_bare_name_answers_with(trained, rows):
+    """As the inference Container App runs it: AITK_ADAPTER=tuned (set by `aitk azure deploy`)."""
+    from openai import OpenAI
+
+    project, _, _ = trained
+    proc, url = start_server(project, env={"AITK_ADAPTER": "tuned"})
+    try:
+        client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        name = project.name
+        assert [m.id for m in client.models.list().data] == [name, f"{name}:tuned", f"{name}:base"]
+        assert httpx.get(f"{url}/health").json()["default_adapter"] == "tuned"
+        ask = [{"role": "user", "content": rows[0]["question"]}]
+        bare = client.chat.completions.create(model=name, messages=ask, max_tokens=12).choices[0].message.content
+        base = client.chat.completions.create(model=f"{name}:base", messages=ask,
+                                              max_tokens=12).choices[0].message.content
+        assert bare.strip() == rows[0]["answer"] and base.strip() != rows[0]["answer"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    out = subprocess.run([sys.executable, "-m", "aitk.cli.main", "serve", "-P", str(project.root), "--adapter",
+                          "nope", "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no adapter 'nope'" in out.stderr and "tuned" in out.stderr
 
 
 @pytest.fixture()
