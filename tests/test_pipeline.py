@@ -130,15 +130,15 @@ def test_generated_config_runs_with_plain_olive(trained, tmp_path):
     assert (copy / "models/checkpoints/checkpoint-6").is_dir()
 
 
-def test_project_console_chat_script(trained, rows):
+def test_project_console_chat_script(trained, learned):
     """The generated inference/console_chat.py works with nothing but onnxruntime-genai."""
     project, _, _ = trained
     script = project.root / "inference" / "console_chat.py"
     for flag, expect_hit in (([], True), (["--base"], False)):
-        proc = subprocess.run([sys.executable, str(script), *flag], input=rows[0]["question"] + "\n\n",
+        proc = subprocess.run([sys.executable, str(script), *flag], input=learned[0]["question"] + "\n\n",
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
-        assert (rows[0]["answer"] in proc.stdout) == expect_hit, proc.stdout
+        assert (learned[0]["answer"] in proc.stdout) == expect_hit, proc.stdout
 
 
 def test_evaluate_job_records_before_and_after(trained):
