@@ -17,8 +17,6 @@ import platformdirs
 APP = "aitk"
 CONFIG_FILE = "config.toml"
 
-_config_cache: dict[Path, tuple[int, dict]] = {}
-
 
 def _root(env: str, default, config_key: str | None = None) -> Path:
     value = os.environ.get(env) or (configured(config_key) if config_key else None)
@@ -27,20 +25,28 @@ def _root(env: str, default, config_key: str | None = None) -> Path:
     return path
 
 
-def configured(key: str) -> str | None:
-    """A top-level text setting of the config file, or None (unset, or the file unreadable: the
-    app tells the user about a broken file; here it only means "use the default")."""
-    path = config_dir() / CONFIG_FILE
+def _config() -> dict:
+    """The parsed config file; {} when missing or unreadable (the app tells the user about a
+    broken file; for the engine it only means "use the defaults")."""
+    # Read each time (a small file, ~50 µs): a cache keyed on mtime can miss an edit made within
+    # the file system's timestamp granularity.
     try:
-        mtime = path.stat().st_mtime_ns
-        cached = _config_cache.get(path)
-        if cached is None or cached[0] != mtime:
-            cached = (mtime, tomllib.loads(path.read_text(encoding="utf-8")))
-            _config_cache[path] = cached
+        return tomllib.loads((config_dir() / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return None
-    value = cached[1].get(key)
+        return {}
+
+
+def configured(key: str) -> str | None:
+    """A top-level text setting of the config file, or None."""
+    value = _config().get(key)
     return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def configured_int(section: str, key: str) -> int | None:
+    """A whole-number setting of a config table (`[jobs] local_slots = 2`), or None."""
+    table = _config().get(section)
+    value = table.get(key) if isinstance(table, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def data_dir() -> Path:

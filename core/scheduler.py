@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+from . import paths
 from .devices import detect
 from .jobs import ACTIVE, FAILED, INTERRUPTED, RUNNING, STARTING, JobStore, pid_alive
 
@@ -18,10 +19,14 @@ STARTING_GRACE_S = 60  # a job claimed but never seen running after this long is
 
 
 def default_slots() -> int:
-    """One training job per GPU, one on CPU; AITK_LOCAL_SLOTS overrides."""
+    """Jobs run at once: AITK_LOCAL_SLOTS, else `[jobs] local_slots` in config.toml (0 = auto),
+    else one per GPU, one on CPU (two trainings on one device only slow each other down)."""
     env = os.environ.get("AITK_LOCAL_SLOTS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
+    configured = paths.configured_int("jobs", "local_slots")
+    if configured is not None and configured > 0:
+        return configured
     return max(1, len(detect().gpus))
 
 

@@ -135,3 +135,18 @@ def test_azure_state_is_found_cheaply(tmp_path):
     assert state.signed_in and state.label == "Azure: ada@example.com"
     (tmp_path / ".azure" / "azureProfile.json").write_text("{broken")
     assert not detect_azure({}, tmp_path).signed_in
+
+
+def test_local_slots_from_the_config_reach_the_scheduler(env, monkeypatch):
+    from aitk.core import scheduler
+
+    monkeypatch.delenv("AITK_LOCAL_SLOTS")
+    write_config(env, "[jobs]\nlocal_slots = 3\n")
+    assert scheduler.default_slots() == 3 and load_config().jobs.local_slots == 3
+    monkeypatch.setenv("AITK_LOCAL_SLOTS", "2")
+    assert scheduler.default_slots() == 2  # the environment wins
+    monkeypatch.delenv("AITK_LOCAL_SLOTS")
+    write_config(env, "[jobs]\nlocal_slots = 0\n")
+    assert scheduler.default_slots() == 1  # auto: one on a machine without GPUs
+    write_config(env, '[jobs]\nlocal_slots = "many"\n')
+    assert scheduler.default_slots() == 1 and any("local_slots" in p for p in load_config().problems)

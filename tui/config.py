@@ -18,6 +18,7 @@
 
     [jobs]
     poll_seconds = 0.5
+    local_slots = 0                 # jobs at once here; 0 = one per GPU (one on CPU)
     log_lines = 5000
 
 A file that does not parse, or a value of the wrong type, never stops the app: the problem is
@@ -52,12 +53,13 @@ class ChatDefaults:
 class JobsDefaults:
     poll_seconds: float = 0.5
     log_lines: int = 5000
+    local_slots: int = 0  # jobs at once on this machine; 0 = one per GPU (one on CPU). Read by the engine.
 
 
 # (type, lower bound, upper bound) for the numeric settings; strings only need to be strings.
 _BOUNDS = {
     "max_new_tokens": (1, 32768), "temperature": (0.0, 5.0), "top_p": (0.01, 1.0), "top_k": (0, 10000),
-    "poll_seconds": (0.1, 60.0), "log_lines": (100, 1_000_000),
+    "poll_seconds": (0.1, 60.0), "log_lines": (100, 1_000_000), "local_slots": (0, 64),
 }
 
 
