@@ -33,6 +33,9 @@ demo: install
 bench: install
 	$(BIN)/python bench/finetune_overhead.py
 	$(BIN)/python bench/chat_decode.py
+	$(BIN)/python bench/log_follow.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/tui_startup.py
 
 screenshots: install
 	$(BIN)/python scripts/screenshots.py
