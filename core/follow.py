@@ -31,7 +31,9 @@ class Chunk:
     offset: int  # pass back to read the next chunk
 
 
-def read_from(path: Path, offset: int = 0, max_bytes: int = 4 << 20) -> Chunk:
+def read_from(path: Path, offset: int = 0, max_bytes: int = 4 << 20, keep_last: int | None = None) -> Chunk:
+    """The complete lines after `offset` (up to `max_bytes`). `keep_last`: only the last N of
+    them are cleaned and returned (a reader with a capped buffer would drop the rest anyway)."""
     try:
         with open(path, "rb") as f:
             f.seek(offset)
@@ -42,7 +44,10 @@ def read_from(path: Path, offset: int = 0, max_bytes: int = 4 << 20) -> Chunk:
     if end < 0:
         return Chunk([], offset)
     text = data[: end + 1].decode("utf-8", errors="replace")
-    return Chunk([clean(line) for line in text.split("\n")[:-1]], offset + end + 1)
+    lines = text.split("\n")[:-1]
+    if keep_last is not None:
+        lines = lines[-keep_last:] if keep_last > 0 else []
+    return Chunk([clean(line) for line in lines], offset + end + 1)
 
 
 def follow(path: Path, offset: int = 0, *, done: Callable[[], bool], poll: float = 0.2) -> Iterator[list[str]]:

@@ -229,3 +229,5 @@ def test_follow_reads_only_new_clean_lines(tmp_path):
     chunk2 = follow.read_from(log, chunk.offset)
     assert chunk2.lines == ["partial line", "next"]
     assert follow.read_from(log, chunk2.offset).lines == []
+    last = follow.read_from(log, 0, keep_last=2)  # a capped reader: the tail only, same offset
+    assert last.lines == ["partial line", "next"] and last.offset == chunk2.offset

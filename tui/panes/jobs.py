@@ -306,8 +306,9 @@ class JobsPane(Pane):
                 offset = f.tell()
             skipped = offset
         m_offset = 0
+        keep = self.app.config.jobs.log_lines  # the Log keeps no more: clean no more
         while not worker.is_cancelled:
-            chunk = follow.read_from(log_path, offset)
+            chunk = follow.read_from(log_path, offset, keep_last=keep)
             offset = chunk.offset
             lines = [line for line in chunk.lines if MARK not in line]
             m_chunk = follow.read_from(metrics_path, m_offset)
