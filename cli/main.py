@@ -49,15 +49,13 @@ def cmd_project_new(args) -> int:
 
 def cmd_project_set(args) -> int:
     from ..core.project import find_project, regenerate
-    from ..core.settings import apply_overrides
+    from ..core.settings import apply_overrides, changes
 
     project = find_project(args.project)
-    before = project.settings.model_dump(mode="json")
-    project.settings = apply_overrides(project.settings, args.assignments)
-    after = project.settings.model_dump(mode="json")
+    before = project.settings
+    project.settings = apply_overrides(before, args.assignments)
     regenerate(project)
-    changed = [(f"{sec}.{key}", before[sec][key], value) for sec in after if isinstance(after[sec], dict)
-               for key, value in after[sec].items() if before[sec].get(key) != value]
+    changed = changes(before, project.settings)
     for key, old, new in changed:
         print(f"{key}: {old!r} -> {new!r}")
     print(f"{project.root / 'aitk.toml'} and its generated files updated" if changed else "nothing changed")

@@ -162,6 +162,13 @@ def setting_keys() -> list[str]:
             for name in ProjectSettings.model_fields[section].annotation.model_fields]
 
 
+def changes(before: ProjectSettings, after: ProjectSettings) -> list[tuple[str, object, object]]:
+    """(`section.field`, old, new) for every field that differs, in settings order."""
+    a, b = before.model_dump(mode="json"), after.model_dump(mode="json")
+    return [(f"{section}.{key}", a[section].get(key), value) for section in SECTIONS
+            for key, value in b[section].items() if a[section].get(key) != value]
+
+
 def _parse_value(raw: str, annotation) -> object:
     """A TOML literal when it is one (`2e-4`, `true`, `["q", "a"]`, `"a\nb"`), else the text
     itself; text fields keep `true` or `12` as text; a comma list for list fields (`q,a`), and

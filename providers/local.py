@@ -8,7 +8,6 @@ import signal
 import time
 from pathlib import Path
 
-from ..core import follow
 from ..core.errors import AitkError
 from ..core.finetune import preflight
 from ..core.jobs import ACTIVE, CANCELLED, FAILED, INTERRUPTED, QUEUED, JobRecord, JobStore, pid_alive
@@ -83,18 +82,12 @@ class LocalProvider(Provider):
         schedule(self.store)
         return self.store.get(rec.id)
 
-    def logs(self, job_id: str, offset: int = 0) -> follow.Chunk:
-        return follow.read_from(self.store.log_path(self.store.get(job_id).id), offset)
-
     def outputs(self, job_id: str) -> dict[str, Path]:
         rec = self.store.get(job_id)
-        d = self.store.job_dir(rec.id)
-        found = {"log": d / "log.txt", "metrics": d / "metrics.jsonl", "adapter": d / "output" / "adapter",
-                 "checkpoints": d / "checkpoints"}
+        more = {"checkpoints": self.store.job_dir(rec.id) / "checkpoints"}
         if rec.kind == "export" and rec.project:
-            proj = load_project(rec.project)
-            found["onnx"] = proj.onnx_dir(rec.params.get("precision"))
-        return {k: v for k, v in found.items() if v.exists()}
+            more["onnx"] = load_project(rec.project).onnx_dir(rec.params.get("precision"))
+        return self._files(rec, **more)
 
 
 def _kill_group(pid: int) -> None:

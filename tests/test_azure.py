@@ -23,7 +23,7 @@ import pytest
 from aitk.core.errors import AitkError
 from aitk.core.jobs import JobStore
 
-from azure_fake import FakeAzure
+from azure_fake import running
 from azure_fake.scripts import FAST_TRAIN
 
 RG = "rg-aitk-tests"
@@ -32,17 +32,9 @@ RG = "rg-aitk-tests"
 # -- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    server = FakeAzure(tmp_path_factory.mktemp("fake-azure"), script=FAST_TRAIN).start()
-    server.wait_for_stream = True
-    saved = {k: os.environ.get(k) for k in server.env()}
-    os.environ.update(server.env())
-    yield server
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with running(tmp_path_factory.mktemp("fake-azure"), script=FAST_TRAIN) as server:
+        server.wait_for_stream = True
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -10,30 +10,21 @@ is in no file the app (or the "container") wrote.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from azure_fake import FakeAzure
+from azure_fake import running
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    server = FakeAzure(tmp_path_factory.mktemp("fake-azure-engine"), runner="engine").start()
-    saved = {k: os.environ.get(k) for k in server.env()}
-    os.environ.update(server.env())
-    yield server
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with running(tmp_path_factory.mktemp("fake-azure-engine"), runner="engine") as server:
+        yield server
 
 
 def test_full_remote_run_then_chat_with_the_fetched_adapter(fake, tmp_path, tiny_test_model, session_root):

@@ -188,6 +188,12 @@ class ShareFiles:
                        progress: Callable[[str], None] | None = None) -> tuple[dict, UploadStats]:
         """Upload the objects the share lacks, then the run's manifest (last: it makes the run whole)."""
         manifest = project_manifest(root, extra_skip)
+        return manifest, self.upload_manifest(root, manifest, run_dir, progress)
+
+    def upload_manifest(self, root: Path, manifest: dict, dest_dir: str,
+                        progress: Callable[[str], None] | None = None) -> UploadStats:
+        """The manifest's files (paths relative to `root`) as content-addressed objects, only those
+        the share lacks, then `dest_dir/manifest.json`. Runs and inference deploys both use it."""
         stats = UploadStats(files=len(manifest["files"]))
         by_sha: dict[str, tuple[Path, int]] = {}
         for rel, meta in manifest["files"].items():
@@ -202,6 +208,6 @@ class ShareFiles:
                 stats.uploaded_bytes += size
             if progress is not None:
                 progress(f"checked {i}/{len(by_sha)} files ({stats.uploaded} uploaded)")
-        self.ensure_dir(run_dir)
-        self.put_file(f"{run_dir}/manifest.json", json.dumps(manifest, indent=1).encode())
-        return manifest, stats
+        self.ensure_dir(dest_dir)
+        self.put_file(f"{dest_dir}/manifest.json", json.dumps(manifest, indent=1).encode())
+        return stats

@@ -170,23 +170,8 @@ def deploy_manifest(project) -> dict:
 
 
 def upload_deploy(share: ShareFiles, project, deploy_dir: str, progress: Callable[[str], None] | None = None):
-    from .files import UploadStats
-
     manifest = deploy_manifest(project)
-    stats = UploadStats(files=len(manifest["files"]))
-    by_sha = {}
-    for rel, meta in manifest["files"].items():
-        by_sha.setdefault(meta["sha256"], (Path(project.root) / rel, meta["size"]))
-    for sha, (path, size) in sorted(by_sha.items()):
-        if share.has_object(sha, size):
-            stats.reused += 1
-            stats.reused_bytes += size
-        else:
-            share.put_object(sha, path)
-            stats.uploaded += 1
-            stats.uploaded_bytes += size
-    share.ensure_dir(deploy_dir)
-    share.put_file(f"{deploy_dir}/manifest.json", json.dumps(manifest, indent=1).encode())
+    stats = share.upload_manifest(Path(project.root), manifest, deploy_dir)
     if progress:
         progress("uploaded: " + stats.line())
     return manifest, stats

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...core import follow
 from ...core.errors import AitkError
 from ...core.jobs import JobRecord, JobStore
 from ..base import Provider
@@ -37,15 +36,9 @@ class AzureProvider(Provider):
 
         return stop(self.store, job_id, notify=self.notify)
 
-    def logs(self, job_id: str, offset: int = 0) -> follow.Chunk:
-        return follow.read_from(self.store.log_path(self.store.get(job_id).id), offset)
-
     def outputs(self, job_id: str) -> dict[str, Path]:
         rec = self.store.get(job_id)
-        d = self.store.job_dir(rec.id)
-        found = {"log": d / "log.txt", "metrics": d / "metrics.jsonl", "adapter": d / "output" / "adapter",
-                 "container_log": d / "container-log.txt"}
-        return {k: v for k, v in found.items() if v.exists()}
+        return self._files(rec, container_log=self.store.job_dir(rec.id) / "container-log.txt")
 
     def fetch(self, job_id: str) -> dict[str, Path]:
         from .run import fetch

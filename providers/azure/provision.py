@@ -141,6 +141,19 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
             except ResourceNotFoundError:
                 return None
 
+    def ensure(what, name, found, create, detail="", found_detail=""):
+        """`found` (read already) as it is; else, unless a dry run, what `create()` makes. One step each."""
+        if found is not None:
+            step(what, name, "exists", found_detail)
+            return found
+        if dry_run:
+            step(what, name, "would create", detail)
+            return None
+        with azure_call(f"create {what} {name}", **ctxkw):
+            made = create()
+        step(what, name, "created", detail)
+        return made
+
     # 1. Is the environment going to be created? Then its GPU and quota must be there first.
     with azure_call(f"read Container Apps environment {cfg.environment}", **ctxkw):
         try:
@@ -166,43 +179,24 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
     # 3. Storage account + share.
     acct = exists(lambda: ctx.storage.storage_accounts.get_properties(rg, cfg.storage_account),
                   f"storage account {cfg.storage_account}") if rg_exists else None
-    if acct is not None:
-        step("storage account", cfg.storage_account, "exists")
-    elif dry_run:
-        step("storage account", cfg.storage_account, "would create", "Standard_LRS, StorageV2")
-    else:
-        params = sm.StorageAccountCreateParameters(
+    acct = ensure("storage account", cfg.storage_account, acct, lambda: ctx.storage.storage_accounts.begin_create(
+        rg, cfg.storage_account, sm.StorageAccountCreateParameters(
             sku=sm.Sku(name="Standard_LRS"), kind="StorageV2", location=loc, tags={"created-by": "aitk"},
             properties=sm.StorageAccountPropertiesCreateParameters(
-                minimum_tls_version="TLS1_2", allow_blob_public_access=False, large_file_shares_state="Enabled"))
-        with azure_call(f"create storage account {cfg.storage_account}", **ctxkw):
-            acct = ctx.storage.storage_accounts.begin_create(rg, cfg.storage_account, params).result()
-        step("storage account", cfg.storage_account, "created", "Standard_LRS, StorageV2")
+                minimum_tls_version="TLS1_2", allow_blob_public_access=False, large_file_shares_state="Enabled")),
+    ).result(), "Standard_LRS, StorageV2")
     share = exists(lambda: ctx.storage.file_shares.get(rg, cfg.storage_account, cfg.file_share),
                    f"file share {cfg.file_share}") if acct is not None and rg_exists else None
-    if share is not None:
-        step("file share", cfg.file_share, "exists")
-    elif dry_run:
-        step("file share", cfg.file_share, "would create", "1 TiB quota")
-    else:
-        with azure_call(f"create file share {cfg.file_share}", **ctxkw):
-            ctx.storage.file_shares.create(rg, cfg.storage_account, cfg.file_share,
-                                           sm.FileShare(file_share_properties=sm.FileShareProperties(share_quota=1024)))
-        step("file share", cfg.file_share, "created", "1 TiB quota")
+    ensure("file share", cfg.file_share, share, lambda: ctx.storage.file_shares.create(
+        rg, cfg.storage_account, cfg.file_share, sm.FileShare(file_share_properties=sm.FileShareProperties(
+            share_quota=1024))), "1 TiB quota")
 
     # 4. Log Analytics workspace.
     ws = exists(lambda: ctx.loganalytics.workspaces.get(rg, cfg.workspace),
                 f"Log Analytics workspace {cfg.workspace}") if rg_exists else None
-    if ws is not None:
-        step("Log Analytics workspace", cfg.workspace, "exists")
-    elif dry_run:
-        step("Log Analytics workspace", cfg.workspace, "would create", "PerGB2018, 30 days")
-    else:
-        with azure_call(f"create Log Analytics workspace {cfg.workspace}", **ctxkw):
-            ws = ctx.loganalytics.workspaces.begin_create_or_update(rg, cfg.workspace, lm.Workspace(
-                location=loc, tags={"created-by": "aitk"},
-                properties=lm.WorkspaceProperties(sku=lm.WorkspaceSku(name="PerGB2018"), retention_in_days=30))).result()
-        step("Log Analytics workspace", cfg.workspace, "created", "PerGB2018, 30 days")
+    ws = ensure("Log Analytics workspace", cfg.workspace, ws, lambda: ctx.loganalytics.workspaces.begin_create_or_update(
+        rg, cfg.workspace, lm.Workspace(location=loc, tags={"created-by": "aitk"}, properties=lm.WorkspaceProperties(
+            sku=lm.WorkspaceSku(name="PerGB2018"), retention_in_days=30))).result(), "PerGB2018, 30 days")
     if ws is not None:
         cfg.workspace_id = ws.properties.customer_id
 
@@ -234,30 +228,23 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
     # 6. The share, registered in the environment.
     env_storage = exists(lambda: ctx.apps.managed_environments_storages.get(rg, cfg.environment, cfg.environment_storage),
                          f"environment storage {cfg.environment_storage}") if env is not None and rg_exists else None
-    if env_storage is not None:
-        step("environment storage", cfg.environment_storage, "exists")
-    elif dry_run:
-        step("environment storage", cfg.environment_storage, "would create", f"Azure Files {cfg.file_share}")
-    else:
+    def register_share():
         with azure_call(f"read the keys of storage account {cfg.storage_account}", **ctxkw):
             key = ctx.storage.storage_accounts.list_keys(rg, cfg.storage_account).keys_property[0].value
         with azure_call(f"register the share in environment {cfg.environment}", **ctxkw):
-            ctx.apps.managed_environments_storages.create_or_update(
+            return ctx.apps.managed_environments_storages.create_or_update(
                 rg, cfg.environment, cfg.environment_storage, am.ManagedEnvironmentStorage(
                     properties=am.ManagedEnvironmentStorageProperties(azure_file=am.AzureFileProperties(
                         account_name=cfg.storage_account, account_key=key, share_name=cfg.file_share,
                         access_mode="ReadWrite"))))
-        step("environment storage", cfg.environment_storage, "created", f"Azure Files {cfg.file_share}")
+
+    ensure("environment storage", cfg.environment_storage, env_storage, register_share,
+           f"Azure Files {cfg.file_share}")
 
     # 7. The fine-tuning job.
     job = exists(lambda: ctx.apps.jobs.get(rg, cfg.job), f"Container Apps job {cfg.job}") \
         if env is not None and rg_exists else None
-    if job is not None:
-        step("Container Apps job", cfg.job, "exists", f"image {job.properties.template.containers[0].image}"
-             if job.properties and job.properties.template and job.properties.template.containers else "")
-    elif dry_run:
-        step("Container Apps job", cfg.job, "would create", f"manual, {cfg.timeout_s} s timeout, image {cfg.image}")
-    else:
+    def create_job():
         spec = container_spec(cfg, job_env())
         job_model = am.Job(location=loc, tags={"created-by": "aitk"}, properties=am.JobProperties(
             environment_id=env.id, workload_profile_name=g.profile_name,
@@ -271,9 +258,11 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
                     resources=am.ContainerResources(cpu=spec["resources"]["cpu"], memory=spec["resources"]["memory"]),
                     volume_mounts=[am.VolumeMount(volume_name=VOLUME, mount_path=config.MOUNT)])],
                 volumes=[am.Volume(name=VOLUME, storage_type="AzureFile", storage_name=cfg.environment_storage)])))
-        with azure_call(f"create Container Apps job {cfg.job}", **ctxkw):
-            ctx.apps.jobs.begin_create_or_update(rg, cfg.job, job_model).result()
-        step("Container Apps job", cfg.job, "created", f"manual, {cfg.timeout_s} s timeout, image {cfg.image}")
+        return ctx.apps.jobs.begin_create_or_update(rg, cfg.job, job_model).result()
+
+    ensure("Container Apps job", cfg.job, job, create_job, f"manual, {cfg.timeout_s} s timeout, image {cfg.image}",
+           f"image {job.properties.template.containers[0].image}"
+           if job and job.properties and job.properties.template and job.properties.template.containers else "")
 
     if not dry_run:
         path = config.save_infra(project_root, cfg)

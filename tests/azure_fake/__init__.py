@@ -8,6 +8,26 @@ the Container Apps log stream, the Log Analytics query API and the Azure Files d
 Faults are injected per request pattern (429 + Retry-After, 500, 401 expired token, ...).
 """
 
+import contextlib
+import os
+
 from .server import FakeAzure, Fault
 
-__all__ = ["FakeAzure", "Fault"]
+__all__ = ["FakeAzure", "Fault", "running"]
+
+
+@contextlib.contextmanager
+def running(folder, **kwargs):
+    """A started FakeAzure with the environment pointing at it; both undone afterwards."""
+    server = FakeAzure(folder, **kwargs).start()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aitk.core import paths, tiny
 from aitk.core.errors import AitkError
-from aitk.core.settings import NAME_RE, ProjectSettings, default_settings
+from aitk.core.settings import NAME_RE, ProjectSettings, changes, default_settings
 
 DATASET_MODES = ("bundled", "file", "hf")
 
@@ -140,16 +140,9 @@ def changed_settings(state: WizardState) -> list[tuple[str, object]]:
     base = WizardState(name=state.name, model_id=state.model_id, model_path=state.model_path,
                        entry=state.entry, device=state.device)
     base.reset_settings()
-    now = state.settings.model_dump(mode="json")
-    before = base.settings.model_dump(mode="json")
-    out = []
-    for section in ("model", "data", "finetune", "inference", "target"):
-        for key, value in now[section].items():
-            if section == "data" and key in ("dataset", "eval_dataset"):
-                continue
-            if before[section].get(key) != value:
-                out.append((f"{section}.{key}", value))
-    return out
+    # The data files travel as --dataset / --eval-dataset, not as settings.
+    return [(key, new) for key, _old, new in changes(base.settings, state.settings)
+            if key not in ("data.dataset", "data.eval_dataset")]
 
 
 def build_tiny_if_needed() -> None:
