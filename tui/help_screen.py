@@ -13,15 +13,16 @@ from textual.widgets import Static
 from aitk.tui.config import config_path
 
 
-def _scopes():
-    from aitk.tui.app import AitkApp
+def _scopes(app):
+    """Where each key works; the app's own class comes from the running app (importing it here
+    would make app.py and this module import each other)."""
     from aitk.tui.panes.catalog import CatalogPane
     from aitk.tui.panes.chat import ChatPane
     from aitk.tui.panes.jobs import JobsPane
     from aitk.tui.panes.projects import ProjectsPane
     from aitk.tui.wizard.screen import WizardScreen
 
-    return [("Anywhere", AitkApp), ("Catalog (F1)", CatalogPane), ("Projects (F2)", ProjectsPane),
+    return [("Anywhere", type(app)), ("Catalog (F1)", CatalogPane), ("Projects (F2)", ProjectsPane),
             ("Jobs (F3)", JobsPane), ("Chat (F4)", ChatPane), ("New-project wizard", WizardScreen)]
 
 
@@ -65,7 +66,7 @@ class HelpScreen(ModalScreen):
     def _content(self) -> Table:
         outer = Table.grid(padding=(0, 0))
         outer.add_column()
-        for scope, cls in _scopes():
+        for scope, cls in _scopes(self.app):
             table = Table(title=Text(scope, style="bold"), title_justify="left", show_header=False,
                           box=None, padding=(0, 1), expand=True)
             table.add_column("keys", style="bold", width=16, no_wrap=True)
