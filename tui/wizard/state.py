@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aitk.core import paths, tiny
 from aitk.core.errors import AitkError
-from aitk.core.settings import NAME_RE, ProjectSettings, changes, default_settings
+from aitk.core.settings import NAME_RE, ProjectSettings, changes, default_settings, escape_text
 
 DATASET_MODES = ("bundled", "file", "hf")
 
@@ -112,8 +112,11 @@ def _cli_value(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        # Multi-line text (templates) as a TOML string: "\n" escapes instead of a line break.
-        return json.dumps(value) if ("\n" in value or value != value.strip() or value[:1] in "\"'") else value
+        # `--set` reads text through `unescape_text`, so new lines travel as `\n`; text that starts
+        # with a quote or has surrounding spaces goes as a TOML string, which keeps both.
+        if value != value.strip() or value[:1] in "\"'":
+            return json.dumps(value, ensure_ascii=False)
+        return escape_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value)  # numbers and lists of text are valid TOML in their JSON form
