@@ -35,7 +35,8 @@ def cmd_build_tiny(args) -> int:
 def cmd_project_new(args) -> int:
     from ..core.devices import detect
     from ..core.project import create_project
-    from ..core.settings import apply_overrides, default_settings
+    from ..core.defaults import default_settings
+    from ..core.settings import apply_overrides
 
     settings = None
     if args.set:

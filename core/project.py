@@ -21,7 +21,8 @@ from . import olive_config, paths, tiny
 from .datasets import local_file
 from .devices import detect
 from .errors import AitkError
-from .settings import ProjectSettings, default_settings, format_validation_error
+from .defaults import default_settings
+from .settings import ProjectSettings, format_validation_error
 
 SETTINGS_FILE = "aitk.toml"
 OLIVE_CONFIG = Path("finetuning") / "olive-config.json"

@@ -50,7 +50,7 @@ def fabricate_project(name: str, *, adapter: bool = False, exported: bool = Fals
     import tomli_w
 
     from aitk.core import paths, tiny
-    from aitk.core.settings import default_settings
+    from aitk.core.defaults import default_settings
 
     root = paths.projects_dir() / name
     (root / "dataset").mkdir(parents=True)

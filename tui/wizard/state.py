@@ -13,7 +13,8 @@ from pathlib import Path
 
 from aitk.core import paths, tiny
 from aitk.core.errors import AitkError
-from aitk.core.settings import NAME_RE, ProjectSettings, changes, default_settings, escape_text
+from aitk.core.defaults import default_settings
+from aitk.core.settings import NAME_RE, ProjectSettings, changes, escape_text
 
 DATASET_MODES = ("bundled", "file", "hf")
 
