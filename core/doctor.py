@@ -25,10 +25,10 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from . import catalog as cat
-from . import devices, estimates, hub, paths
+from . import azure_signin, devices, estimates, hub, paths
 from .catalog import human_bytes
 
 Level = Literal["ok", "info", "warn", "error"]
@@ -229,39 +229,6 @@ def token_source() -> tuple[str | None, str | None]:
     return (value, f"token file {path}") if value else (None, None)
 
 
-def azure_config_dir() -> Path:
-    value = os.environ.get("AZURE_CONFIG_DIR")
-    return Path(value).expanduser() if value else Path.home() / ".azure"
-
-
-def azure_state() -> dict[str, Any]:
-    """Azure sign-in as far as it can be known offline: service-principal variables, the Azure
-    CLI, and its cached profile (`azureProfile.json`: subscriptions and the signed-in user)."""
-    env = os.environ
-    secret_kind = next((v for v in ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH",
-                                    "AZURE_FEDERATED_TOKEN_FILE") if env.get(v)), None)
-    state: dict[str, Any] = {
-        "service_principal": bool(env.get("AZURE_CLIENT_ID") and env.get("AZURE_TENANT_ID") and secret_kind),
-        "secret_kind": secret_kind,
-        "client_id": env.get("AZURE_CLIENT_ID"),
-        "subscription_env": env.get("AZURE_SUBSCRIPTION_ID"),
-        "az": shutil.which("az"),
-        "profile": None,
-        "subscriptions": [],
-        "default": None,
-    }
-    profile = azure_config_dir() / "azureProfile.json"
-    try:
-        data = json.loads(profile.read_text(encoding="utf-8-sig"))  # the CLI writes a BOM
-        subs = [s for s in data.get("subscriptions", []) if isinstance(s, dict)]
-        state["profile"] = str(profile)
-        state["subscriptions"] = subs
-        state["default"] = next((s for s in subs if s.get("isDefault")), subs[0] if subs else None)
-    except (OSError, ValueError, AttributeError):
-        pass
-    return state
-
-
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -433,26 +400,34 @@ def _check_hf() -> list[Finding]:
 
 
 def _check_azure() -> list[Finding]:
-    st = azure_state()
+    st = azure_signin.detect()
+    sources = (st.source, *st.also) if st.signed_in else ()
     out = []
-    if st["service_principal"]:
-        sub = st["subscription_env"]
+    if azure_signin.ENVIRONMENT in sources:
+        sub = os.environ.get("AZURE_SUBSCRIPTION_ID")
         out.append(Finding("ok", "azure", "Azure: service principal credentials in the environment",
-                           f"AZURE_CLIENT_ID {mask(st['client_id'] or '')} with {st['secret_kind']}; "
+                           f"AZURE_CLIENT_ID {mask(st.client_id or '')} with {st.secret_kind}; "
                            + (f"subscription {mask(sub)} (AZURE_SUBSCRIPTION_ID)." if sub else
                               "no AZURE_SUBSCRIPTION_ID set."),
                            None if sub else "set AZURE_SUBSCRIPTION_ID to the subscription to run jobs in"))
-    default = st["default"]
+    if azure_signin.REMEMBERED in sources:
+        record = azure_signin.remembered_record() or {}
+        out.append(Finding("ok", "azure", f"Azure: signed in as {record.get('username') or '?'} "
+                           "(remembered device-code sign-in)",
+                           f"tenant {mask(str(record.get('tenantId', '')))}; from {azure_signin.auth_record_path()} "
+                           "(not checked online: the sign-in may have expired).",
+                           None))
+    default = st.profile.default if st.profile else None
     if default:
         user = (default.get("user") or {}).get("name", "?")
         out.append(Finding("ok", "azure", f"Azure CLI signed in as {user}",
                            f"subscription {default.get('name', '?')!r} ({mask(str(default.get('id', '')))}), "
-                           f"{len(st['subscriptions'])} known; from {st['profile']} (not checked online: "
+                           f"{len(st.profile.subscriptions)} known; from {st.profile.path} (not checked online: "
                            "the sign-in may have expired).",
-                           None if st["az"] else "install the Azure CLI to refresh it: " + AZURE_CLI_URL))
+                           None if st.az else "install the Azure CLI to refresh it: " + AZURE_CLI_URL))
     if out:
         return out
-    if st["az"]:
+    if st.az:
         return [Finding("warn", "azure", "Azure CLI installed but not signed in",
                         "fine-tuning on Azure needs a sign-in.",
                         "run `az login` (over SSH: `az login --use-device-code`)")]
