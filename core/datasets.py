@@ -73,7 +73,15 @@ def _checked_int(text: str) -> int:
     return int(text)
 
 
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_checked_int)
+def _checked_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 24 else f"{text[:12]}…{text[-4:]}"
+        raise _BadLiteral(f"number {shown} is too large for a float (it would train as 'inf')")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_checked_int, parse_float=_checked_float)
 HINT_LITERAL = "write it as a string (\"NaN\", \"123...\") or drop it"
 
 

@@ -141,6 +141,7 @@ BAD_DATA = {
     "list.jsonl": ('{"question": ["q"], "answer": "a"}\n', "is an array, not text"),
     "null.jsonl": ('{"question": null, "answer": "a"}\n', "null value"),
     "mixed.jsonl": ('{"question": "q", "answer": "a"}\n{"question": 3, "answer": "b"}\n', "is a whole number here but a string"),
+    "overflow.jsonl": ('{"question": "q", "answer": 1e999}\n', "too large for a float"),
     "huge.jsonl": ('{"question": "q", "answer": "a", "n": ' + "9" * 5001 + "}\n", "5001 digits"),
 }
 
@@ -236,3 +237,33 @@ def test_olive_config_being_a_folder_is_one_clear_error(tmp_path, tiny_test_mode
     assert (root / "aitk.toml").read_text() == before and config.is_dir()
     config.rmdir()
     assert aitk("project", "regen", "-P", str(root))[0] == 0 and config.is_file()
+
+
+# -- settings introspection: `project keys` and the wizard's form read one function -------------
+def test_project_keys_and_the_wizard_form_list_the_same_settings():
+    from textual.app import App
+
+    from aitk.core.defaults import default_settings
+    from aitk.core.settings import setting_specs
+    from aitk.tui.testing import sync
+    from aitk.tui.wizard.form import SettingsForm
+
+    rc, out, _ = aitk("project", "keys")
+    assert rc == 0
+    for spec in setting_specs():
+        assert f"  {spec.key} = {spec.default!r}   ({spec.type_text}" in out
+    assert "finetune.lora_r = 64   (int, ≥ 1, ≤ 1024)" in out
+
+    class FormApp(App):
+        def compose(self):
+            yield SettingsForm(default_settings("p"), [("data", {"dataset"}), ("finetune", set())])
+
+    @sync
+    async def shown() -> list:
+        app = FormApp()
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.pause()
+            return list(app.query_one(SettingsForm).specs.values())
+
+    expected = [s for s in setting_specs(["data", "finetune"]) if s.key != "data.dataset"]
+    assert shown() == expected
