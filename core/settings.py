@@ -173,6 +173,9 @@ SECTIONS = ("model", "data", "finetune", "inference", "target")
 
 
 _BOUND_SYMBOLS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+# Multi-line text typed on one line (a shell argument, the wizard's inputs): `\n` and `\t` are
+# read as a new line and a tab there. Other text (paths, ids) is taken as typed: `C:\new` stays.
+ESCAPED_TEXT = ("data.text_template", "inference.prompt_template")
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,7 @@ class SettingSpec:
 
     section: str
     name: str
-    kind: str  # bool | choice | int | float | str | optional_str | list
+    kind: str  # bool | choice | int | float | text (with escapes) | str | optional_str | list
     choices: tuple = ()
     default: object = None
     description: str = ""
@@ -199,7 +202,8 @@ class SettingSpec:
     def type_text(self) -> str:
         if self.kind == "choice":
             return " | ".join(map(str, self.choices))
-        return {"optional_str": "text or empty", "str": "text", "list": "list of text"}.get(self.kind, self.kind)
+        return {"optional_str": "text or empty", "str": "text", "text": "text, \\n a new line",
+                "list": "list of text"}.get(self.kind, self.kind)
 
 
 def _kind(annotation) -> tuple[str, tuple]:
@@ -224,6 +228,8 @@ def setting_specs(sections: typing.Iterable[str] = SECTIONS) -> list[SettingSpec
     for section in sections:
         for name, info in ProjectSettings.model_fields[section].annotation.model_fields.items():
             kind, choices = _kind(info.annotation)
+            if f"{section}.{name}" in ESCAPED_TEXT:
+                kind = "text"
             bounds = tuple((op, getattr(m, op)) for m in info.metadata for op in _BOUND_SYMBOLS
                            if getattr(m, op, None) is not None)
             out.append(SettingSpec(section, name, kind, choices, info.get_default(call_default_factory=True),
@@ -266,10 +272,10 @@ def unescape_text(text: str) -> str:
     return "".join(out)
 
 
-def _parse_value(raw: str, annotation) -> object:
+def _parse_value(raw: str, annotation, escapes: bool = False) -> object:
     """A TOML literal when it is one (`2e-4`, `true`, `["q", "a"]`, `"a\\nb"`), else the text
-    itself with `unescape_text` applied; text fields keep `true` or `12` as text; a comma list for
-    list fields (`q,a`), and nothing for an empty optional field."""
+    itself (through `unescape_text` when `escapes`); text fields keep `true` or `12` as text; a
+    comma list for list fields (`q,a`), and nothing for an empty optional field."""
     args = typing.get_args(annotation)
     origin = typing.get_origin(annotation)
     textual = origin is not list and (annotation is str or str in args or origin is Literal)
@@ -283,7 +289,7 @@ def _parse_value(raw: str, annotation) -> object:
         return None
     if typing.get_origin(annotation) is list:
         return [part.strip() for part in raw.split(",") if part.strip()]
-    return unescape_text(raw) if textual and origin is not Literal else raw
+    return unescape_text(raw) if escapes else raw
 
 
 def apply_overrides(settings: ProjectSettings, assignments: list[str]) -> ProjectSettings:
@@ -306,7 +312,7 @@ def apply_overrides(settings: ProjectSettings, assignments: list[str]) -> Projec
             raise AitkError(f"--set {assignment!r}: no setting {key!r}", hint)
         section, name = key.split(".", 1)
         field = ProjectSettings.model_fields[section].annotation.model_fields[name]
-        data[section][name] = _parse_value(raw.strip(), field.annotation)
+        data[section][name] = _parse_value(raw.strip(), field.annotation, key in ESCAPED_TEXT)
     try:
         return ProjectSettings.model_validate(data)
     except ValidationError as e:

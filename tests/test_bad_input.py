@@ -88,13 +88,16 @@ def test_new_line_and_tab_in_a_cli_template_are_a_new_line_and_a_tab(proj, tmp_p
     # A doubled backslash is one backslash: a literal `\n` stays typeable.
     rc, _, err = aitk("project", "set", "-P", str(new), r"data.text_template={question}\\n{answer}")
     assert rc == 0 and settings_of(new)["data"]["text_template"] == "{question}\\n{answer}"
+    rc, _, err = aitk("project", "set", "-P", str(new), r"model.path=C:\new\tiny")  # a path is taken as typed
+    assert rc == 0 and settings_of(new)["model"]["path"] == r"C:\new\tiny"
 
 
 def test_escapes_are_the_wizards():
     from aitk.tui.wizard import form
 
-    assert form.parse(r"a\nb\tc", "str") == unescape_text(r"a\nb\tc") == "a\nb\tc"
-    assert form.to_text("a\nb\tc\\", "str") == escape_text("a\nb\tc\\") == r"a\nb\tc\\"
+    assert form.parse(r"a\nb\tc", "text") == unescape_text(r"a\nb\tc") == "a\nb\tc"
+    assert form.to_text("a\nb\tc\\", "text") == escape_text("a\nb\tc\\") == r"a\nb\tc\\"
+    assert form.parse(r"C:\new\train.jsonl", "str") == r"C:\new\train.jsonl"  # only templates have escapes
 
 
 @settings(max_examples=300, deadline=None)

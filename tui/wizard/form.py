@@ -31,13 +31,15 @@ def to_text(value, kind: str) -> str:
         return ", ".join(value or [])
     if value is None:
         return ""
-    return escape_text(value) if kind in ("str", "optional_str") else str(value)
+    return escape_text(value) if kind == "text" else str(value)
 
 
 def parse(text: str, kind: str):
     """Text of an input -> the value to assign (ValueError with a readable message)."""
-    if kind == "str":
+    if kind == "text":
         return unescape_text(text)
+    if kind == "str":
+        return text
     text = text.strip()
     if kind == "int":
         try:
@@ -52,7 +54,7 @@ def parse(text: str, kind: str):
     if kind == "list":
         return [part.strip() for part in text.split(",") if part.strip()]
     if kind == "optional_str":
-        return unescape_text(text) or None
+        return text or None
     return text
 
 
