@@ -14,7 +14,7 @@ import time
 from typing import TextIO
 
 from aitk.core import catalog as cat
-from aitk.core import devices, doctor, hub
+from aitk.core import devices, doctor, estimates, hub
 from aitk.core.catalog import human_bytes
 from aitk.core.errors import AitkError
 
@@ -116,8 +116,8 @@ def _runtimes(e: cat.CatalogEntry) -> str:
 
 def _entries(args, query: str = "") -> list[cat.CatalogEntry]:
     info = devices.detect() if getattr(args, "fits", False) else None
-    return cat.search(query, task=getattr(args, "task", None), runtime=getattr(args, "runtime", None),
-                      fits_device=info)
+    fit = (lambda e: estimates.fits(e, info).ok is not False) if info is not None else None
+    return cat.search(query, task=getattr(args, "task", None), runtime=getattr(args, "runtime", None), where=fit)
 
 
 def _print_entries(entries: list[cat.CatalogEntry], args) -> int:
@@ -152,8 +152,8 @@ def cmd_catalog_show(args) -> int:
     out = _out()
     e = cat.load().get(args.model)
     info = devices.detect()
-    fits = {m: cat.fits(e, info, m, "cuda" if (m != "inference" and info.gpus) else None) for m in cat.METHODS}
-    rec = cat.recommend_variant(e, info)
+    fits = {m: estimates.fits(e, info, m, "cuda" if (m != "inference" and info.gpus) else None) for m in cat.METHODS}
+    rec = estimates.recommend_variant(e, info)
     if args.json:
         data = e.model_dump(mode="json")
         data["fits"] = {m: {"ok": f.ok, "need_bytes": f.need_bytes, "have_bytes": f.have_bytes, "device": f.device,

@@ -35,7 +35,8 @@ def cmd_build_tiny(args) -> int:
 def cmd_project_new(args) -> int:
     from ..core.devices import detect
     from ..core.project import create_project
-    from ..core.settings import apply_overrides, default_settings
+    from ..core.defaults import default_settings
+    from ..core.settings import apply_overrides
 
     settings = None
     if args.set:
@@ -63,19 +64,17 @@ def cmd_project_set(args) -> int:
 
 
 def cmd_project_keys(args) -> int:
-    from ..core.settings import SECTIONS, ProjectSettings
+    from ..core.settings import setting_specs
 
-    for section in SECTIONS:
-        fields = ProjectSettings.model_fields[section].annotation.model_fields
-        print(f"[{section}]")
-        for name, field in fields.items():
-            default = field.get_default(call_default_factory=True)
-            bounds = " ".join(f"{attr} {getattr(m, attr)}" for m in field.metadata
-                              for attr in ("ge", "gt", "le", "lt") if hasattr(m, attr))
-            kind = str(field.annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
-            print(f"  {section}.{name} = {default!r}   ({kind}{', ' + bounds if bounds else ''})")
-            if field.description:
-                print(f"      {field.description}")
+    section = None
+    for spec in setting_specs():
+        if spec.section != section:
+            section = spec.section
+            print(f"[{section}]")
+        bounds = f", {spec.bounds_text}" if spec.bounds else ""
+        print(f"  {spec.key} = {spec.default!r}   ({spec.type_text}{bounds})")
+        if spec.description:
+            print(f"      {spec.description}")
     return 0
 
 
@@ -110,10 +109,28 @@ def cmd_project_regen(args) -> int:
     return 0
 
 
+def _dataset_template(args) -> str | None:
+    """--template as typed (`\\n` a new line), else the project's own (-P, or around the current dir)."""
+    from ..core.project import text_template_around
+    from ..core.settings import unescape_text
+
+    if args.template is not None:
+        return unescape_text(args.template)
+    if getattr(args, "columns", None):
+        return None
+    found = text_template_around(args.project)
+    if found is None:
+        return None
+    name, template = found
+    print(f"(the text template of project {name})", file=sys.stderr)
+    return template
+
+
 def cmd_dataset_check(args) -> int:
     from ..core.datasets import check_dataset
 
-    report = check_dataset(args.file, text_template=args.template, text_columns=args.columns, split=args.split)
+    report = check_dataset(args.file, text_template=_dataset_template(args), text_columns=args.columns,
+                           split=args.split)
     print(report.format())
     return 0 if report.ok else 1
 
@@ -121,7 +138,10 @@ def cmd_dataset_check(args) -> int:
 def cmd_dataset_preview(args) -> int:
     from ..core.datasets import preview
 
-    for i, text in enumerate(preview(args.file, args.template, n=args.n, split=args.split), 1):
+    template = _dataset_template(args)
+    if template is None:
+        raise AitkError("no text template to render with", "pass --template '...', or run inside a project")
+    for i, text in enumerate(preview(args.file, template, n=args.n, split=args.split), 1):
         print(f"--- row {i}")
         print(text)
     return 0
@@ -434,8 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
                              ("preview", cmd_dataset_preview, "show rows rendered through the template")):
         p = ds.add_parser(name, help=text)
         p.add_argument("file")
-        p.add_argument("--template", help="text template, e.g. '<|user|>\\n{question}<|end|>...'")
+        p.add_argument("--template", help="text template, e.g. '<|user|>\\n{question}<|end|>...' (`\\n` is a "
+                                          "new line, `\\t` a tab; default: the project's)")
         p.add_argument("--split", default="train")
+        _project_arg(p)
         if name == "check":
             p.add_argument("--columns", nargs="+", help="required columns (instead of a template)")
         else:

@@ -7,10 +7,8 @@ Two files, one layout (see `core/data/catalog.toml`):
   known overrides the fields it sets (a `variants` list replaces the whole list); a new `id` adds a
   model and must be complete. A malformed user file is an `AitkError` naming the file and field.
 
-Besides loading and searching, this module answers "will it fit?": `memory_estimate()` gives a
-documented, deliberately rough figure for LoRA / QLoRA training and for ONNX inference per device,
-and `fits()` compares it with what `devices.detect()` found. Nothing here touches the network or
-imports torch.
+"Will it fit?" (memory and time estimates per device) is `estimates.py`, which builds on this.
+Nothing here touches the network or imports torch.
 """
 
 from __future__ import annotations
@@ -18,15 +16,14 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import paths
-from .devices import DeviceInfo
 from .errors import AitkError
 
 SCHEMA_VERSION = 1
@@ -277,8 +274,10 @@ def _read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise AitkError(f"{path}: not valid TOML: {e}", "fix the syntax, or move the file away") from e
+    except RecursionError:
+        raise AitkError(f"{path}: not valid TOML: nested too deeply", "fix the syntax, or move the file away") from None
+    except ValueError as e:  # TOMLDecodeError, UnicodeDecodeError, an integer of thousands of digits
+        raise AitkError(f"{path}: not valid TOML: {e}", "fix the syntax, or move the file away") from None
     except OSError as e:
         raise AitkError(f"cannot read {path}: {e.strerror or e}") from e
 
@@ -393,10 +392,9 @@ class Catalog:
         return out
 
     def search(self, query: str = "", *, task: str | None = None, runtime: str | None = None,
-               fits_device: DeviceInfo | None = None, method: str = "inference",
+               where: Callable[[CatalogEntry], bool] | None = None,
                published_only: bool = False) -> list[CatalogEntry]:
-        return search(query, task=task, runtime=runtime, fits_device=fits_device, method=method,
-                      published_only=published_only, catalog=self)
+        return search(query, task=task, runtime=runtime, where=where, published_only=published_only, catalog=self)
 
 
 def load(*, user_file: Path | None = None, include_user: bool = True) -> Catalog:
@@ -422,13 +420,13 @@ def get(key: str) -> CatalogEntry:
 
 
 def search(query: str = "", *, task: str | None = None, runtime: str | None = None,
-           fits_device: DeviceInfo | None = None, method: str = "inference", published_only: bool = False,
+           where: Callable[[CatalogEntry], bool] | None = None, published_only: bool = False,
            catalog: Catalog | None = None) -> list[CatalogEntry]:
     """Entries matching every word of `query` (id, name, repo, publisher, licence, tasks, ...).
 
     Filters: `task` (e.g. chat, code, multilingual), `runtime` (has a variant for it; with
-    `published_only`, a downloadable one), `fits_device` (the estimate for `method` on the
-    device's best runtime fits in its memory). Best matches (words in id or name) come first.
+    `published_only`, a downloadable one), `where` (any other test, e.g. "fits this machine" from
+    `estimates.fits`). Best matches (words in id or name) come first.
     """
     catalog = catalog or load()
     terms = [t for t in query.lower().split() if t]
@@ -441,7 +439,7 @@ def search(query: str = "", *, task: str | None = None, runtime: str | None = No
             vs = e.variants_for(rt)
             if not vs or (published_only and not any(v.published for v in vs)):
                 continue
-        if fits_device is not None and fits(e, fits_device, method).ok is False:
+        if where is not None and not where(e):
             continue
         head = f"{e.id} {e.name}".lower()
         hay = " ".join([head, e.publisher, e.repo or "", e.architecture, e.license, e.description,
@@ -451,255 +449,3 @@ def search(query: str = "", *, task: str | None = None, runtime: str | None = No
         score = sum(2 if t in head else 1 for t in terms)
         scored.append((-score, pos, e))
     return [e for _, _, e in sorted(scored, key=lambda x: (x[0], x[1]))]
-
-
-# --- Memory and fit ---------------------------------------------------------------------------------
-
-BYTES_PER_PARAM = {"float32": 4.0, "fp32": 4.0, "bfloat16": 2.0, "float16": 2.0, "fp16": 2.0, "int8": 1.0,
-                   # 4-bit with one fp16 scale per block of 32 (RTN/nf4 + double quant land close to this).
-                   "int4": 0.5625, "nf4": 0.5625, "fp4": 0.5625}
-TRAIN_OVERHEAD = 1 * GiB        # framework, allocator slack, CUDA context
-INFER_OVERHEAD = 512 * MiB      # ORT GenAI session, tokenizer, buffers
-DEFAULT_INFER_CONTEXT = 4096    # tokens of KV cache an estimate reserves (capped at the model's context)
-RAM_USABLE = 0.85               # share of RAM a job may take (the rest: OS, the UI)
-VRAM_USABLE = 0.95
-CPU_GFLOPS_PER_CORE = 25.0      # sustained fp32 GFLOP/s one core gives PyTorch training (AVX2-class)
-
-
-def _module_shapes(e: CatalogEntry) -> dict[str, tuple[int, int]]:
-    h, inter = e.hidden_size, e.intermediate_size
-    q = e.num_heads * e.head_dim
-    kv = e.num_kv_heads * e.head_dim
-    return {
-        "q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "qkv_proj": (h, q + 2 * kv),
-        "o_proj": (q, h), "dense": (q, h), "gate_proj": (h, inter), "up_proj": (h, inter),
-        "gate_up_proj": (h, 2 * inter), "down_proj": (inter, h), "fc1": (h, inter), "fc2": (inter, h),
-    }
-
-
-def lora_param_count(entry: CatalogEntry, r: int, targets: Iterable[str] | None = None) -> int:
-    """Adapter parameters: per layer and target module, r × (d_in + d_out)."""
-    shapes = _module_shapes(entry)
-    total = 0
-    for t in (list(targets) if targets else entry.lora_targets):
-        d_in, d_out = shapes.get(t, (entry.hidden_size, entry.hidden_size))
-        total += r * (d_in + d_out)
-    return total * entry.num_layers
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    model_id: str
-    method: str
-    device: str
-    parts: dict[str, int]
-    assumptions: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.parts.values())
-
-    def describe(self) -> str:
-        body = " + ".join(f"{k} {human_bytes(v)}" for k, v in self.parts.items() if v)
-        return f"{human_bytes(self.total)} ({body})"
-
-
-def _defaults(entry: CatalogEntry, device: str):
-    from .settings import default_settings  # settings imports tiny; both cheap
-
-    return default_settings("estimate", entry.id, {"directml": "dml"}.get(device, device))
-
-
-def memory_estimate(entry: CatalogEntry, method: str, device: str = "cpu", *, variant: Variant | None = None,
-                    batch_size: int | None = None, seq_len: int | None = None, lora_r: int | None = None,
-                    target_modules: list[str] | None = None, compute_dtype: str | None = None,
-                    gradient_checkpointing: bool | None = None, context: int | None = None) -> MemoryEstimate:
-    """Rough peak memory of training or inference, in bytes. Unset knobs take the project defaults
-    (`settings.default_settings` for this model and device).
-
-    Training (method `lora` or `qlora`), with P parameters, E = vocab × hidden embedding
-    parameters, L layers, hidden h, a heads, vocab V, batch b, sequence s:
-
-    - weights: LoRA keeps the base in the compute dtype (fp32 on CPU, bf16 on GPUs): P × bytes.
-      QLoRA stores linear layers in 4 bit, (P − E) × 0.5625 B (nf4 plus double-quantized scales),
-      and the embeddings in the compute dtype, E × bytes.
-    - adapter: n = L × Σ_targets r × (d_in + d_out) parameters in fp32 (4 B); gradients 4 B each;
-      AdamW's two moments 8 B each: n × 16 B in all.
-    - activations (Korthikanti et al. 2022): b × s × (34 h + 5 a s) × bytes/2 per layer; with
-      gradient checkpointing only each layer's input, b × s × h × bytes × L, plus one layer in full.
-    - logits: b × s × V × 4 B, twice (fp32 logits and their gradient).
-    - overhead: 1 GiB (framework, allocator, CUDA context).
-
-    Inference (method `inference`, ONNX Runtime GenAI): the variant's download size when it is a
-    published build, else E × io-bytes + (P − E) × bytes(precision) (io: fp32 on CPU, fp16 on
-    GPU); KV cache 2 × L × kv-heads × head-dim × context × io-bytes, with context
-    min(model context, 4096) unless given; overhead 0.5 GiB.
-
-    Real peaks vary ±30% with kernels, padding and fragmentation: good for "fits / does not".
-    """
-    device = normalize_runtime(device)
-    if method not in METHODS:
-        raise AitkError(f"unknown method {method!r}", f"use one of: {', '.join(METHODS)}")
-    P, E = entry.params, entry.vocab_size * entry.hidden_size
-    L, h, a, V = entry.num_layers, entry.hidden_size, entry.num_heads, entry.vocab_size
-
-    if method == "inference":
-        variant = variant or (entry.variants_for(device) or [None])[0]
-        precision = variant.precision if variant else ("fp32" if device == "cpu" else "fp16")
-        io = 4 if device == "cpu" or precision == "fp32" else 2
-        if variant and variant.published and variant.download_bytes:
-            weights = variant.download_bytes
-        elif precision in ("fp32", "fp16"):
-            weights = int(P * BYTES_PER_PARAM[precision])
-        else:
-            weights = int(E * io + (P - E) * BYTES_PER_PARAM[precision])
-        ctx = min(entry.context_length, context or DEFAULT_INFER_CONTEXT)
-        kv = 2 * L * entry.num_kv_heads * entry.head_dim * ctx * io
-        return MemoryEstimate(entry.id, method, device,
-                              {"weights": weights, "kv_cache": kv, "overhead": INFER_OVERHEAD},
-                              {"variant": variant.key if variant else None, "precision": precision,
-                               "context": ctx, "published": bool(variant and variant.published)})
-
-    defaults = _defaults(entry, device)
-    ft, data_len = defaults.finetune, defaults.data.source_max_len
-    dtype = compute_dtype or ("float32" if device == "cpu" else ft.compute_dtype)
-    if device != "cpu" and dtype == "float32" and compute_dtype is None:
-        dtype = "bfloat16"
-    nbytes = BYTES_PER_PARAM[dtype]
-    b = batch_size or ft.per_device_train_batch_size
-    s = min(seq_len or data_len, entry.context_length)
-    r = lora_r or ft.lora_r
-    targets = target_modules or ft.target_modules or entry.lora_targets
-    ckpt = ft.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
-
-    if method == "qlora":
-        weights = int((P - E) * BYTES_PER_PARAM["nf4"] + E * nbytes)
-    else:
-        weights = int(P * nbytes)
-    n = lora_param_count(entry, r, targets)
-    per_layer = b * s * (34 * h + 5 * a * s) * nbytes / 2
-    acts = (b * s * h * nbytes * L + per_layer) if ckpt else per_layer * L
-    parts = {
-        "weights": weights,
-        "adapter": n * 4,
-        "gradients": n * 4,
-        "optimizer": n * 8,
-        "activations": int(acts),
-        "logits": int(b * s * V * 4 * 2),
-        "overhead": TRAIN_OVERHEAD,
-    }
-    return MemoryEstimate(entry.id, method, device, parts,
-                          {"compute_dtype": dtype, "batch_size": b, "seq_len": s, "lora_r": r,
-                           "target_modules": list(targets), "gradient_checkpointing": ckpt,
-                           "adapter_params": n})
-
-
-def device_budget(info: DeviceInfo, device: str) -> int | None:
-    """Bytes a job may use on `device`; None when unknown (DirectML reports no memory here)."""
-    device = normalize_runtime(device)
-    if device == "cpu":
-        return int(info.ram_mib * MiB * RAM_USABLE) if info.ram_mib else None
-    if device == "cuda":
-        if not info.gpus:
-            return None
-        return int(max(g.memory_mib for g in info.gpus) * MiB * VRAM_USABLE)
-    return None
-
-
-def available_runtimes(info: DeviceInfo) -> list[str]:
-    out = []
-    if info.gpus:
-        out.append("cuda")
-    if info.best == "dml" or "DmlExecutionProvider" in info.execution_providers:
-        out.append("directml")
-    out.append("cpu")
-    return out
-
-
-def best_runtime(info: DeviceInfo) -> str:
-    return {"cuda": "cuda", "dml": "directml"}.get(info.best, "cpu")
-
-
-@dataclass(frozen=True)
-class Fit:
-    model_id: str
-    method: str
-    device: str
-    need_bytes: int
-    have_bytes: int | None
-    ok: bool | None              # None: the device's memory is unknown
-    variant: str | None = None   # inference: the variant the estimate is for
-    hours: float | None = None   # training on CPU: rough time of a default run
-    speed: str | None = None     # training on CPU: "ok" | "slow" | "impractical"
-    estimate: MemoryEstimate | None = None
-
-    @property
-    def practical(self) -> bool:
-        return self.ok is not False and self.speed in (None, "ok")
-
-    def summary(self) -> str:
-        need = human_bytes(self.need_bytes)
-        if self.ok is None:
-            text = f"needs ~{need} (device memory unknown)"
-        elif self.ok:
-            text = f"fits (~{need} of {human_bytes(self.have_bytes)})"
-        else:
-            text = f"does not fit (~{need}, {human_bytes(self.have_bytes)} usable)"
-        if self.speed and self.ok is not False:
-            text += f", {self.speed} on CPU (~{human_hours(self.hours)} per default run)"
-        return text
-
-
-def human_hours(h: float | None) -> str:
-    if h is None:
-        return "?"
-    if h < 1 / 60:
-        return "<1 min"
-    if h < 1:
-        return f"{h * 60:.0f} min"
-    if h < 48:
-        return f"{h:.0f} h"
-    return f"{h / 24:.0f} days"
-
-
-def cpu_training_hours(entry: CatalogEntry, method: str, cpu_count: int) -> float:
-    """Rough wall time of a default training run on CPU.
-
-    Tokens = max_steps × batch × accumulation × sequence length (project defaults); FLOPs per token
-    ≈ 4 P for LoRA (forward, and backward through frozen weights), 6 P with gradient checkpointing;
-    QLoRA on CPU dequantizes on every matmul: ×2. Throughput: CPU_GFLOPS_PER_CORE per core.
-    """
-    s = _defaults(entry, "cpu")
-    ft = s.finetune
-    steps = ft.max_steps if ft.max_steps > 0 else 1000
-    tokens = steps * ft.per_device_train_batch_size * ft.gradient_accumulation_steps * \
-        min(s.data.source_max_len, entry.context_length)
-    flops = tokens * entry.params * (6 if ft.gradient_checkpointing else 4) * (2 if method == "qlora" else 1)
-    return flops / (max(cpu_count, 1) * CPU_GFLOPS_PER_CORE * 1e9) / 3600
-
-
-def fits(entry: CatalogEntry, info: DeviceInfo, method: str = "inference", device: str | None = None) -> Fit:
-    """Does `method` (inference, lora, qlora) for `entry` fit on `device` (default: the best one)?"""
-    device = normalize_runtime(device or best_runtime(info))
-    est = memory_estimate(entry, method, device)
-    have = device_budget(info, device)
-    ok = None if have is None else est.total <= have
-    hours = speed = None
-    if method != "inference" and device == "cpu":
-        hours = cpu_training_hours(entry, method, info.cpu_count)
-        speed = "ok" if hours <= 1 else "slow" if hours <= 24 else "impractical"
-    return Fit(entry.id, method, device, est.total, have, ok, est.assumptions.get("variant"),
-               None if hours is None else round(hours, 4), speed, est)
-
-
-def recommend_variant(entry: CatalogEntry, info: DeviceInfo) -> Variant | None:
-    """The variant to chat with on this machine: the best runtime present that the model has,
-    a published build before a local one, and one whose estimate fits."""
-    for rt in available_runtimes(info):
-        candidates = sorted(entry.variants_for(rt), key=lambda v: (not v.published,))
-        for v in candidates:
-            have = device_budget(info, rt)
-            need = memory_estimate(entry, "inference", rt, variant=v).total
-            if have is None or need <= have:
-                return v
-    return None

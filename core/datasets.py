@@ -17,12 +17,12 @@ import io
 import json
 import math
 import re
-import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import text_template as grammar
 from .errors import AitkError
 
 KINDS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -32,6 +32,7 @@ MAX_PER_KIND = 5
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(:[\w.-]+)?")
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 _TYPE_NAMES = {
+    dict: "an object",
     list: "an array",
     str: "a string",
     bool: "a boolean",
@@ -48,7 +49,40 @@ HINT_HF = (
     "the dataset must already be in the Hugging Face cache (HF_DATASETS_OFFLINE=1 uses only the "
     "cache); gated datasets need HF_TOKEN set"
 )
-HINT_TEMPLATE = "write fields as {column}, and literal braces as {{ and }}"
+HINT_SURROGATE = ("a \\ud800-\\udfff escape is half of a UTF-16 pair, not a character: re-export the file from "
+                  "valid text (e.g. json.dumps(row, ensure_ascii=False))")
+# Training reads JSON with Arrow: whole numbers are 64-bit, and NaN/Infinity are not JSON.
+INT64 = (-(2**63), 2**63 - 1)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _BadLiteral(ValueError):
+    """A JSON value Python's reader takes but training's refuses (NaN, Infinity, a huge integer)."""
+
+
+def _refuse_constant(name: str):
+    raise _BadLiteral(f"{name} is not valid JSON (training refuses it)")
+
+
+def _checked_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > 19 or not INT64[0] <= int(text) <= INT64[1]:
+        shown = text if len(text) <= 24 else f"{text[:12]}…{text[-4:]}"
+        raise _BadLiteral(f"number {shown} ({digits} digits) is beyond 64 bits: training would read it as "
+                          "a float and change its digits")
+    return int(text)
+
+
+def _checked_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 24 else f"{text[:12]}…{text[-4:]}"
+        raise _BadLiteral(f"number {shown} is too large for a float (it would train as 'inf')")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_checked_int, parse_float=_checked_float)
+HINT_LITERAL = "write it as a string (\"NaN\", \"123...\") or drop it"
 
 
 # --- Results -------------------------------------------------------------------------------------
@@ -181,6 +215,11 @@ class _Parsed:
 
     def add(self, value: Any, line: int | None) -> None:
         if isinstance(value, dict):
+            bad = _lone_surrogate(value)
+            if bad is not None:
+                self.issues.add(f"text holds a lone surrogate (\\u{ord(bad):04x}): not valid Unicode", line=line,
+                                hint=HINT_SURROGATE, kind="surrogate", label="rows with lone surrogates")
+                return
             self.rows.append(value)
             self.lines.append(line)
             return
@@ -205,6 +244,24 @@ class _Parsed:
         return list(seen)
 
 
+def _lone_surrogate(value: Any) -> str | None:
+    """The first half-of-a-pair character in any key or string of a JSON value (no recursion:
+    the value may be nested as deep as the JSON reader allows)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            m = _SURROGATE.search(v)
+            if m:
+                return m.group()
+        elif isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return None
+
+
 # --- Reading -------------------------------------------------------------------------------------
 
 
@@ -218,6 +275,34 @@ def _looks_like_hf_id(source: str | Path) -> bool:
     if isinstance(source, Path):
         return False
     return Path(source).suffix.lower() not in KINDS and _HF_ID.fullmatch(source) is not None
+
+
+def local_file(source: str, base: Path) -> Path | None:
+    """The data file `source` names (relative to `base`), checked to be a readable dataset; None
+    when it names a Hugging Face dataset. A path that exists, or that looks like one (absolute,
+    `./`, `~`, a data-file extension, more than one `/`), is never taken as a hub name."""
+    path = Path(source).expanduser()
+    path = path if path.is_absolute() else base / path
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError):
+        exists = is_dir = False
+    if not exists:
+        if _looks_like_hf_id(source):
+            return None
+        raise AitkError(f"dataset file not found: {path}",
+                        "give an existing .jsonl/.json/.csv/.parquet file, or a Hugging Face dataset id "
+                        "(owner/name or owner/name:config)")
+    if is_dir:
+        raise AitkError(f"{path} is a folder, not a data file", "give a .jsonl, .json, .csv or .parquet file")
+    if path.suffix.lower() not in KINDS:
+        raise AitkError(f"{path} is not a dataset file (type '{path.suffix or '(none)'}')",
+                        "give a .jsonl (one JSON object per line), .json, .csv or .parquet file")
+    report = check_dataset(path)
+    if not report.ok:
+        first = report.issues[0]
+        raise AitkError(f"{first.where()}: {first.message}", first.hint or "fix the dataset and retry")
+    return path
 
 
 def _parse(source: str | Path, split: str, max_rows: int | None) -> _Parsed:
@@ -322,12 +407,15 @@ def _read_json_lines(text: str, parsed: _Parsed, max_rows: int | None) -> None:
         if not line.strip() or number in parsed.bad_lines:
             continue
         try:
-            value = json.loads(line)
+            value = _DECODER.decode(line)
         except json.JSONDecodeError as exc:
             hint = HINT_JSONL
             if number == 1 and line.strip() == "[":
                 hint = "this looks like one JSON array: name the file .json, or write one object per line"
             issues.add(_json_error(exc), line=number, hint=hint, kind="json", label="lines with invalid JSON")
+            continue
+        except _BadLiteral as exc:
+            issues.add(str(exc), line=number, hint=HINT_LITERAL, kind="literal", label="lines with such values")
             continue
         except RecursionError:
             issues.add("JSON nested too deeply", line=number, hint=HINT_JSONL, kind="json")
@@ -347,7 +435,7 @@ def _read_json_array(text: str, parsed: _Parsed, max_rows: int | None) -> None:
     def fail(message: str, pos: int, hint: str = "the file must be one JSON array of objects") -> None:
         parsed.issues.add(message, line=line_of(pos), hint=hint)
 
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     pos = _JSON_WS.match(text, _JSON_WS.match(text).end() + 1).end()
     if text.startswith("]", pos):
         pos += 1
@@ -357,6 +445,8 @@ def _read_json_array(text: str, parsed: _Parsed, max_rows: int | None) -> None:
                 value, end = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as exc:
                 return fail(_json_error(exc), exc.pos)
+            except _BadLiteral as exc:
+                return fail(str(exc), pos, HINT_LITERAL)
             except RecursionError:
                 return fail("JSON nested too deeply", pos)
             parsed.add(value, line_of(pos))
@@ -517,6 +607,8 @@ def check_dataset(
     readable = bool(parsed.rows or parsed.columns)  # else column checks would only add noise
     required = _required_columns(columns, text_template, text_columns, checks, readable)
     _check_values(parsed, required, checks)
+    if parsed.kind in ("json", "jsonl"):
+        _check_column_types(parsed, checks)
     return DatasetReport(
         source=str(source),
         kind=parsed.kind,
@@ -528,7 +620,7 @@ def check_dataset(
 
 def _required_columns(
     columns: list[str],
-    text_template: str | None,
+    template: str | None,
     text_columns: list[str] | None,
     issues: _Issues,
     report_absent: bool,
@@ -537,9 +629,9 @@ def _required_columns(
     (when `report_absent`), not once per row."""
     wanted: list[str] = []
     available = ", ".join(columns) or "(none)"
-    if text_template is not None:
+    if template is not None:
         try:
-            fields = template_fields(text_template)
+            fields = grammar.fields(grammar.check(template))
         except AitkError as exc:
             issues.add(f"text template: {exc.message}", hint=exc.hint)
             fields = []
@@ -560,95 +652,67 @@ def _required_columns(
 
 
 def _check_values(parsed: _Parsed, required: list[str], issues: _Issues) -> None:
+    """Each value the template inserts must be text (or a number or boolean): training would
+    write `None` for a null and a Python repr for an object or array."""
     for index, (row, line) in enumerate(zip(parsed.rows, parsed.lines)):
         where = "" if line is not None else f" (row {index + 1})"
         for name in required:
-            if name not in row:
-                issues.add(
-                    f"missing from this row{where}",
-                    line=line,
-                    column=name,
-                    hint="every row needs the template's columns; fill them in or drop the row",
-                    kind=f"missing:{name}",
-                    label=f"rows missing column '{name}'",
-                )
-            elif _is_empty(row[name]):
-                issues.add(
-                    f"empty value{where}",
-                    line=line,
-                    column=name,
-                    hint="an empty field trains on nothing; fill it in or drop the row",
-                    kind=f"empty:{name}",
-                    label=f"rows with an empty '{name}'",
-                )
+            value = row.get(name, _MISSING)
+            if value is _MISSING:
+                problem = ("missing from this row", "every row needs the template's columns; fill them in or "
+                           "drop the row", "missing", f"rows missing column '{name}'")
+            elif value is None:
+                problem = ("null value", "training would insert the text 'None'; fill it in or drop the row",
+                           "null", f"rows with a null '{name}'")
+            elif isinstance(value, (dict, list)):
+                problem = (f"is {_TYPE_NAMES.get(type(value), 'an object')}, not text",
+                           "a text column must hold a string; flatten it into text or drop the row",
+                           "nested", f"rows with a non-text '{name}'")
+            elif isinstance(value, str) and not value.strip():
+                problem = ("empty value", "an empty field trains on nothing; fill it in or drop the row",
+                           "empty", f"rows with an empty '{name}'")
+            else:
+                continue
+            message, hint, kind, label = problem
+            issues.add(f"{message}{where}", line=line, column=name, hint=hint, kind=f"{kind}:{name}", label=label)
 
 
-def _is_empty(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, (list, dict)):
-        return not value
-    return False
+_MISSING = object()
+# Whole and decimal numbers apart: Arrow reads a column of both as floats, so 3 would train as "3.0".
+_JSON_KIND = {str: "a string", bool: "a boolean", int: "a whole number", float: "a decimal number",
+              dict: "an object", list: "an array"}
+
+
+def _check_column_types(parsed: _Parsed, issues: _Issues) -> None:
+    """Training loads JSON into Arrow columns of one type each: a column that is a string in one
+    row and a number or object in another fails there, so it fails here first."""
+    first: dict[str, tuple[str, int | None]] = {}
+    for row, line in zip(parsed.rows, parsed.lines):
+        for name, value in row.items():
+            kind = _JSON_KIND.get(type(value))
+            if kind is None:
+                continue
+            seen = first.setdefault(name, (kind, line))
+            if seen[0] != kind:
+                since = f" (line {seen[1]})" if seen[1] is not None else ""
+                issues.add(f"is {kind} here but {seen[0]} in the first row that has it{since}", line=line,
+                           column=name, hint="a column must have one type in every row: quote numbers as "
+                           "strings, or make all rows alike", kind=f"mixed:{name}", label=f"rows where '{name}' "
+                           "changes type")
 
 
 # --- Templates -----------------------------------------------------------------------------------
 
 
-def _parse_template(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise AitkError(f"malformed text template: {exc}", hint=HINT_TEMPLATE) from None
-    for _, name, _, _ in parts:
-        if name is not None and (not name or name.isdigit()):
-            raise AitkError(
-                f"text template has a positional field {{{name}}}; fields must name a column",
-                hint="e.g. {question}; " + HINT_TEMPLATE,
-            )
-    return parts
+def _format_value(value: Any) -> str:
+    """A value as a chat message's text (None: nothing)."""
+    return "" if value is None else format(value, "")
 
 
-def template_fields(template: str) -> list[str]:
-    """Column names a text template uses, in order, each once. `{a.b}` means column "a.b"."""
-    return list(dict.fromkeys(name for _, name, _, _ in _parse_template(template) if name is not None))
-
-
-def render_row(row: dict, text_template: str) -> str:
-    """Fill `{column}` fields from `row`. Values are inserted as-is (braces in them stay literal),
-    unlike `str.format(**row)`, which would also treat `{a.b}` as attribute access."""
-    out: list[str] = []
-    for literal, name, spec, conversion in _parse_template(text_template):
-        out.append(literal)
-        if name is None:
-            continue
-        if name not in row:
-            raise AitkError(
-                f"row has no column '{name}' used by the text template",
-                hint=f"columns: {', '.join(map(str, row)) or '(none)'}",
-            )
-        out.append(_format_value(row[name], conversion, spec or ""))
-    return "".join(out)
-
-
-def _format_value(value: Any, conversion: str | None, spec: str) -> str:
-    if value is None:
-        value = ""
-    if conversion == "r":
-        value = repr(value)
-    elif conversion == "a":
-        value = ascii(value)
-    try:
-        return format(value, spec) if spec else str(value)
-    except (ValueError, TypeError) as exc:
-        raise AitkError(f"text template: format spec ':{spec}' does not fit {value!r}: {exc}",
-                        hint=HINT_TEMPLATE) from None
-
-
-def preview(source: str | Path, text_template: str, n: int = 5, split: str = "train") -> list[str]:
+def preview(source: str | Path, template: str, n: int = 5, split: str = "train") -> list[str]:
     """The first `n` rows as the model will see them; reads no further than it must."""
-    return [render_row(row, text_template) for row in load_rows(source, split, max_rows=n).rows]
+    grammar.check(template)
+    return [grammar.render(template, row) for row in load_rows(source, split, max_rows=n).rows]
 
 
 @functools.lru_cache(maxsize=16)
@@ -700,7 +764,7 @@ def render_chat(
         if column not in row:
             raise AitkError(f"row has no column '{column}' for the {role} message",
                             hint=f"columns: {', '.join(map(str, row)) or '(none)'}")
-        messages.append({"role": role, "content": _format_value(row[column], None, "")})
+        messages.append({"role": role, "content": _format_value(row[column])})
     template = _compile_chat_template(chat_template)
     try:
         return template.render(messages=messages, add_generation_prompt=False, **variables)

@@ -25,10 +25,10 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from . import catalog as cat
-from . import devices, hub, paths
+from . import azure_signin, devices, estimates, hub, paths
 from .catalog import human_bytes
 
 Level = Literal["ok", "info", "warn", "error"]
@@ -63,14 +63,14 @@ class ModelAdvice:
     variant: str | None               # variant key to chat with here, None: none fits
     variant_label: str | None
     published: bool                   # downloaded build (True) or built locally from the weights
-    inference: cat.Fit | None
+    inference: estimates.Fit | None
     train_device: str
-    lora: cat.Fit
-    qlora: cat.Fit
+    lora: estimates.Fit
+    qlora: estimates.Fit
     next_step: str
 
     def to_dict(self) -> dict:
-        def fit(f: cat.Fit | None) -> dict | None:
+        def fit(f: estimates.Fit | None) -> dict | None:
             if f is None:
                 return None
             return {"ok": f.ok, "need_bytes": f.need_bytes, "have_bytes": f.have_bytes, "device": f.device,
@@ -229,39 +229,6 @@ def token_source() -> tuple[str | None, str | None]:
     return (value, f"token file {path}") if value else (None, None)
 
 
-def azure_config_dir() -> Path:
-    value = os.environ.get("AZURE_CONFIG_DIR")
-    return Path(value).expanduser() if value else Path.home() / ".azure"
-
-
-def azure_state() -> dict[str, Any]:
-    """Azure sign-in as far as it can be known offline: service-principal variables, the Azure
-    CLI, and its cached profile (`azureProfile.json`: subscriptions and the signed-in user)."""
-    env = os.environ
-    secret_kind = next((v for v in ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH",
-                                    "AZURE_FEDERATED_TOKEN_FILE") if env.get(v)), None)
-    state: dict[str, Any] = {
-        "service_principal": bool(env.get("AZURE_CLIENT_ID") and env.get("AZURE_TENANT_ID") and secret_kind),
-        "secret_kind": secret_kind,
-        "client_id": env.get("AZURE_CLIENT_ID"),
-        "subscription_env": env.get("AZURE_SUBSCRIPTION_ID"),
-        "az": shutil.which("az"),
-        "profile": None,
-        "subscriptions": [],
-        "default": None,
-    }
-    profile = azure_config_dir() / "azureProfile.json"
-    try:
-        data = json.loads(profile.read_text(encoding="utf-8-sig"))  # the CLI writes a BOM
-        subs = [s for s in data.get("subscriptions", []) if isinstance(s, dict)]
-        state["profile"] = str(profile)
-        state["subscriptions"] = subs
-        state["default"] = next((s for s in subs if s.get("isDefault")), subs[0] if subs else None)
-    except (OSError, ValueError, AttributeError):
-        pass
-    return state
-
-
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -292,7 +259,7 @@ def _check_ram(info: devices.DeviceInfo) -> list[Finding]:
     total = mi.get("MemTotal") or info.ram_mib * 2**20
     avail = mi.get("MemAvailable")
     detail = f"{human_bytes(total)} total" + (f", {human_bytes(avail)} available now" if avail else "")
-    detail += f"; jobs may use ~{int(cat.RAM_USABLE * 100)}% ({human_bytes(total * cat.RAM_USABLE)})"
+    detail += f"; jobs may use ~{int(estimates.RAM_USABLE * 100)}% ({human_bytes(total * estimates.RAM_USABLE)})"
     if total and total < RAM_WARN_MIB * 2**20:
         return [Finding("warn", "ram", f"RAM: {human_bytes(total)}", detail,
                         "close other programs; prefer int4 variants and models up to 1.5B")]
@@ -433,26 +400,34 @@ def _check_hf() -> list[Finding]:
 
 
 def _check_azure() -> list[Finding]:
-    st = azure_state()
+    st = azure_signin.detect()
+    sources = (st.source, *st.also) if st.signed_in else ()
     out = []
-    if st["service_principal"]:
-        sub = st["subscription_env"]
+    if azure_signin.ENVIRONMENT in sources:
+        sub = os.environ.get("AZURE_SUBSCRIPTION_ID")
         out.append(Finding("ok", "azure", "Azure: service principal credentials in the environment",
-                           f"AZURE_CLIENT_ID {mask(st['client_id'] or '')} with {st['secret_kind']}; "
+                           f"AZURE_CLIENT_ID {mask(st.client_id or '')} with {st.secret_kind}; "
                            + (f"subscription {mask(sub)} (AZURE_SUBSCRIPTION_ID)." if sub else
                               "no AZURE_SUBSCRIPTION_ID set."),
                            None if sub else "set AZURE_SUBSCRIPTION_ID to the subscription to run jobs in"))
-    default = st["default"]
+    if azure_signin.REMEMBERED in sources:
+        record = azure_signin.remembered_record() or {}
+        out.append(Finding("ok", "azure", f"Azure: signed in as {record.get('username') or '?'} "
+                           "(remembered device-code sign-in)",
+                           f"tenant {mask(str(record.get('tenantId', '')))}; from {azure_signin.auth_record_path()} "
+                           "(not checked online: the sign-in may have expired).",
+                           None))
+    default = st.profile.default if st.profile else None
     if default:
         user = (default.get("user") or {}).get("name", "?")
         out.append(Finding("ok", "azure", f"Azure CLI signed in as {user}",
                            f"subscription {default.get('name', '?')!r} ({mask(str(default.get('id', '')))}), "
-                           f"{len(st['subscriptions'])} known; from {st['profile']} (not checked online: "
+                           f"{len(st.profile.subscriptions)} known; from {st.profile.path} (not checked online: "
                            "the sign-in may have expired).",
-                           None if st["az"] else "install the Azure CLI to refresh it: " + AZURE_CLI_URL))
+                           None if st.az else "install the Azure CLI to refresh it: " + AZURE_CLI_URL))
     if out:
         return out
-    if st["az"]:
+    if st.az:
         return [Finding("warn", "azure", "Azure CLI installed but not signed in",
                         "fine-tuning on Azure needs a sign-in.",
                         "run `az login` (over SSH: `az login --use-device-code`)")]
@@ -474,13 +449,13 @@ def _device_info_with(info: devices.DeviceInfo, gpus: list[GpuState]) -> devices
 
 
 def advise(entry: cat.CatalogEntry, info: devices.DeviceInfo) -> ModelAdvice:
-    rt_best = cat.best_runtime(info)
-    v = cat.recommend_variant(entry, info)
+    rt_best = estimates.best_runtime(info)
+    v = estimates.recommend_variant(entry, info)
     rt = v.runtime if v else rt_best
-    inference = cat.fits(entry, info, "inference", rt) if entry.variants_for(rt) else None
+    inference = estimates.fits(entry, info, "inference", rt) if entry.variants_for(rt) else None
     train_dev = "cuda" if info.gpus else "cpu"
-    lora = cat.fits(entry, info, "lora", train_dev)
-    qlora = cat.fits(entry, info, "qlora", train_dev)
+    lora = estimates.fits(entry, info, "lora", train_dev)
+    qlora = estimates.fits(entry, info, "qlora", train_dev)
     if v is None:
         step = "no variant fits this machine's memory: chat with it on a larger machine or on Azure"
     elif entry.local:
@@ -514,7 +489,7 @@ def _summaries(advice: list[ModelAdvice], info: devices.DeviceInfo) -> list[Find
                 detail_bits.append(f"{a.model_id}: {f.summary()}")
         if fit_slow:
             detail_bits.append("fit in memory but too slow here: " + ", ".join(
-                f"{a.model_id} (~{cat.human_hours((a.lora if a.lora.ok else a.qlora).hours)})" for a in fit_slow))
+                f"{a.model_id} (~{estimates.human_hours((a.lora if a.lora.ok else a.qlora).hours)})" for a in fit_slow))
         if no_fit:
             detail_bits.append("do not fit: " + ", ".join(no_fit))
         step = ("start with the tiny model: `aitk model pull tiny` builds it, then create a project with it"
@@ -528,13 +503,13 @@ def _summaries(advice: list[ModelAdvice], info: devices.DeviceInfo) -> list[Find
                            "; ".join(f"{a.model_id}: {a.lora.summary()}" for a in advice) + ".",
                            "use a machine with a CUDA GPU, or fine-tune on Azure"))
 
-    rt = cat.best_runtime(info)
+    rt = estimates.best_runtime(info)
     rt_label = {"cpu": "CPU", "cuda": "GPU (CUDA)", "directml": "GPU (DirectML)"}[rt]
     fitting = [a for a in advice if a.inference is not None and a.inference.ok is not False and a.variant]
     not_fitting = [a for a in advice if a not in fitting]
     mem = "RAM" if rt == "cpu" else "GPU memory"
     if fitting:
-        budget = cat.device_budget(info, rt)
+        budget = estimates.device_budget(info, rt)
         detail = "; ".join(
             f"{a.model_id} ({a.variant}{'' if a.published else ', built locally'}, "
             f"~{human_bytes(a.inference.need_bytes)})" for a in fitting)
@@ -621,7 +596,7 @@ def format(report: Report | list[Finding], *, width: int = 100) -> str:  # noqa:
     return "\n".join(lines) + "\n"
 
 
-def _cell(f: cat.Fit | None) -> str:
+def _cell(f: estimates.Fit | None) -> str:
     if f is None:
         return "-"
     need = human_bytes(f.need_bytes)

@@ -19,7 +19,7 @@ RESULT_FILE = "result.json"
 
 
 def eval_texts(project: Project) -> list[str]:
-    from . import datasets
+    from . import datasets, text_template
     from .datasets import is_file_source
 
     d = project.settings.data
@@ -28,7 +28,7 @@ def eval_texts(project: Project) -> list[str]:
     rows = datasets.load_rows(path, split=d.eval_split if d.eval_dataset else d.train_split).rows
     if not rows:
         raise AitkError(f"the eval data {source} has no rows", "add rows or set eval_dataset in aitk.toml")
-    return [datasets.render_row(r, d.text_template) for r in rows]
+    return [text_template.render(d.text_template, r) for r in rows]
 
 
 def mean_loss(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 8) -> tuple[float, int]:

@@ -37,6 +37,9 @@ def _data_config(name: str, source: str, split: str, s: ProjectSettings) -> dict
             "strategy": d.corpus_strategy,
             "max_seq_len": d.source_max_len,
             "pad_to_max_len": d.pad_to_max_len,
+            # Olive renders a row as text_template.format(**row) (then adds bos/eos): settings
+            # validation keeps the template to the grammar of core/text_template.py, where that
+            # is exactly what the preview and the dataset check render.
             "text_template": d.text_template,
         },
     }

@@ -18,10 +18,11 @@ import tomli_w
 from pydantic import ValidationError
 
 from . import olive_config, paths, tiny
-from .datasets import is_file_source
+from .datasets import local_file
 from .devices import detect
 from .errors import AitkError
-from .settings import ProjectSettings, default_settings, format_validation_error
+from .defaults import default_settings
+from .settings import ProjectSettings, format_validation_error
 
 SETTINGS_FILE = "aitk.toml"
 OLIVE_CONFIG = Path("finetuning") / "olive-config.json"
@@ -68,7 +69,11 @@ def load_project(root: str | Path) -> Project:
                         "run inside a project folder, pass --project DIR, or create one with `aitk project new DIR`")
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise AitkError(f"cannot read {file}: {e.strerror or e}", "check the file's permissions") from None
+    except RecursionError:
+        raise AitkError(f"{file}: not valid TOML: nested too deeply", "fix the file or regenerate the project") from None
+    except ValueError as e:  # TOMLDecodeError, UnicodeDecodeError, an integer of thousands of digits
         raise AitkError(f"{file}: not valid TOML: {e}", "fix the file or regenerate the project") from None
     try:
         settings = ProjectSettings.model_validate(data)
@@ -88,6 +93,17 @@ def find_project(start: str | Path | None = None) -> Project:
     return load_project(here)  # raises the "not a project" error
 
 
+def text_template_around(start: str | Path | None = None) -> tuple[str, str] | None:
+    """(name, text template) of the project at `start`, or around the current directory; None
+    outside any project (a dataset is then checked without a template)."""
+    if start is None:
+        here = Path.cwd().resolve()
+        if not any((d / SETTINGS_FILE).is_file() for d in (here, *here.parents)):
+            return None
+    project = find_project(start)
+    return project.name, project.settings.data.text_template
+
+
 def _write_generated(root: Path, settings: ProjectSettings) -> None:
     """Everything derived from the settings; rewritten by `regenerate`."""
     device = detect().best if settings.target.device == "auto" else settings.target.device
@@ -101,13 +117,9 @@ def _write_generated(root: Path, settings: ProjectSettings) -> None:
 
 
 def _copy_dataset(source: str, dest_dir: Path, base: Path) -> str:
-    """Copy a local dataset file into the project; hub names are kept as they are."""
-    src = Path(source).expanduser()
-    if not src.is_absolute():
-        src = base / src
-    if not src.is_file():
-        if is_file_source(source):
-            raise AitkError(f"dataset file not found: {src}", "give an existing JSON/JSONL/CSV/Parquet file")
+    """Copy a local dataset file into the project (refusing what is not one); hub names are kept."""
+    src = local_file(source, base)
+    if src is None:
         return source  # a Hugging Face dataset name
     dest_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dest_dir / src.name)
@@ -167,10 +179,18 @@ def create_project(
 
 def regenerate(project: Project) -> None:
     """Rewrite the derived files after the settings changed. Each file is replaced atomically."""
+    generated = (OLIVE_CONFIG, CHAT_SCRIPT, Path("README.md"), Path(SETTINGS_FILE))
+    for rel in generated:  # checked first, so a refusal leaves every file as it was
+        target, folder = project.root / rel, (project.root / rel).parent
+        blocker = (folder if folder.exists() and not folder.is_dir() else
+                   target if (target.exists() or target.is_symlink()) and not target.is_file() else None)
+        if blocker is not None:
+            raise AitkError(f"{blocker} is in the way of the generated {rel.as_posix()}",
+                            f"move it aside (e.g. `mv {blocker} {blocker}.old`), then run the command again")
     staging = Path(tempfile.mkdtemp(prefix=".regen-", dir=project.root))
     try:
         _write_generated(staging, project.settings)
-        for rel in (OLIVE_CONFIG, CHAT_SCRIPT, Path("README.md"), Path(SETTINGS_FILE)):
+        for rel in generated:
             (project.root / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / rel, project.root / rel)
     finally:

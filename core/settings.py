@@ -12,11 +12,12 @@ import difflib
 import re
 import tomllib
 import typing
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import tiny
+from . import text_template, tiny
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -59,10 +60,14 @@ class DataSettings(_Section):
 
     @field_validator("text_template")
     @classmethod
-    def _template_fields_known(cls, v: str) -> str:
-        if "{" not in v:
-            raise ValueError("the template uses no column: write `{column}` where a row's value goes")
-        return v
+    def _template_in_grammar(cls, v: str) -> str:
+        # The one check of the template grammar: what passes here renders in Olive as in the preview.
+        from .errors import AitkError
+
+        try:
+            return text_template.check(v)
+        except AitkError as e:
+            raise ValueError(f"{e.message} ({e.hint})" if e.hint else e.message) from None
 
 
 class FinetuneSettings(_Section):
@@ -94,6 +99,17 @@ class FinetuneSettings(_Section):
     save_steps: int = Field(200, ge=1, description="Save a resumable checkpoint every N steps.")
     checkpoint_dir: str = Field("models/checkpoints", description="Where checkpoints go, relative to the project.")
     loftq: bool = Field(False, description="Initialise QLoRA adapters with LoftQ (needs CUDA).")
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _inside_project(cls, v: str) -> str:
+        # Olive deletes old checkpoints there (save_total_limit): never a folder outside the project.
+        parts = v.replace("\\", "/").split("/")
+        if not v.strip() or v.startswith(("/", "\\", "~")) or (len(v) > 1 and v[1] == ":"):
+            raise ValueError(f"{v!r} must be a folder relative to the project, e.g. models/checkpoints")
+        if ".." in parts:
+            raise ValueError(f"{v!r} leaves the project folder (`..`): use a folder inside it")
+        return v
 
     @model_validator(mode="after")
     def _steps(self):
@@ -156,10 +172,74 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 SECTIONS = ("model", "data", "finetune", "inference", "target")
 
 
+_BOUND_SYMBOLS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+# Multi-line text typed on one line (a shell argument, the wizard's inputs): `\n` and `\t` are
+# read as a new line and a tab there. Other text (paths, ids) is taken as typed: `C:\new` stays.
+ESCAPED_TEXT = ("data.text_template", "inference.prompt_template")
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting as front ends show and edit it: `aitk project keys` and the wizard's form."""
+
+    section: str
+    name: str
+    kind: str  # bool | choice | int | float | text (with escapes) | str | optional_str | list
+    choices: tuple = ()
+    default: object = None
+    description: str = ""
+    bounds: tuple[tuple[str, object], ...] = ()  # ("ge", 1), ("le", 1024): pydantic's own limits
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def bounds_text(self) -> str:
+        return ", ".join(f"{_BOUND_SYMBOLS[op]} {value}" for op, value in self.bounds)
+
+    @property
+    def type_text(self) -> str:
+        if self.kind == "choice":
+            return " | ".join(map(str, self.choices))
+        return {"optional_str": "text or empty", "str": "text", "text": "text, \\n a new line",
+                "list": "list of text"}.get(self.kind, self.kind)
+
+
+def _kind(annotation) -> tuple[str, tuple]:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is bool:
+        return "bool", ()
+    if origin is Literal:
+        return "choice", args
+    if annotation in (int, float):
+        return annotation.__name__, ()
+    if origin is list:
+        return "list", ()
+    if type(None) in args:
+        return "optional_str", ()
+    return "str", ()
+
+
+def setting_specs(sections: typing.Iterable[str] = SECTIONS) -> list[SettingSpec]:
+    """Every setting of `sections`, in settings order, read from the pydantic models (one source
+    for names, kinds, defaults, bounds and help)."""
+    out = []
+    for section in sections:
+        for name, info in ProjectSettings.model_fields[section].annotation.model_fields.items():
+            kind, choices = _kind(info.annotation)
+            if f"{section}.{name}" in ESCAPED_TEXT:
+                kind = "text"
+            bounds = tuple((op, getattr(m, op)) for m in info.metadata for op in _BOUND_SYMBOLS
+                           if getattr(m, op, None) is not None)
+            out.append(SettingSpec(section, name, kind, choices, info.get_default(call_default_factory=True),
+                                   info.description or "", bounds))
+    return out
+
+
 def setting_keys() -> list[str]:
     """Every `section.field` a project has, as `--set` and aitk.toml name them."""
-    return [f"{section}.{name}" for section in SECTIONS
-            for name in ProjectSettings.model_fields[section].annotation.model_fields]
+    return [spec.key for spec in setting_specs()]
 
 
 def changes(before: ProjectSettings, after: ProjectSettings) -> list[tuple[str, object, object]]:
@@ -169,10 +249,33 @@ def changes(before: ProjectSettings, after: ProjectSettings) -> list[tuple[str, 
             for key, value in b[section].items() if a[section].get(key) != value]
 
 
-def _parse_value(raw: str, annotation) -> object:
-    """A TOML literal when it is one (`2e-4`, `true`, `["q", "a"]`, `"a\nb"`), else the text
-    itself; text fields keep `true` or `12` as text; a comma list for list fields (`q,a`), and
-    nothing for an empty optional field."""
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def escape_text(text: str) -> str:
+    """One-line form of a text (a shell argument, a one-line input): `\\n` for a new line, `\\t`
+    for a tab, `\\\\` for a backslash. `unescape_text` reverses it."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+
+
+def unescape_text(text: str) -> str:
+    """How a typed text field is read, on the command line and in the wizard alike: `\\n` is a
+    new line, `\\t` a tab, `\\\\` one backslash; any other backslash stays as typed."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _parse_value(raw: str, annotation, escapes: bool = False) -> object:
+    """A TOML literal when it is one (`2e-4`, `true`, `["q", "a"]`, `"a\\nb"`), else the text
+    itself (through `unescape_text` when `escapes`); text fields keep `true` or `12` as text; a
+    comma list for list fields (`q,a`), and nothing for an empty optional field."""
     args = typing.get_args(annotation)
     origin = typing.get_origin(annotation)
     textual = origin is not list and (annotation is str or str in args or origin is Literal)
@@ -180,13 +283,13 @@ def _parse_value(raw: str, annotation) -> object:
         value = tomllib.loads(f"v = {raw}")["v"]
         if not textual or isinstance(value, str):
             return value
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # not TOML (TOMLDecodeError), 5000 digits, 5000 nested arrays
         pass
     if raw == "" and type(None) in args:
         return None
     if typing.get_origin(annotation) is list:
         return [part.strip() for part in raw.split(",") if part.strip()]
-    return raw
+    return unescape_text(raw) if escapes else raw
 
 
 def apply_overrides(settings: ProjectSettings, assignments: list[str]) -> ProjectSettings:
@@ -209,63 +312,9 @@ def apply_overrides(settings: ProjectSettings, assignments: list[str]) -> Projec
             raise AitkError(f"--set {assignment!r}: no setting {key!r}", hint)
         section, name = key.split(".", 1)
         field = ProjectSettings.model_fields[section].annotation.model_fields[name]
-        data[section][name] = _parse_value(raw.strip(), field.annotation)
+        data[section][name] = _parse_value(raw.strip(), field.annotation, key in ESCAPED_TEXT)
     try:
         return ProjectSettings.model_validate(data)
     except ValidationError as e:
         raise AitkError(format_validation_error(e, "--set"), "`aitk project keys` shows each setting's "
                         "type, bounds and help") from None
-
-
-# Chat formats by catalog `chat_template` family: (training text template over the bundled
-# question/answer columns, inference prompt template).
-TEMPLATES = {
-    "phi3": (tiny.TEXT_TEMPLATE, tiny.PROMPT_TEMPLATE),
-    "phi4": (tiny.TEXT_TEMPLATE, tiny.PROMPT_TEMPLATE),
-    "chatml": ("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>",
-               "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"),
-    "llama3": ("<|start_header_id|>user<|end_header_id|>\n\n{question}<|eot_id|>"
-               "<|start_header_id|>assistant<|end_header_id|>\n\n{answer}<|eot_id|>",
-               "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
-               "<|start_header_id|>assistant<|end_header_id|>\n\n"),
-    "mistral": ("[INST] {question} [/INST] {answer}</s>", "[INST] {} [/INST]"),
-}
-
-
-def default_settings(name: str, model_id: str = tiny.TINY_ID, device: str = "cpu") -> ProjectSettings:
-    """Defaults per model and device.
-
-    The tiny model gets what was measured to learn the bundled facts in ~20 s on 2 cores. Real
-    models get AI Toolkit's Phi-3 defaults, adjusted to the device (bfloat16 + QLoRA on CUDA,
-    LoRA in float32 on CPU).
-    """
-    settings = ProjectSettings(name=name)
-    if model_id == tiny.TINY_ID:
-        return settings
-    from . import catalog
-    from .errors import AitkError
-
-    try:
-        entry = catalog.load().get(model_id)
-    except AitkError:
-        if "/" not in model_id:
-            raise
-        entry = None  # a Hugging Face repo id that is not in the catalog: taken as it is
-    settings.model = ModelSettings(id=model_id, path=entry.repo if entry and entry.repo else model_id)
-    family = entry.chat_template if entry else "phi3"
-    settings.data.text_template = TEMPLATES.get(family, TEMPLATES["phi3"])[0]
-    settings.inference.prompt_template = TEMPLATES.get(family, TEMPLATES["phi3"])[1]
-    cuda = device == "cuda"
-    settings.finetune = FinetuneSettings(
-        method="qlora" if cuda else "lora",
-        compute_dtype="bfloat16" if cuda else "float32",
-        lora_r=64, lora_alpha=64.0, lora_dropout=0.1,
-        target_modules=list(entry.lora_targets) if entry else [],
-        per_device_train_batch_size=1, per_device_eval_batch_size=1,
-        gradient_accumulation_steps=4, gradient_checkpointing=True,
-        learning_rate=1e-4, num_train_epochs=3.0, max_steps=1200,
-        logging_steps=10, eval_steps=100, save_steps=100,
-    )
-    settings.data.source_max_len = min(1024, entry.context_length) if entry else 1024
-    settings.inference.precision = "fp16" if device in ("cuda", "dml") else "int4"
-    return settings

@@ -248,6 +248,56 @@ def test_remembered_sign_in_needs_consent_and_then_works_in_other_processes(fake
     assert "ada@contoso.example" in record and "token" not in record.lower()
 
 
+def test_after_a_remembered_sign_in_doctor_and_the_status_bar_say_signed_in(fake, tmp_path, monkeypatch):
+    """One sign-in check (core.azure_signin) for doctor, the app's status bar and the back end."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_CLIENT") and k != "AZURE_TENANT_ID"}
+    env.update(HOME=str(tmp_path / "home"), AITK_CONFIG_DIR=str(tmp_path / "cfg"), FAKE_TENANT=fake.tenant,
+               AZURE_CONFIG_DIR=str(tmp_path / "no-az-cli"))
+
+    def run(*args):
+        out = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode in (0, 1), out.stderr
+        return out.stdout
+
+    def doctor_azure() -> list[dict]:
+        report = json.loads(run("-m", "aitk.cli.main", "doctor", "--quick", "--json"))
+        return [f for f in report["findings"] if f["area"] == "azure"]
+
+    assert [f["title"] for f in doctor_azure()] in (["Not signed in to Azure"],
+                                                    ["Azure CLI installed but not signed in"])
+    first = json.loads(run("-c", LOGIN_PROBE, "login", "0").strip().splitlines()[-1])
+    if "error" in first:  # no keyring here: the consent to an unencrypted cache file
+        assert json.loads(run("-c", LOGIN_PROBE, "login", "1").strip().splitlines()[-1])["user"]
+    found = doctor_azure()
+    assert [(f["level"], f["title"]) for f in found] == [
+        ("ok", "Azure: signed in as ada@contoso.example (remembered device-code sign-in)")]
+    assert json.loads(run("-c", LOGIN_PROBE, "silent").strip().splitlines()[-1]) == {"used": "saved device-code sign-in"}
+
+    from aitk.tui import testing
+    from aitk.tui.app import AitkApp
+    from aitk.tui.config import Config
+
+    for key in ("AITK_CONFIG_DIR", "AZURE_CONFIG_DIR", "HOME"):
+        monkeypatch.setenv(key, env[key])
+    for key in [k for k in os.environ if k.startswith("AZURE_CLIENT") or k == "AZURE_TENANT_ID"]:
+        monkeypatch.delenv(key)
+
+    @testing.sync
+    async def status_bar() -> str:
+        app = AitkApp(device=testing.DEVICE, azure=None, config=Config(), clock=lambda: testing.FIXED_NOW)
+        async with app.run_test(size=(100, 24)) as pilot:
+            status = app.query_one("#status")
+            await testing.until(pilot, lambda: "Azure" in testing.text_of(status.render())
+                                and "CPU" in testing.text_of(status.render()), what="device and azure state")
+            await pilot.pause(0.1)
+            return testing.text_of(status.render())
+
+    assert "Azure: ada@contoso.example" in status_bar()
+
+
 # -- provisioning -------------------------------------------------------------------------------
 def test_provision_creates_everything_once_then_changes_nothing(fake, project):
     from aitk.providers.azure import config

@@ -11,6 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from aitk.cli import catalog_cmds
 from aitk.core import catalog as cat
+from aitk.core import estimates as est
 from aitk.core import paths
 from aitk.core.devices import DeviceInfo, Gpu
 from aitk.core.errors import AitkError
@@ -199,7 +200,7 @@ def test_search_by_text_task_runtime_and_fit(bundled):
     assert "mistral-7b-instruct-v0.3" in ids(bundled.search(task="function-calling"))
     published_dml = ids(bundled.search(runtime="directml", published_only=True))
     assert published_dml == ["phi-3-mini-4k", "phi-3-mini-128k", "phi-3.5-mini", "phi-4-mini"]
-    small = ids(bundled.search(fits_device=CPU_4G))
+    small = ids(bundled.search(where=lambda e: est.fits(e, CPU_4G).ok is not False))
     assert "tiny" in small and "qwen2.5-0.5b" in small and "mistral-7b-instruct-v0.3" not in small
     assert bundled.search("nothing-like-this") == []
 
@@ -210,68 +211,68 @@ def test_search_by_text_task_runtime_and_fit(bundled):
 def test_lora_parameter_count_follows_the_shapes(bundled):
     phi = bundled.get("phi-3-mini-4k")  # hidden 3072, inter 8192, 32 heads = kv heads, 32 layers
     per_layer = 8 * ((3072 + 3 * 3072) + (3072 + 3072) + (3072 + 2 * 8192) + (8192 + 3072))
-    assert cat.lora_param_count(phi, 8) == 32 * per_layer
+    assert est.lora_param_count(phi, 8) == 32 * per_layer
     qwen = bundled.get("qwen2.5-0.5b")  # GQA: k/v project to 2 heads of 64
-    assert cat.lora_param_count(qwen, 1, ["k_proj"]) == 24 * (896 + 128)
+    assert est.lora_param_count(qwen, 1, ["k_proj"]) == 24 * (896 + 128)
 
 
 def test_memory_estimates(bundled):
     phi = bundled.get("phi-3-mini-4k")
-    lora_gpu = cat.memory_estimate(phi, "lora", "cuda")
-    qlora_gpu = cat.memory_estimate(phi, "qlora", "cuda")
+    lora_gpu = est.memory_estimate(phi, "lora", "cuda")
+    qlora_gpu = est.memory_estimate(phi, "qlora", "cuda")
     assert lora_gpu.assumptions["compute_dtype"] == "bfloat16"
     assert lora_gpu.parts["weights"] == int(phi.params * 2)
     assert qlora_gpu.parts["weights"] < lora_gpu.parts["weights"] / 3
     assert 9 * GB < lora_gpu.total < 14 * GB and 4 * GB < qlora_gpu.total < 8 * GB
     assert set(lora_gpu.parts) == {"weights", "adapter", "gradients", "optimizer", "activations", "logits", "overhead"}
-    cpu = cat.memory_estimate(phi, "lora", "cpu")
+    cpu = est.memory_estimate(phi, "lora", "cpu")
     assert cpu.assumptions["compute_dtype"] == "float32" and cpu.parts["weights"] == phi.params * 4
     # Knobs move the estimate the right way.
-    big_batch = cat.memory_estimate(phi, "lora", "cuda", batch_size=8, gradient_checkpointing=False)
+    big_batch = est.memory_estimate(phi, "lora", "cuda", batch_size=8, gradient_checkpointing=False)
     assert big_batch.parts["activations"] > 10 * lora_gpu.parts["activations"]
-    assert cat.memory_estimate(phi, "lora", "cuda", lora_r=8).parts["optimizer"] == \
+    assert est.memory_estimate(phi, "lora", "cuda", lora_r=8).parts["optimizer"] == \
         lora_gpu.parts["optimizer"] // 8
     # Inference uses the published build's size, plus KV cache for the context.
-    inf = cat.memory_estimate(phi, "inference", "cpu")
+    inf = est.memory_estimate(phi, "inference", "cpu")
     assert inf.parts["weights"] == phi.variant("cpu").download_bytes
     assert inf.parts["kv_cache"] == 2 * 32 * 32 * 96 * 4096 * 4
-    short = cat.memory_estimate(phi, "inference", "cpu", context=1024)
+    short = est.memory_estimate(phi, "inference", "cpu", context=1024)
     assert short.parts["kv_cache"] == inf.parts["kv_cache"] // 4
     # A locally built int4 model: embeddings in fp32 on CPU, the rest 4-bit.
     qwen = bundled.get("qwen2.5-0.5b")
-    w = cat.memory_estimate(qwen, "inference", "cpu").parts["weights"]
+    w = est.memory_estimate(qwen, "inference", "cpu").parts["weights"]
     emb = 151936 * 896
     assert w == int(emb * 4 + (qwen.params - emb) * 0.5625)
     assert "weights" in inf.describe() and inf.describe().startswith(cat.human_bytes(inf.total))
     with pytest.raises(AitkError):
-        cat.memory_estimate(phi, "full-finetune")
+        est.memory_estimate(phi, "full-finetune")
 
 
 def test_fits_per_device(bundled):
     tiny, phi, mistral = bundled.get("tiny"), bundled.get("phi-3-mini-4k"), bundled.get("mistral-7b-instruct-v0.3")
-    f = cat.fits(tiny, CPU_24G, "lora")
+    f = est.fits(tiny, CPU_24G, "lora")
     assert f.ok and f.speed == "ok" and f.practical and f.device == "cpu"
-    f = cat.fits(phi, CPU_24G, "qlora")
+    f = est.fits(phi, CPU_24G, "qlora")
     assert f.ok and f.speed == "impractical" and not f.practical
     assert "impractical on CPU" in f.summary()
-    assert cat.fits(mistral, CPU_24G, "lora").ok is False
-    assert cat.fits(phi, GPU_24G, "qlora").ok and cat.fits(phi, GPU_24G, "qlora").speed is None
+    assert est.fits(mistral, CPU_24G, "lora").ok is False
+    assert est.fits(phi, GPU_24G, "qlora").ok and est.fits(phi, GPU_24G, "qlora").speed is None
     gpu_16g = DeviceInfo(best="cuda", gpus=(Gpu("NVIDIA T4", 15360, 15000),), cpu_count=8, ram_mib=32 * 1024)
-    assert cat.fits(mistral, gpu_16g, "lora").ok is False and cat.fits(mistral, gpu_16g, "qlora").ok
-    assert cat.fits(mistral, GPU_24G, "lora").ok  # ~19 GB: bf16 7B LoRA with checkpointing, batch 1
-    assert cat.fits(phi, DML, "inference").ok is None  # DirectML memory unknown
-    assert "device memory unknown" in cat.fits(phi, DML, "inference").summary()
-    assert cat.fits(phi, CPU_4G, "inference").ok is False
+    assert est.fits(mistral, gpu_16g, "lora").ok is False and est.fits(mistral, gpu_16g, "qlora").ok
+    assert est.fits(mistral, GPU_24G, "lora").ok  # ~19 GB: bf16 7B LoRA with checkpointing, batch 1
+    assert est.fits(phi, DML, "inference").ok is None  # DirectML memory unknown
+    assert "device memory unknown" in est.fits(phi, DML, "inference").summary()
+    assert est.fits(phi, CPU_4G, "inference").ok is False
 
 
 def test_recommended_variant_per_machine(bundled):
     phi = bundled.get("phi-3-mini-4k")
-    assert cat.recommend_variant(phi, GPU_24G).key == "cuda-int4"
-    assert cat.recommend_variant(phi, CPU_24G).key == "cpu-int4"
-    assert cat.recommend_variant(phi, DML).key == "directml-int4"
-    assert cat.recommend_variant(phi, CPU_4G) is None  # nothing fits 4 GB
-    assert cat.recommend_variant(bundled.get("tiny"), CPU_4G).key == "cpu-fp32"
-    assert not cat.recommend_variant(bundled.get("qwen2.5-0.5b"), CPU_24G).published
+    assert est.recommend_variant(phi, GPU_24G).key == "cuda-int4"
+    assert est.recommend_variant(phi, CPU_24G).key == "cpu-int4"
+    assert est.recommend_variant(phi, DML).key == "directml-int4"
+    assert est.recommend_variant(phi, CPU_4G) is None  # nothing fits 4 GB
+    assert est.recommend_variant(bundled.get("tiny"), CPU_4G).key == "cpu-fp32"
+    assert not est.recommend_variant(bundled.get("qwen2.5-0.5b"), CPU_24G).published
 
 
 # --- CLI ------------------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def test_settings_from_the_command_line(tmp_path, tiny_test_model):
                        match="target.device")
     assert not (tmp_path / "q").exists()
     code, out, _ = aitk("project", "keys")
-    assert code == 0 and "finetune.lora_r = 64" in out and "ge 1" in out
+    assert code == 0 and "finetune.lora_r = 64" in out and "≥ 1" in out
 
 
 def test_jobs_unknown_id():

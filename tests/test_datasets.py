@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from aitk.core import datasets as ds
 from aitk.core import paths, tiny
+from aitk.core import text_template as grammar
 from aitk.core.errors import AitkError
 
 TEMPLATE = "<|user|>\n{question}<|end|>\n<|assistant|>\n{answer}<|end|>"
@@ -294,18 +295,20 @@ def test_hf_id_config_and_max_rows_reach_load_dataset(monkeypatch):
 
 
 def test_template_fields():
-    assert ds.template_fields(TEMPLATE) == ["question", "answer"]
-    assert ds.template_fields("{a} {{literal}} {b} {a}") == ["a", "b"]
-    for bad in ["{question", "answer}", "{}", "{0}"]:
+    assert grammar.fields(TEMPLATE) == ["question", "answer"]
+    assert grammar.fields("{a} {{literal}} {b} {a}") == ["a", "b"]
+    for bad in ["{question", "answer}", "{}", "{0}", "{q:%}", "{q!x}", "{q!r}", "{q.text}", "{q[0]}",
+                "{q:>999999999}", "{q:{w}}"]:
         with pytest.raises(AitkError):
-            ds.template_fields(bad)
+            grammar.fields(bad)
 
 
-def test_render_row_keeps_braces_in_values():
+def test_render_is_str_format_and_keeps_braces_in_values():
     row = {"question": "What is {x}?", "answer": "{0} and }{", "n": 3, "none": None}
-    assert ds.render_row(row, "Q: {question} A: {answer} {{n}}={n}{none}") == "Q: What is {x}? A: {0} and }{ {n}=3"
+    template = "Q: {question} A: {answer} {{n}}={n}{none}"
+    assert grammar.render(template, row) == template.format(**row) == "Q: What is {x}? A: {0} and }{ {n}=3None"
     with pytest.raises(AitkError, match="no column 'context'"):
-        ds.render_row(row, "{context}")
+        grammar.render("{context}", row)
 
 
 def test_preview_renders_first_rows():
@@ -316,7 +319,7 @@ def test_preview_renders_first_rows():
 
 
 def test_render_chat_matches_text_template():
-    assert ds.render_chat(QA, tiny.CHAT_TEMPLATE, "question", "answer") == ds.render_row(QA, TEMPLATE) + "\n"
+    assert ds.render_chat(QA, tiny.CHAT_TEMPLATE, "question", "answer") == grammar.render(TEMPLATE, QA) + "\n"
     with_system = ds.render_chat(QA, tiny.CHAT_TEMPLATE, "question", "answer", system_prompt="Be brief.")
     assert with_system.startswith("<|system|>\nBe brief.<|end|>\n<|user|>\nQ?")
 
@@ -409,7 +412,7 @@ def test_fuzz_arbitrary_text_lines(fuzz_dir, lines, ext):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none() | st.booleans() | st.integers(*ds.INT64) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=8,
 )

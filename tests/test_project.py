@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from aitk.core import olive_config, project as projmod, tiny
 from aitk.core.errors import AitkError
 from aitk.core.project import OLIVE_CONFIG, create_project, load_project, regenerate
-from aitk.core.settings import ProjectSettings, default_settings
+from aitk.core.defaults import default_settings
+from aitk.core.settings import ProjectSettings
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aitk.tui import testing
-from aitk.tui.azure_state import detect_azure
+from aitk.core.azure_signin import detect as detect_azure
 from aitk.tui.config import load_config
 from aitk.tui.theming import load_themes, parse_theme
 

@@ -164,7 +164,8 @@ def test_the_equivalent_command_recreates_the_wizards_settings(tmp_path):
     import shlex
 
     from aitk.cli.main import build_parser
-    from aitk.core.settings import apply_overrides, default_settings
+    from aitk.core.defaults import default_settings
+    from aitk.core.settings import apply_overrides
     from aitk.tui.wizard.state import WizardState, command_line
 
     state = WizardState(name="demo", model_id="tiny", location=str(tmp_path))

@@ -126,7 +126,7 @@ class AitkApp(App):
         (await self.ensure_pane(self.start_pane)).focus_main()
         status = self.main_widget("#status", StatusBar)
         if self._azure is None:
-            from aitk.tui.azure_state import detect_azure
+            from aitk.core.azure_signin import detect as detect_azure
 
             self._azure = detect_azure()
         status.azure = self._azure.label
@@ -253,7 +253,7 @@ class AitkApp(App):
         self.notify("\n".join(lines), title="Settings", timeout=15)
 
     def action_azure_status(self) -> None:
-        from aitk.tui.azure_state import detect_azure
+        from aitk.core.azure_signin import detect as detect_azure
 
         self._azure = detect_azure()
         self.main_widget("#status", StatusBar).azure = self._azure.label

@@ -31,15 +31,15 @@ def load():
 
 
 def fits(entry, device, method: str):
-    """`catalog.fits(entry, device, method)`, remembered; None when the estimate fails."""
-    from aitk.core import catalog
+    """`estimates.fits(entry, device, method)`, remembered; None when the estimate fails."""
+    from aitk.core import estimates
 
     load()
     memo = _state["fits"]
     key = (entry.id, device, method)
     if key not in memo:
         try:
-            memo[key] = catalog.fits(entry, device, method)
+            memo[key] = estimates.fits(entry, device, method)
         except Exception:  # noqa: BLE001 - an estimate is a nicety, never a blocker
             memo[key] = None
     return memo[key]

@@ -20,12 +20,12 @@ from pathlib import Path  # noqa: F401 - tests use testing.Path
 from aitk.core.chat import ChatStream
 from aitk.core.devices import DeviceInfo
 from aitk.core.jobs import JobRecord, JobStore
-from aitk.tui.azure_state import AzureState
+from aitk.core.azure_signin import AzureSignIn
 from aitk.tui.config import Config
 
 FIXED_NOW = 1_767_225_600.0  # 2026-01-01 00:00 UTC: ages and ETAs in fixtures never move
 DEVICE = DeviceInfo(best="cpu", cpu_count=8, ram_mib=32768, execution_providers=("CPUExecutionProvider",))
-AZURE = AzureState(False)
+AZURE = AzureSignIn(False)
 
 
 def isolated_env(root: Path, setenv=os.environ.__setitem__) -> dict[str, str]:
@@ -50,7 +50,7 @@ def fabricate_project(name: str, *, adapter: bool = False, exported: bool = Fals
     import tomli_w
 
     from aitk.core import paths, tiny
-    from aitk.core.settings import default_settings
+    from aitk.core.defaults import default_settings
 
     root = paths.projects_dir() / name
     (root / "dataset").mkdir(parents=True)

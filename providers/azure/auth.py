@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...core import paths
+from ...core import azure_signin, paths
 from ...core.errors import AitkError
 from . import config
 from .config import Endpoints
@@ -163,15 +163,14 @@ def _cache_options(allow_unencrypted: bool):
 
 def _saved_device_code(e: Endpoints):
     """The remembered device-code sign-in, silent only (None unless the user consented to a cache)."""
-    auth = config.load_settings().get("auth") or {}
-    path = config.auth_record_path()
-    if not auth.get("remember") or not path.is_file():
+    if azure_signin.remembered_record() is None:  # the same check doctor and the status bar make
         return None
     from azure.identity import AuthenticationRecord, DeviceCodeCredential
 
+    auth = config.load_settings().get("auth") or {}
     try:
-        record = AuthenticationRecord.deserialize(path.read_text(encoding="utf-8"))
-    except (ValueError, KeyError):
+        record = AuthenticationRecord.deserialize(config.auth_record_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError):
         return None
     kw = {k: v for k, v in _identity_kwargs(e).items() if k != "authority"}  # the record names its authority
     return DeviceCodeCredential(client_id=record.client_id, tenant_id=record.tenant_id, authentication_record=record,
@@ -274,15 +273,9 @@ def logout() -> list[str]:
 
 def _az_default_subscription() -> str | None:
     """The Azure CLI's default subscription, when the CLI is how the user signed in."""
-    profile = Path(os.environ.get("AZURE_CONFIG_DIR") or Path.home() / ".azure") / "azureProfile.json"
-    try:
-        data = json.loads(profile.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError):
-        return None
-    for sub in data.get("subscriptions", []):
-        if sub.get("isDefault"):
-            return sub.get("id")
-    return None
+    profile = azure_signin.az_profile()
+    default = profile.default if profile else None
+    return default.get("id") if default and default.get("isDefault") else None
 
 
 def resolve_subscription(explicit: str | None = None, ctx=None) -> str:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core import paths
+from ...core import azure_signin
 from ...core.errors import AitkError
 
 PUBLIC_ARM = "https://management.azure.com"
@@ -95,22 +95,10 @@ def gpu(key: str) -> Gpu:
 
 
 # -- user settings ------------------------------------------------------------------------------
-def settings_path() -> Path:
-    return paths.config_dir() / "azure.json"
-
-
-def auth_record_path() -> Path:
-    return paths.config_dir() / "azure-auth-record.json"
-
-
-def load_settings() -> dict:
-    p = settings_path()
-    if not p.is_file():
-        return {}
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except ValueError:
-        return {}
+# One definition of where sign-in state lives, shared with the checks in core (doctor, status bar).
+settings_path = azure_signin.settings_path
+auth_record_path = azure_signin.auth_record_path
+load_settings = azure_signin.load_settings
 
 
 def save_settings(data: dict) -> None:

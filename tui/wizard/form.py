@@ -8,11 +8,7 @@ exactly what `aitk.toml` accepts, with pydantic's own message shown under the fi
 
 from __future__ import annotations
 
-import types
-import typing
-from dataclasses import dataclass
-
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from textual import on
 from textual.app import ComposeResult
 from rich.text import Text
@@ -20,79 +16,14 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Select, Static
 
+from aitk.core.settings import SettingSpec, escape_text, setting_specs, unescape_text
+
 SECTION_TITLES = {"data": "Data", "finetune": "Fine-tuning", "inference": "Chat and export", "target": "Target",
                   "model": "Model"}
 
 
-@dataclass(frozen=True)
-class FieldSpec:
-    section: str
-    name: str
-    kind: str  # bool | choice | int | float | str | optional_str | list
-    choices: tuple = ()
-    description: str = ""
-    bounds: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.section}.{self.name}"
-
-    @property
-    def widget_id(self) -> str:
-        return f"f-{self.section}-{self.name}"
-
-
-def _bounds(info) -> str:
-    parts = []
-    for m in info.metadata:
-        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
-            value = getattr(m, attr, None)
-            if value is not None:
-                parts.append(f"{sym} {value}")
-    return ", ".join(parts)
-
-
-def field_specs(model: type[BaseModel], section: str, skip: set[str] = frozenset()) -> list[FieldSpec]:
-    out = []
-    for name, info in model.model_fields.items():
-        if name in skip:
-            continue
-        ann = info.annotation
-        origin = typing.get_origin(ann)
-        args = typing.get_args(ann)
-        if ann is bool:
-            kind, choices = "bool", ()
-        elif origin is typing.Literal:
-            kind, choices = "choice", args
-        elif ann is int:
-            kind, choices = "int", ()
-        elif ann is float:
-            kind, choices = "float", ()
-        elif origin is list:
-            kind, choices = "list", ()
-        elif origin in (typing.Union, types.UnionType) and type(None) in args:
-            kind, choices = "optional_str", ()
-        else:
-            kind, choices = "str", ()
-        out.append(FieldSpec(section, name, kind, choices, info.description or "", _bounds(info)))
-    return out
-
-
-def escape_text(t: str) -> str:
-    """One-line form of a text with newlines (an Input shows one line): `\n` for a newline."""
-    return t.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def unescape_text(t: str) -> str:
-    out, i = [], 0
-    while i < len(t):
-        if t[i] == "\\" and i + 1 < len(t) and t[i + 1] in "n\\":
-            out.append("\n" if t[i + 1] == "n" else "\\")
-            i += 2
-        else:
-            out.append(t[i])
-            i += 1
-    return "".join(out)
+def widget_id(spec: SettingSpec) -> str:
+    return f"f-{spec.section}-{spec.name}"
 
 
 def to_text(value, kind: str) -> str:
@@ -100,13 +31,15 @@ def to_text(value, kind: str) -> str:
         return ", ".join(value or [])
     if value is None:
         return ""
-    return escape_text(value) if kind in ("str", "optional_str") else str(value)
+    return escape_text(value) if kind == "text" else str(value)
 
 
 def parse(text: str, kind: str):
     """Text of an input -> the value to assign (ValueError with a readable message)."""
-    if kind == "str":
+    if kind == "text":
         return unescape_text(text)
+    if kind == "str":
+        return text
     text = text.strip()
     if kind == "int":
         try:
@@ -121,7 +54,7 @@ def parse(text: str, kind: str):
     if kind == "list":
         return [part.strip() for part in text.split(",") if part.strip()]
     if kind == "optional_str":
-        return unescape_text(text) or None
+        return text or None
     return text
 
 
@@ -148,31 +81,33 @@ class SettingsForm(VerticalScroll):
     def __init__(self, settings, sections: list[tuple[str, set[str]]], **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
-        self.specs: dict[str, FieldSpec] = {}
+        self.specs: dict[str, SettingSpec] = {}
         self.errors: dict[str, str] = {}
         self.sections = sections
 
     def compose(self) -> ComposeResult:
         for section, skip in self.sections:
-            model = type(getattr(self.settings, section))
             yield Static(f"── {SECTION_TITLES.get(section, section)} ──", classes="section")
-            for spec in field_specs(model, section, skip):
-                self.specs[spec.widget_id] = spec
+            for spec in setting_specs([section]):
+                if spec.name in skip:
+                    continue
+                wid = widget_id(spec)
+                self.specs[wid] = spec
                 value = getattr(getattr(self.settings, section), spec.name)
-                yield Static(self._caption(spec, None), classes="caption", id=f"cap-{spec.widget_id}")
+                yield Static(self._caption(spec, None), classes="caption", id=f"cap-{wid}")
                 if spec.kind == "bool":
-                    yield Checkbox("on", value=bool(value), id=spec.widget_id)
+                    yield Checkbox("on", value=bool(value), id=wid)
                 elif spec.kind == "choice":
                     yield Select([(str(c), c) for c in spec.choices], value=value, allow_blank=False,
-                                 id=spec.widget_id, compact=True)
+                                 id=wid, compact=True)
                 else:
-                    yield Input(to_text(value, spec.kind), id=spec.widget_id, compact=True, select_on_focus=False)
+                    yield Input(to_text(value, spec.kind), id=wid, compact=True, select_on_focus=False)
 
     @staticmethod
-    def _caption(spec: FieldSpec, error: str | None) -> Text:
+    def _caption(spec: SettingSpec, error: str | None) -> Text:
         out = Text.assemble((spec.name, "bold"), "  ", (spec.description, "dim"))
         if spec.bounds:
-            out.append(f"  [{spec.bounds}]", style="dim italic")
+            out.append(f"  [{spec.bounds_text}]", style="dim italic")
         if error:
             out.append(f"\n✘ {error}", style="bold red")
         return out

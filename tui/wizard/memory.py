@@ -18,13 +18,14 @@ def estimate_text(entry, settings, device_info) -> Text:
     """One or two lines: `≈ 2.1 GB (weights …) · this machine: 6.5 GB usable · fits`."""
     if entry is None:
         return Text("Memory estimate: none (the model is not in the catalog)", style="dim")
-    from aitk.core import catalog
+    from aitk.core import estimates
+    from aitk.core.catalog import human_bytes
 
     device = chosen_device(settings, device_info)
     runtime = RUNTIME.get(device, "cpu")
     f = settings.finetune
     try:
-        est = catalog.memory_estimate(
+        est = estimates.memory_estimate(
             entry, f.method, runtime, batch_size=f.per_device_train_batch_size,
             seq_len=settings.data.source_max_len, lora_r=f.lora_r, target_modules=f.target_modules or None,
             compute_dtype=f.compute_dtype, gradient_checkpointing=f.gradient_checkpointing)
@@ -32,16 +33,16 @@ def estimate_text(entry, settings, device_info) -> Text:
         return Text(f"Memory estimate unavailable: {e}", style="dim")
     out = Text()
     out.append("Memory ", style="bold")
-    out.append(f"≈ {catalog.human_bytes(est.total)} ")
+    out.append(f"≈ {human_bytes(est.total)} ")
     out.append(f"for {f.method} on {device}", style="dim")
-    budget = catalog.device_budget(device_info, runtime) if device_info is not None else None
+    budget = estimates.device_budget(device_info, runtime) if device_info is not None else None
     if budget is None:
         out.append(" · device memory unknown", style="dim")
     elif est.total <= budget:
-        out.append(f" · fits ({catalog.human_bytes(budget)} usable)", style="green")
+        out.append(f" · fits ({human_bytes(budget)} usable)", style="green")
     else:
-        out.append(f" · does not fit ({catalog.human_bytes(budget)} usable): lower batch size, max length or "
+        out.append(f" · does not fit ({human_bytes(budget)} usable): lower batch size, max length or "
                    "r, or use qlora / gradient checkpointing", style="bold red")
-    parts = " + ".join(f"{k} {catalog.human_bytes(v)}" for k, v in est.parts.items() if v)
+    parts = " + ".join(f"{k} {human_bytes(v)}" for k, v in est.parts.items() if v)
     out.append(f"\n{parts}", style="dim")
     return out

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from aitk.core import paths, tiny
 from aitk.core.errors import AitkError
-from aitk.core.settings import NAME_RE, ProjectSettings, changes, default_settings
+from aitk.core.defaults import default_settings
+from aitk.core.settings import ESCAPED_TEXT, NAME_RE, ProjectSettings, changes, escape_text
 
 DATASET_MODES = ("bundled", "file", "hf")
 
@@ -95,7 +96,7 @@ def command_line(state: WizardState) -> str:
     if eval_dataset:
         parts += ["--eval-dataset", eval_dataset]
     for key, value in changed_settings(state):
-        parts += ["--set", f"{key}={_cli_value(value)}"]
+        parts += ["--set", f"{key}={_cli_value(key, value)}"]
     quoted = [shlex.quote(p) for p in parts]
     one_line = " ".join(quoted)
     lines = [one_line if len(one_line) <= 100 and "\n" not in one_line else " \\\n    ".join(_chunks(quoted))]
@@ -105,15 +106,18 @@ def command_line(state: WizardState) -> str:
     return "\n".join(lines)
 
 
-def _cli_value(value: object) -> str:
+def _cli_value(key: str, value: object) -> str:
     """How `--set` reads it back: TOML literals for numbers, booleans and lists; text as it is."""
     import json
 
     if value is None:
         return ""
     if isinstance(value, str):
-        # Multi-line text (templates) as a TOML string: "\n" escapes instead of a line break.
-        return json.dumps(value) if ("\n" in value or value != value.strip() or value[:1] in "\"'") else value
+        # Templates travel as `\n` (`--set` reads them through `unescape_text`); text that starts
+        # with a quote, has surrounding spaces or (another field) a new line goes as a TOML string.
+        if value != value.strip() or value[:1] in "\"'" or ("\n" in value and key not in ESCAPED_TEXT):
+            return json.dumps(value, ensure_ascii=False)
+        return escape_text(value) if key in ESCAPED_TEXT else value
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value)  # numbers and lists of text are valid TOML in their JSON form

@@ -24,7 +24,7 @@ from textual.worker import get_current_worker
 
 from aitk.core import tiny
 from aitk.tui.widgets.histogram import TokenHistogram
-from aitk.tui.wizard.form import escape_text, unescape_text
+from aitk.core.settings import escape_text, unescape_text
 from aitk.tui.wizard.step import Step
 
 MODES = ("bundled", "file", "hf")
@@ -230,6 +230,7 @@ class DatasetStep(Step):
         if worker.is_cancelled:
             return
         from aitk.core import datasets as ds
+        from aitk.core import text_template as grammar
         from aitk.core.errors import AitkError
 
         reports = [ds.check_dataset(train, text_template=template)]
@@ -241,7 +242,7 @@ class DatasetStep(Step):
         if reports[0].ok:
             try:
                 rows = ds.load_rows(train, max_rows=STATS_ROWS).rows
-                texts = [ds.render_row(r, template) for r in rows]
+                texts = [grammar.render(template, r) for r in rows]
                 rendered = texts[:3]
                 key = f"{self.state.model_id}|{self.state.model_path}"
                 if key not in self._tokenizers:
