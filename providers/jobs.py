@@ -55,7 +55,12 @@ class Jobs:
         return None
 
     def _check(self, action: str, job_id: str) -> JobRecord:
-        rec = self.status(job_id)  # reconciled first: a job whose process died may be resumed
+        try:
+            rec = self.status(job_id)  # reconciled first: a job whose process died may be resumed
+        except AitkError:
+            if action != "delete":
+                raise
+            rec = self.store.get(job_id)  # a record of a back end this aitk lacks can still be deleted
         if (why := self.refusal(action, rec)) is not None:
             raise why
         return rec
