@@ -194,3 +194,20 @@ def test_jobs_of_another_process_are_followed(world):
     after = feed.poll()
     assert rec.id in {r.id for r in after.records} - before
     assert time.time() - rec.created < 60
+
+
+@sync
+async def test_keys_a_jobs_back_end_lacks_are_greyed_out(world):
+    """An Azure run cannot resume from a local checkpoint: `u` is shown disabled on it, not on a local job."""
+    remote = testing.fabricate_job(world.store, "finetune", "failed", testing.Path(world.jobs["failed"].project),
+                                   created=testing.FIXED_NOW - 100, error="remote: CUDA out of memory")
+    world.store.update(remote.id, provider="azure")
+    app = testing.fixture_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = await open_jobs(app, pilot)
+        pane.select_job(remote.id)
+        await until(pilot, lambda: "u" in app.active_bindings and not app.active_bindings["u"].enabled,
+                    what="resume greyed out")
+        assert app.active_bindings["r"].enabled and app.active_bindings["c"].enabled
+        pane.select_job(world.jobs["failed"].id)
+        await until(pilot, lambda: app.active_bindings["u"].enabled, what="resume offered for a local job")

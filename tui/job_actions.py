@@ -24,6 +24,11 @@ def refusal(store: JobStore, action: str, rec: JobRecord):
     return jobs(store).refusal(action, rec)
 
 
+def capabilities(store: JobStore, rec: JobRecord) -> frozenset[str]:
+    """What the job's back end offers (cancel, retry, resume, fetch, logs); cheap."""
+    return jobs(store).capabilities(rec)
+
+
 def start_finetune(store: JobStore, project_root: str | Path) -> list[JobRecord]:
     """The project's pipeline: a fine-tune where its target says, then export and evaluation here."""
     return jobs(store).start_training(project_root)

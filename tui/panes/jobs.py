@@ -229,6 +229,7 @@ class JobsPane(Pane):
         if job_id == self.selected:
             return
         self.selected = job_id
+        self.refresh_bindings()  # keys this job's back end lacks are greyed out (check_action)
         self.metrics = []
         self.query_one(Log).clear()
         chart = self.query_one(LossChart)
@@ -359,6 +360,13 @@ class JobsPane(Pane):
         if isinstance(first, JobRecord):
             self.app.call_from_thread(self.select_job, first.id)
         self.app.call_from_thread(self.app.notify, label, timeout=4)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """None (shown greyed out) for an action the selected job's back end does not offer."""
+        rec = self.records.get(self.selected or "")
+        if action in ("cancel", "retry", "resume") and rec is not None:
+            return True if action in job_actions.capabilities(self.app.store(), rec) else None
+        return True
 
     def _allowed(self, action: str) -> JobRecord | None:
         """The selected job if `action` may be done to it; else the facade's reason, shown now."""
