@@ -5,8 +5,8 @@
     aitk azure provision [--gpu a100|t4] [--dry-run] ...
     aitk azure secret set hf-token            (value from a hidden prompt, stdin, or --from-env VAR)
     aitk azure run [-d]                        (upload, start, follow: like `aitk finetune`)
-    aitk azure logs [JOB] [-f]
-    aitk azure stop|fetch|status [JOB]
+    aitk azure logs|stop|status [JOB]         (= `aitk jobs logs|cancel|show`, the latest Azure job by default)
+    aitk azure fetch [JOB]
     aitk azure deploy [--gpu] [--api-key-secret]  (the exported model behind an HTTPS endpoint)
     aitk azure endpoint                        (its URL, revision and state)
     aitk azure app-logs [-f]                   (the inference app's console log)
@@ -22,7 +22,6 @@ import getpass
 import json
 import os
 import sys
-import time
 
 from ..core.errors import AitkError
 
@@ -189,134 +188,52 @@ def cmd_secret_list(args) -> int:
     return 0
 
 
-# -- runs ---------------------------------------------------------------------------------------
-def follow_remote(job_id: str, *, quiet_log: bool = True, out=None) -> int:
-    """Print a remote job's log (progress lines by default) until it ends; 0 if it succeeded."""
-    from .main import follow_job
-
-    return follow_job(job_id, quiet_log=quiet_log, out=out)
+# -- runs: the `aitk jobs` commands, on the latest Azure job by default ---------------------------
+def _with_job(args, command):
+    """Run the `aitk jobs` command on the named job, or the latest Azure job."""
+    args.id = _azure_job(_store(), args.id).id
+    return command(args)
 
 
 def cmd_run(args) -> int:
-    from ..providers.azure.provider import AzureProvider
+    from .jobs_cmds import submit_and_follow
 
-    project = _project(args)
-    provider = AzureProvider(notify=_err)
-    rec = provider.submit("finetune", project.root)
-    print(f"job {rec.id} (azure finetune) {rec.status}, execution {rec.params.get('execution')}"
-          f" — log: {provider.store.log_path(rec.id)}")
-    if args.detach:
-        print(f"follow with `aitk azure logs -f {rec.id}`")
-        return 0
-    return follow_remote(rec.id, quiet_log=not args.verbose)
+    return submit_and_follow("finetune", args, on="azure")
 
 
 def cmd_logs(args) -> int:
-    from ..providers.azure import run as remote
-    from ..providers.azure.logs import query_logs
+    from .jobs_cmds import cmd_jobs_logs
 
-    store = _store()
-    rec = _azure_job(store, args.id)
-    if args.follow:
-        follow_remote(rec.id, quiet_log=False)
-        return 0
-    text = store.log_path(rec.id).read_text(encoding="utf-8", errors="replace") \
-        if store.log_path(rec.id).exists() else ""
-    console = [ln for ln in text.splitlines() if not ln.startswith("[aitk] ")]
-    if args.source == "log-analytics" or (not console and rec.is_final and args.source == "auto"):
-        cfg = remote.infra_of(rec)
-        execution = remote.execution_of(rec)
-        if not cfg.workspace_id or not execution:
-            raise AitkError("no Log Analytics workspace or execution recorded for this job",
-                            "rerun `aitk azure provision` to record the workspace")
-        from ..providers.azure.errors import azure_call
-
-        with azure_call(f"query Log Analytics for execution {execution}"):
-            rows = query_logs(remote.context(cfg, _err), cfg.workspace_id, execution)
-        for _, line in rows:
-            print(line)
-        if not rows:
-            print("(Log Analytics has no lines for this execution yet: ingestion takes a few minutes)")
-        return 0
-    sys.stdout.write(text)
-    return 0
+    return _with_job(args, cmd_jobs_logs)
 
 
 def cmd_stop(args) -> int:
-    from ..providers.azure.provider import AzureProvider
+    from .jobs_cmds import cmd_jobs_cancel
 
-    provider = AzureProvider(notify=_err)
-    rec = _azure_job(provider.store, args.id)
-    rec = provider.cancel(rec.id)
-    print(f"job {rec.id} {rec.status} (execution {rec.params.get('execution')} is stopping)")
-    return 0
-
-
-def cmd_fetch(args) -> int:
-    from ..core.jobs import ACTIVE, FAILED, SUCCEEDED
-    from ..providers.azure import run as remote
-    from ..providers.azure.provider import AzureProvider
-
-    provider = AzureProvider(notify=_err)
-    rec = _azure_job(provider.store, args.id)
-    if rec.status in ACTIVE:
-        raise AitkError(f"job {rec.id} is still {rec.status}", "fetch after it ends (it is fetched automatically)")
-    got = remote.fetch(provider.store, rec.id, publish=not args.no_publish, notify=_err)
-    for k, v in got.items():
-        print(f"  {k:14} {v}")
-    if "adapter" in got and rec.status == FAILED and rec.error and rec.error.startswith(remote.FETCH_FAILED):
-        provider.store.update(rec.id, status=SUCCEEDED, error=None, exit_code=0)
-        print(f"job {rec.id} succeeded (outputs fetched)")
-    elif "adapter" in got and not args.no_publish:
-        print("the adapter is now the project's current one: `aitk export`, then `aitk chat`")
-    return 0
+    return _with_job(args, cmd_jobs_cancel)
 
 
 def cmd_status(args) -> int:
-    from ..providers.azure import run as remote
-    from ..providers.azure.provider import AzureProvider
+    from .jobs_cmds import cmd_jobs_list, cmd_jobs_show
 
-    provider = AzureProvider(notify=_err)
-    store = provider.store
     if not args.id:
-        recs = [r for r in store.list(limit=args.limit) if r.provider == "azure"]
-        if args.json:
-            print(json.dumps([r.to_dict() for r in recs], indent=2))
-            return 0
-        if not recs:
-            print("no Azure jobs yet (start one with `aitk azure run`)")
-        for r in recs:
-            provider.status(r.id)
-            age = time.strftime("%m-%d %H:%M", time.localtime(r.created))
-            print(f"{r.id:24} {r.status:10} {age}  {r.params.get('execution') or '-':28} "
-                  f"{os.path.basename(r.project or '-')}" + (f"  {r.error}" if r.error else ""))
-        return 0
-    rec = provider.status(_azure_job(store, args.id).id)
-    cfg = remote.infra_of(rec)
-    execution = remote.execution_of(rec)
-    live = None
-    if execution and not args.offline:
-        exe = remote.execution_info(remote.context(cfg, _err), cfg, execution)
-        p = exe.properties
-        live = {"status": remote.status_text(p.status) if p else None,
-                "start": p.start_time.isoformat() if p and p.start_time else None,
-                "end": p.end_time.isoformat() if p and p.end_time else None}
-    if args.json:
-        print(json.dumps({**rec.to_dict(), "execution_live": live,
-                          "outputs": {k: str(v) for k, v in provider.outputs(rec.id).items()}}, indent=2))
-        return 0
-    print(f"job        {rec.id}  {rec.status}" + (f"  ({rec.error})" if rec.error else ""))
-    print(f"execution  {execution or '-'}" + (f"  {live['status']}" if live else ""))
-    if live and live.get("start"):
-        print(f"           started {live['start']}" + (f", ended {live['end']}" if live.get("end") else ""))
-    print(f"where      {cfg.job} in {cfg.resource_group} ({cfg.location}, {cfg.gpu.upper()}), "
-          f"share {cfg.storage_account}/{cfg.file_share}/{remote.run_dir_of(rec)}")
-    metrics = store.metrics(rec.id)
-    losses = [m for m in metrics if "loss" in m]
-    if losses:
-        print(f"loss       {losses[0]['loss']:.4g} -> {losses[-1]['loss']:.4g} at step {losses[-1]['step']}")
-    for k, v in provider.outputs(rec.id).items():
+        args.provider = "azure"
+        return cmd_jobs_list(args)
+    return _with_job(args, cmd_jobs_show)
+
+
+def cmd_fetch(args) -> int:
+    from .jobs_cmds import facade
+
+    jobs = facade()
+    rec = _azure_job(jobs.store, args.id)
+    got = jobs.fetch(rec.id, publish=not args.no_publish)
+    for k, v in got.items():
         print(f"  {k:14} {v}")
+    if jobs.store.get(rec.id).status != rec.status:
+        print(f"job {rec.id} {jobs.store.get(rec.id).status} (outputs fetched)")
+    elif "adapter" in got and not args.no_publish:
+        print("the adapter is now the project's current one: `aitk export`, then `aitk chat`")
     return 0
 
 
@@ -456,14 +373,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--verbose", "-v", action="store_true", help="print the whole log, not just progress")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("logs", help="a remote job's log (live with -f; Log Analytics for finished executions)")
+    from .jobs_cmds import add_logs_args, add_show_args
+
+    p = sub.add_parser("logs", help="a remote job's log (= `aitk jobs logs`; default: the latest Azure job)")
     p.add_argument("id", nargs="?", help="job id (default: the latest Azure job)")
-    p.add_argument("--follow", "-f", action="store_true")
-    p.add_argument("--source", choices=["auto", "log-analytics"], default="auto",
-                   help="log-analytics: read the execution's lines from Log Analytics")
+    add_logs_args(p)
     p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("stop", help="stop a remote job's execution")
+    p = sub.add_parser("stop", help="stop a remote job's execution (= `aitk jobs cancel`)")
     p.add_argument("id", nargs="?", help="job id (default: the latest Azure job)")
     p.set_defaults(func=cmd_stop)
 
@@ -472,10 +389,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-publish", action="store_true", help="do not make the adapter the project's current one")
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("status", help="Azure jobs, or one job with its live execution state")
+    p = sub.add_parser("status", help="Azure jobs (= `aitk jobs list`), or one with its live execution "
+                       "(= `aitk jobs show`)")
     p.add_argument("id", nargs="?", help="job id")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--offline", action="store_true", help="do not ask Azure, show the record only")
+    add_show_args(p)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_status)
 

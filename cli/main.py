@@ -147,184 +147,6 @@ def cmd_dataset_preview(args) -> int:
     return 0
 
 
-# -- jobs ---------------------------------------------------------------------------------------
-def _provider(job_id: str | None = None):
-    """The back end that owns a job (local unless its record says otherwise)."""
-    from ..providers.local import LocalProvider
-
-    local = LocalProvider()
-    if job_id is not None and local.store.get(job_id).provider == "azure":
-        from ..providers.azure.provider import AzureProvider
-
-        return AzureProvider(local.store)
-    return local
-
-
-def follow_job(job_id: str, *, quiet_log: bool = False, out=None) -> int:
-    """Print a job's log (and progress) until it ends, local or remote; return 0 if it succeeded."""
-    from ..core import follow, metrics
-    from ..core.jobs import SUCCEEDED
-
-    out = out or sys.stdout
-    provider = _provider(job_id)
-    store = provider.store
-    job_id = store.get(job_id).id
-    last_status = None
-
-    def done() -> bool:
-        nonlocal last_status
-        rec = provider.status(job_id)
-        if quiet_log and rec.status != last_status and last_status is not None:
-            print(f"  [{rec.status}]", file=out, flush=True)
-        last_status = rec.status
-        return rec.is_final
-
-    for lines in follow.follow(store.log_path(job_id), 0, done=done):
-        for line in lines:
-            rec = metrics.parse_line(line)
-            if rec is not None:
-                if "loss" in rec or "eval_loss" in rec:
-                    parts = [f"step {rec['step']}/{rec.get('max_steps', '?')}"]
-                    for k, label in (("loss", "loss"), ("eval_loss", "eval loss"), ("learning_rate", "lr")):
-                        if k in rec:
-                            parts.append(f"{label} {rec[k]:.4g}")
-                    print("  " + "  ".join(parts), file=out, flush=True)
-            elif line and (not quiet_log or line.startswith("[aitk] error")):
-                print(line, file=out, flush=True)
-    rec = provider.status(job_id)
-    took = f" in {rec.finished - rec.started:.1f} s" if rec.finished and rec.started else ""
-    print(f"job {rec.id} ({rec.kind}) {rec.status}{took}" + (f": {rec.error}" if rec.error else ""), file=out)
-    return 0 if rec.status == SUCCEEDED else 1
-
-
-def _submit_and_follow(kind: str, args, params: dict | None = None) -> int:
-    from ..core.project import find_project
-
-    project = find_project(args.project)
-    rec = _provider().submit(kind, project.root, params=params, device=getattr(args, "device", None))
-    print(f"job {rec.id} ({kind}) {rec.status} — log: {_provider().store.log_path(rec.id)}")
-    if args.detach:
-        return 0
-    return follow_job(rec.id, quiet_log=not args.verbose)
-
-
-def cmd_finetune(args) -> int:
-    return _submit_and_follow("finetune", args)
-
-
-def cmd_export(args) -> int:
-    return _submit_and_follow("export", args, {"precision": args.precision, "base_only": args.base_only})
-
-
-def cmd_evaluate(args) -> int:
-    return _submit_and_follow("evaluate", args)
-
-
-def _rec_line(r) -> str:
-    age = time.strftime("%m-%d %H:%M", time.localtime(r.created))
-    name = Path(r.project).name if r.project else "-"
-    return f"{r.id:24} {r.kind:9} {r.status:11} {age}  {name}" + (f"  {r.error}" if r.error else "")
-
-
-def cmd_jobs_list(args) -> int:
-    from ..core.scheduler import reconcile
-
-    provider = _provider()
-    reconcile(provider.store)
-    recs = provider.store.list(limit=args.limit)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in recs], indent=2))
-    elif not recs:
-        print("no jobs yet (start one with `aitk finetune`)")
-    else:
-        print(f"{'ID':24} {'KIND':9} {'STATUS':11} {'CREATED':12} PROJECT")
-        for r in recs:
-            print(_rec_line(r))
-    return 0
-
-
-def cmd_jobs_show(args) -> int:
-    provider = _provider(args.id)
-    rec = provider.status(args.id)
-    data = rec.to_dict()
-    data["metrics"] = provider.store.metrics(rec.id)
-    data["outputs"] = {k: str(v) for k, v in provider.outputs(rec.id).items()}
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
-    print(_rec_line(rec))
-    losses = [m for m in data["metrics"] if "loss" in m]
-    if losses:
-        print(f"  loss {losses[0]['loss']:.4g} -> {losses[-1]['loss']:.4g} over {losses[-1]['step']} steps")
-    for k, v in data["outputs"].items():
-        print(f"  {k:12} {v}")
-    return 0
-
-
-def cmd_jobs_logs(args) -> int:
-    provider = _provider()
-    rec = provider.store.get(args.id)
-    if args.follow:
-        follow_job(rec.id)
-        return 0
-    chunk = provider.logs(rec.id)
-    print("\n".join(chunk.lines))
-    return 0
-
-
-def cmd_jobs_cancel(args) -> int:
-    rec = _provider(args.id).cancel(args.id)
-    print(f"job {rec.id} {rec.status}")
-    return 0
-
-
-def cmd_jobs_retry(args) -> int:
-    provider = _provider(args.id)
-    if not hasattr(provider, "retry"):
-        raise AitkError("remote jobs are retried by starting a new run", "use `aitk azure run`")
-    rec = provider.retry(args.id)
-    print(f"job {rec.id} ({rec.kind}) {rec.status}, retrying {args.id}")
-    return 0 if args.detach else follow_job(rec.id, quiet_log=True)
-
-
-def cmd_jobs_resume(args) -> int:
-    provider = _provider(args.id)
-    if not hasattr(provider, "resume"):
-        raise AitkError("remote jobs cannot resume from a local checkpoint", "start a new `aitk azure run`")
-    rec = provider.resume(args.id)
-    print(f"job {rec.id} resumed ({rec.status})")
-    return 0 if args.detach else follow_job(rec.id, quiet_log=True)
-
-
-def cmd_jobs_rm(args) -> int:
-    provider = _provider()
-    rec = provider.status(args.id)
-    if not rec.is_final:
-        raise AitkError(f"job {rec.id} is {rec.status}", "cancel it first")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise AitkError("refusing to delete without confirmation", "pass --yes")
-        if input(f"delete job {rec.id} and its files? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("kept")
-            return 0
-    provider.store.delete(rec.id)
-    print(f"deleted job {rec.id}")
-    return 0
-
-
-def cmd_jobs_wait(args) -> int:
-    provider = _provider(args.id)
-    rec = provider.store.get(args.id)
-    deadline = time.time() + args.timeout if args.timeout else None
-    while not (rec := provider.status(rec.id)).is_final:
-        if deadline and time.time() > deadline:
-            print(f"job {rec.id} still {rec.status} after {args.timeout} s")
-            return 3
-        time.sleep(0.3)
-    print(f"job {rec.id} {rec.status}")
-    return 0 if rec.status == "succeeded" else 1
-
-
 # -- chat ---------------------------------------------------------------------------------------
 def _open_engine(args):
     from ..core.chat import GenaiChatEngine, RemoteChatEngine
@@ -402,7 +224,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ..core.demo import run_demo
+    from .demo import run_demo
 
     return run_demo(keep=args.keep, questions=args.questions)
 
@@ -464,18 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-n", type=int, default=5)
         p.set_defaults(func=func)
 
-    for name, func, text in (("finetune", cmd_finetune, "fine-tune the project's model (a job)"),
-                             ("export", cmd_export, "export to ONNX for onnxruntime-genai (a job)"),
-                             ("evaluate", cmd_evaluate, "loss/perplexity of base vs tuned on the eval split")):
-        p = sub.add_parser(name, help=text)
-        _project_arg(p)
-        p.add_argument("--detach", "-d", action="store_true", help="submit and return; follow with `aitk jobs logs -f`")
-        p.add_argument("--verbose", "-v", action="store_true", help="print the whole job log, not just progress")
-        p.add_argument("--device", choices=["cpu", "cuda", "dml"], help="override the project's device")
-        if name == "export":
-            p.add_argument("--precision", choices=["fp32", "int4", "fp16"])
-            p.add_argument("--base-only", action="store_true", help="export without the adapter")
-        p.set_defaults(func=func)
+    from .jobs_cmds import register as register_jobs
+
+    register_jobs(sub)  # finetune, export, evaluate and jobs ...
 
     p = sub.add_parser("chat", help="chat with the exported model (tuned by default)")
     _project_arg(p)
@@ -501,32 +314,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="adapter the bare model name answers with, e.g. tuned (default: "
                                      "$AITK_ADAPTER, which `aitk azure deploy --adapter` sets; else base)")
     p.set_defaults(func=cmd_serve)
-
-    jobs = sub.add_parser("jobs", help="the job queue").add_subparsers(dest="sub", required=True)
-    p = jobs.add_parser("list", help="recent jobs")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--limit", type=int, default=50)
-    p.set_defaults(func=cmd_jobs_list)
-    for name, func, text in (("show", cmd_jobs_show, "one job, its metrics and outputs"),
-                             ("logs", cmd_jobs_logs, "a job's log"),
-                             ("cancel", cmd_jobs_cancel, "stop a job (its log and partial outputs stay)"),
-                             ("retry", cmd_jobs_retry, "run a job again with the same inputs"),
-                             ("resume", cmd_jobs_resume, "continue a fine-tune from its last checkpoint"),
-                             ("rm", cmd_jobs_rm, "delete a finished job and its files"),
-                             ("wait", cmd_jobs_wait, "wait until a job ends; exit 0 if it succeeded")):
-        p = jobs.add_parser(name, help=text)
-        p.add_argument("id", help="job id (or a unique part of it)")
-        if name == "show":
-            p.add_argument("--json", action="store_true")
-        if name == "logs":
-            p.add_argument("--follow", "-f", action="store_true")
-        if name in ("retry", "resume"):
-            p.add_argument("--detach", "-d", action="store_true")
-        if name == "rm":
-            p.add_argument("--yes", "-y", action="store_true")
-        if name == "wait":
-            p.add_argument("--timeout", type=float)
-        p.set_defaults(func=func)
 
     from .catalog_cmds import register as register_catalog
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.errors import AitkError
 from ..core.finetune import preflight
-from ..core.jobs import ACTIVE, CANCELLED, FAILED, INTERRUPTED, QUEUED, JobRecord, JobStore, pid_alive
+from ..core.jobs import ACTIVE, CANCELLED, QUEUED, JobRecord, JobStore, pid_alive
 from ..core.project import load_project
 from ..core.scheduler import reconcile, schedule
 from .base import Provider
@@ -20,6 +20,8 @@ CANCEL_GRACE_S = 3.0
 
 class LocalProvider(Provider):
     name = "local"
+    kinds = frozenset({"finetune", "export", "evaluate"})
+    capabilities = frozenset({"cancel", "retry", "resume", "logs"})
 
     def __init__(self, store: JobStore | None = None):
         self.store = store or JobStore()
@@ -35,6 +37,9 @@ class LocalProvider(Provider):
     def status(self, job_id: str) -> JobRecord:
         reconcile(self.store)
         return self.store.get(job_id)
+
+    def reconcile(self) -> list[str]:
+        return reconcile(self.store)
 
     def cancel(self, job_id: str) -> JobRecord:
         rec = self.store.get(job_id)
@@ -61,11 +66,7 @@ class LocalProvider(Provider):
         """
         from ..core.finetune import last_checkpoint
 
-        rec = self.status(job_id)
-        if rec.kind != "finetune":
-            raise AitkError(f"job {rec.id} is a {rec.kind} job; only fine-tunes resume", "use `aitk jobs retry`")
-        if rec.status not in (INTERRUPTED, FAILED, CANCELLED):
-            raise AitkError(f"job {rec.id} is {rec.status}", "only interrupted, failed or cancelled jobs resume")
+        rec = self.status(job_id)  # which jobs may resume is decided in providers.jobs
         ckpt = last_checkpoint(self.store.job_dir(rec.id) / "checkpoints")
         if ckpt is None:
             raise AitkError(f"job {rec.id} saved no checkpoint to resume from", "use `aitk jobs retry`")

@@ -657,8 +657,9 @@ def test_cli_login_whoami_provision_secret_run_status_logs_fetch(fake, project, 
     assert code == 0, out + err
     assert "step 60/60  loss 0.5" in out and "succeeded" in out.splitlines()[-1]
     job_id = out.split()[1]
-    code, out, _ = run_cli("azure", "status", job_id)
-    assert code == 0 and "Succeeded" in out and "adapter" in out and "loss       3 -> 0.5 at step 60" in out
+    code, out, _ = run_cli("azure", "status", job_id)  # = `aitk jobs show`, with the live execution
+    assert code == 0 and "Succeeded" in out and "adapter" in out and "loss 3 -> 0.5 over 60 steps" in out
+    assert "share " in out and "execution" in out
     code, out, _ = run_cli("azure", "status")
     assert job_id in out
     code, out, _ = run_cli("azure", "logs", job_id)

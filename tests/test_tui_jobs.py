@@ -116,10 +116,14 @@ async def test_retry_and_delete_a_failed_job(world):
         pane = await open_jobs(app, pilot)
         failed = world.jobs["failed"]
         pane.select_job(failed.id)
+        before = {r.id for r in world.store.list()}
         await pilot.press("r")
-        await until(pilot, lambda: len(world.store.list()) == 7, what="a new job")
-        new = world.store.list()[0]
-        assert (new.kind, new.status, new.project) == ("finetune", "queued", failed.project)
+        # A retried fine-tune brings its pipeline: export and evaluation queued behind it again.
+        await until(pilot, lambda: len(world.store.list()) == 9, what="a new fine-tune, export and evaluation")
+        added = [r for r in world.store.list() if r.id not in before]
+        new = next(r for r in added if r.kind == "finetune")
+        assert (new.kind, new.status, new.project, new.provider) == ("finetune", "queued", failed.project, "local")
+        assert sorted((r.kind, r.parent) for r in added if r is not new) == [("evaluate", new.id), ("export", new.id)]
         await until(pilot, lambda: pane.selected == new.id, what="the new job selected")
         pane.select_job(failed.id)
         await pilot.press("d")
@@ -127,7 +131,7 @@ async def test_retry_and_delete_a_failed_job(world):
         await pilot.press("y")
         await until(pilot, lambda: failed.id not in {r.id for r in world.store.list()}, what="deleted")
         assert not world.store.job_dir(failed.id).exists()
-        await until(pilot, lambda: pane.query_one(DataTable).row_count == 6, what="row removed")
+        await until(pilot, lambda: pane.query_one(DataTable).row_count == 8, what="row removed")
 
 
 @sync
@@ -190,3 +194,20 @@ def test_jobs_of_another_process_are_followed(world):
     after = feed.poll()
     assert rec.id in {r.id for r in after.records} - before
     assert time.time() - rec.created < 60
+
+
+@sync
+async def test_keys_a_jobs_back_end_lacks_are_greyed_out(world):
+    """An Azure run cannot resume from a local checkpoint: `u` is shown disabled on it, not on a local job."""
+    remote = testing.fabricate_job(world.store, "finetune", "failed", testing.Path(world.jobs["failed"].project),
+                                   created=testing.FIXED_NOW - 100, error="remote: CUDA out of memory")
+    world.store.update(remote.id, provider="azure")
+    app = testing.fixture_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = await open_jobs(app, pilot)
+        pane.select_job(remote.id)
+        await until(pilot, lambda: "u" in app.active_bindings and not app.active_bindings["u"].enabled,
+                    what="resume greyed out")
+        assert app.active_bindings["r"].enabled and app.active_bindings["c"].enabled
+        pane.select_job(world.jobs["failed"].id)
+        await until(pilot, lambda: app.active_bindings["u"].enabled, what="resume offered for a local job")

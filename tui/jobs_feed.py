@@ -1,6 +1,7 @@
 """What the app knows about jobs, refreshed from the job store by one background thread.
 
-The store (SQLite) and each job's `metrics.jsonl` are the whole truth: jobs started by the CLI, by
+The store (SQLite) and each job's `metrics.jsonl` are the whole truth (kept true by the jobs
+facade's `reconcile_all`, every few seconds): jobs started by the CLI, by
 another app or by an earlier run of this one show up the same way. A poll returns every record,
 the progress of active fine-tunes (read from the tail of their metrics file, never the whole
 file), and the state changes since the previous poll, which become notifications.
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aitk.core.jobs import ACTIVE, JobRecord, JobStore
+from aitk.providers.jobs import Jobs
 
 RECONCILE_EVERY_S = 5.0
 
@@ -105,6 +107,7 @@ class FeedUpdate:
 class JobsFeed:
     def __init__(self, store: JobStore | None = None, limit: int = 500):
         self.store = store or JobStore()
+        self.jobs = Jobs(self.store)
         self.limit = limit
         self._previous: dict[str, str] | None = None
         self._last_reconcile = 0.0
@@ -112,9 +115,9 @@ class JobsFeed:
     def poll(self) -> FeedUpdate:
         now = time.monotonic()
         if now - self._last_reconcile >= RECONCILE_EVERY_S:
-            from aitk.core.scheduler import reconcile
-
-            reconcile(self.store)
+            # Every back end: a vanished local process is interrupted, a dead Azure watcher is
+            # restarted (it settles a finished run). The feed runs in a worker thread.
+            self.jobs.reconcile_all()
             self._last_reconcile = now
         records = self.store.list(limit=self.limit)
         progress = {}

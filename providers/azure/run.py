@@ -98,7 +98,8 @@ def submit(store: JobStore, project_root: Path, *, params: dict | None = None, p
     log = JobLog(store, rec.id)
     log.note(f"remote fine-tune of {project.name} on Azure Container Apps job {cfg.job} "
              f"({cfg.gpu.upper()}, {cfg.location}), image {cfg.image}")
-    store.update(rec.id, params={**rec.params, "run_dir": run_dir})
+    # The submitter's pid until the watcher's: a submit killed before an execution starts is settled.
+    store.update(rec.id, params={**rec.params, "run_dir": run_dir}, pid=os.getpid())
     try:
         say(f"uploading {project.name} to {cfg.storage_account}/{cfg.file_share}/{run_dir} (only changed files)")
         with azure_call(f"upload the project to share {cfg.file_share}", scope=f"storage account {cfg.storage_account}"):
@@ -152,10 +153,29 @@ def ensure_watcher(store: JobStore, rec: JobRecord) -> bool:
     """An active Azure job whose watcher is gone (reboot, kill) gets a new one; True if started."""
     if rec.provider != "azure" or rec.status not in ACTIVE or not execution_of(rec):
         return False
-    if pid_alive(rec.pid) and _is_watcher(rec.pid):
+    if watcher_running(store, rec):
         return False
     spawn_watcher(store, rec.id)
     return True
+
+
+def watcher_running(store: JobStore, rec: JobRecord) -> bool:
+    """A watcher holds the job's lock file for as long as it runs (see watch.py); a recorded pid can
+    be stale (a watcher that lost the lock to another one), or reused after a reboot."""
+    import fcntl
+
+    if pid_alive(rec.pid) and _is_watcher(rec.pid):
+        return True
+    try:
+        with open(store.job_dir(rec.id) / "watch.lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        pass
+    return False
 
 
 def _is_watcher(pid: int) -> bool:

@@ -229,6 +229,7 @@ class JobsPane(Pane):
         if job_id == self.selected:
             return
         self.selected = job_id
+        self.refresh_bindings()  # keys this job's back end lacks are greyed out (check_action)
         self.metrics = []
         self.query_one(Log).clear()
         chart = self.query_one(LossChart)
@@ -360,31 +361,39 @@ class JobsPane(Pane):
             self.app.call_from_thread(self.select_job, first.id)
         self.app.call_from_thread(self.app.notify, label, timeout=4)
 
-    def action_cancel(self) -> None:
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """None (shown greyed out) for an action the selected job's back end does not offer."""
+        rec = self.records.get(self.selected or "")
+        if action in ("cancel", "retry", "resume") and rec is not None:
+            return True if action in job_actions.capabilities(self.app.store(), rec) else None
+        return True
+
+    def _allowed(self, action: str) -> JobRecord | None:
+        """The selected job if `action` may be done to it; else the facade's reason, shown now."""
         rec = self._current()
         if rec is None:
-            return
-        if rec.status not in ACTIVE:
-            self.app.notify(f"Job is already {rec.status}", severity="warning")
-            return
-        self._run("Job cancelled", job_actions.cancel, rec)
+            return None
+        why = job_actions.refusal(self.app.store(), action, rec)
+        if why is not None:
+            self.app.notify(str(why), severity="warning")
+            return None
+        return rec
+
+    def action_cancel(self) -> None:
+        if rec := self._allowed("cancel"):
+            self._run("Job cancelled", job_actions.cancel, rec)
 
     def action_retry(self) -> None:
-        rec = self._current()
-        if rec:
+        if rec := self._allowed("retry"):
             self._run("Job restarted", job_actions.retry, rec)
 
     def action_resume(self) -> None:
-        rec = self._current()
-        if rec:
+        if rec := self._allowed("resume"):
             self._run("Fine-tune resumed from its last checkpoint", job_actions.resume, rec)
 
     def action_delete(self) -> None:
-        rec = self._current()
+        rec = self._allowed("delete")
         if rec is None:
-            return
-        if rec.status in ACTIVE:
-            self.app.notify("Cancel the job before deleting it", severity="warning")
             return
         from aitk.tui.widgets.confirm import ConfirmScreen
 

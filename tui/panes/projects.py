@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from aitk.core.errors import AitkError
-from aitk.core.jobs import ACTIVE, JobRecord
+from aitk.core.jobs import JobRecord
 from aitk.tui import job_actions
 from aitk.tui.formatting import age, status_text
 from aitk.tui.jobs_feed import FeedUpdate
@@ -227,12 +227,7 @@ class ProjectsPane(Pane):
         info = self._current()
         if info is None:
             return
-        active = [r for r in self.jobs if r.project and str(Path(r.project).resolve()) == info.root
-                  and r.kind == "finetune" and r.status in ACTIVE]
-        if active:
-            self.app.notify(f"{info.name} is already fine-tuning ({active[0].id})", severity="warning")
-            return
-        self._submit(info, "finetune")
+        self._submit(info, "finetune")  # the facade refuses a second fine-tune, with the reason
 
     def action_export(self) -> None:
         info = self._current()

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import paths, tiny
+from ..core import paths, tiny
 
 
 class Steps:
@@ -40,7 +40,7 @@ def held_questions(n: int) -> list[dict]:
 
 
 def score(engine, rows: list[dict], adapter: str) -> tuple[int, list[str]]:
-    from .chat import GenerationOptions
+    from ..core.chat import GenerationOptions
 
     answers = []
     for row in rows:
@@ -51,9 +51,9 @@ def score(engine, rows: list[dict], adapter: str) -> tuple[int, list[str]]:
 
 
 def run_demo(keep: bool = False, questions: int = 16, out=sys.stdout) -> int:
-    from ..providers.local import LocalProvider
-    from .chat import GenaiChatEngine
-    from .project import create_project
+    from ..core.chat import GenaiChatEngine
+    from ..core.project import create_project
+    from ..providers.jobs import Jobs
 
     steps = Steps(out)
     print("aitk demo: fine-tune, export and chat on the embedded tiny Phi-3, offline", file=out)
@@ -70,24 +70,23 @@ def run_demo(keep: bool = False, questions: int = 16, out=sys.stdout) -> int:
     rows = sum(1 for _ in open(project.path(s.data.dataset), encoding="utf-8"))
     steps.done(t, f"{project.root}: {rows} training rows, LoRA r={s.finetune.lora_r}, {s.finetune.max_steps} steps")
 
-    provider = LocalProvider()
+    jobs = Jobs()  # the facade: the same calls the app and `aitk finetune` make
     try:
         t = steps.start(f"Fine-tune with Olive ({s.finetune.method.upper()}, {project.device()}) — job")
-        ft = provider.submit("finetune", project.root)
-        export = provider.submit("export", project.root, parent=ft.id, params={"precision": s.inference.precision})
-        _follow_progress(provider, ft.id, out)
-        rec = provider.status(ft.id)
+        ft, export = jobs.start_training(project.root, then_evaluate=False)
+        _follow_progress(jobs, ft.id, out)
+        rec = jobs.status(ft.id)
         if rec.status != "succeeded":
-            print(f"    fine-tune {rec.status}: {rec.error} (log: {provider.store.log_path(ft.id)})", file=out)
+            print(f"    fine-tune {rec.status}: {rec.error} (log: {jobs.store.log_path(ft.id)})", file=out)
             return 1
-        losses = [m for m in provider.store.metrics(ft.id) if "loss" in m]
+        losses = [m for m in jobs.store.metrics(ft.id) if "loss" in m]
         steps.done(t, f"loss {losses[0]['loss']:.3f} -> {losses[-1]['loss']:.3f}" if losses else "")
 
         t = steps.start(f"Export to ONNX ({s.inference.precision}) with the adapter as its own file — child job")
-        while not (rec := provider.status(export.id)).is_final:
+        while not (rec := jobs.status(export.id)).is_final:
             time.sleep(0.1)
         if rec.status != "succeeded":
-            print(f"    export {rec.status}: {rec.error} (log: {provider.store.log_path(export.id)})", file=out)
+            print(f"    export {rec.status}: {rec.error} (log: {jobs.store.log_path(export.id)})", file=out)
             return 1
         onnx = project.onnx_dir()
         adapter_file = onnx / "adapters" / "tuned.onnx_adapter"
@@ -119,13 +118,13 @@ def _short(text: str, n: int = 16) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _follow_progress(provider, job_id: str, out) -> None:
+def _follow_progress(jobs, job_id: str, out) -> None:
     """Print loss every tenth of the run while the job runs."""
-    from . import follow, metrics
+    from ..core import follow, metrics
 
-    path = provider.store.log_path(job_id)
+    path = jobs.store.log_path(job_id)
     last_tenth = -1
-    for lines in follow.follow(path, 0, done=lambda: provider.status(job_id).is_final, poll=0.1):
+    for lines in follow.follow(path, 0, done=lambda: jobs.status(job_id).is_final, poll=0.1):
         for line in lines:
             rec = metrics.parse_line(line)
             if rec and "loss" in rec and rec.get("max_steps"):

@@ -1,0 +1,254 @@
+"""`aitk finetune|export|evaluate` and `aitk jobs ...`: every call goes through the jobs facade
+(`aitk.providers.jobs`), so a job is steered by its own back end, local or Azure, exactly as in
+the app. `aitk azure stop|logs|status` are these same commands (see azure_cmds)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..core.errors import AitkError
+
+
+def _err(text: str) -> None:
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
+def facade():
+    from ..providers.jobs import Jobs
+
+    return Jobs(notify=_err)
+
+
+def project_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project", "-P", metavar="DIR", help="project folder (default: the one around the current dir)")
+
+
+def follow_job(job_id: str, *, quiet_log: bool = False, out=None) -> int:
+    """Print a job's log (and progress) until it ends, local or remote; return 0 if it succeeded."""
+    from ..core import follow, metrics
+    from ..core.jobs import SUCCEEDED
+
+    out = out or sys.stdout
+    jobs = facade()
+    job_id = jobs.store.get(job_id).id
+    last_status = None
+
+    def done() -> bool:
+        nonlocal last_status
+        rec = jobs.status(job_id)
+        if quiet_log and rec.status != last_status and last_status is not None:
+            print(f"  [{rec.status}]", file=out, flush=True)
+        last_status = rec.status
+        return rec.is_final
+
+    for lines in follow.follow(jobs.store.log_path(job_id), 0, done=done):
+        for line in lines:
+            rec = metrics.parse_line(line)
+            if rec is not None:
+                if "loss" in rec or "eval_loss" in rec:
+                    parts = [f"step {rec['step']}/{rec.get('max_steps', '?')}"]
+                    for k, label in (("loss", "loss"), ("eval_loss", "eval loss"), ("learning_rate", "lr")):
+                        if k in rec:
+                            parts.append(f"{label} {rec[k]:.4g}")
+                    print("  " + "  ".join(parts), file=out, flush=True)
+            elif line and (not quiet_log or line.startswith("[aitk] error")):
+                print(line, file=out, flush=True)
+    rec = jobs.status(job_id)
+    took = f" in {rec.finished - rec.started:.1f} s" if rec.finished and rec.started else ""
+    print(f"job {rec.id} ({rec.kind}) {rec.status}{took}" + (f": {rec.error}" if rec.error else ""), file=out)
+    return 0 if rec.status == SUCCEEDED else 1
+
+
+def submit_and_follow(kind: str, args, params: dict | None = None, on: str | None = None) -> int:
+    from ..core.project import find_project
+
+    project = find_project(args.project)
+    jobs = facade()
+    rec = jobs.submit(kind, project.root, params=params, device=getattr(args, "device", None), on=on)
+    where = f" on {rec.provider}" if rec.provider != "local" else ""
+    print(f"job {rec.id} ({kind}{where}) {rec.status} — log: {jobs.store.log_path(rec.id)}")
+    if args.detach:
+        return 0
+    return follow_job(rec.id, quiet_log=not args.verbose)
+
+
+def cmd_finetune(args) -> int:
+    return submit_and_follow("finetune", args)
+
+
+def cmd_export(args) -> int:
+    return submit_and_follow("export", args, {"precision": args.precision, "base_only": args.base_only})
+
+
+def cmd_evaluate(args) -> int:
+    return submit_and_follow("evaluate", args)
+
+
+def rec_line(r) -> str:
+    age = time.strftime("%m-%d %H:%M", time.localtime(r.created))
+    name = Path(r.project).name if r.project else "-"
+    where = "" if r.provider == "local" else f"  [{r.provider}]"
+    return f"{r.id:24} {r.kind:9} {r.status:11} {age}  {name}{where}" + (f"  {r.error}" if r.error else "")
+
+
+def cmd_jobs_list(args) -> int:
+    jobs = facade()
+    jobs.reconcile_all()  # every back end: dead processes and dead Azure watchers are dealt with first
+    recs = jobs.store.list(limit=None if args.provider else args.limit)
+    if args.provider:
+        recs = [r for r in recs if r.provider == args.provider][: args.limit]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in recs], indent=2))
+    elif not recs:
+        print("no jobs yet (start one with `aitk finetune`)")
+    else:
+        print(f"{'ID':24} {'KIND':9} {'STATUS':11} {'CREATED':12} PROJECT")
+        for r in recs:
+            print(rec_line(r))
+    return 0
+
+
+def cmd_jobs_show(args) -> int:
+    jobs = facade()
+    rec = jobs.status(args.id)
+    data = rec.to_dict()
+    data["metrics"] = jobs.store.metrics(rec.id)
+    data["outputs"] = {k: str(v) for k, v in jobs.outputs(rec.id).items()}
+    data["details"] = jobs.details(rec.id, live=not args.offline)
+    data["capabilities"] = sorted(jobs.capabilities(rec))
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(rec_line(rec))
+    for k, v in data["details"].items():
+        print(f"  {k:12} {v}")
+    losses = [m for m in data["metrics"] if "loss" in m]
+    if losses:
+        print(f"  loss {losses[0]['loss']:.4g} -> {losses[-1]['loss']:.4g} over {losses[-1]['step']} steps")
+    for k, v in data["outputs"].items():
+        print(f"  {k:12} {v}")
+    return 0
+
+
+def cmd_jobs_logs(args) -> int:
+    jobs = facade()
+    rec = jobs.store.get(args.id)
+    if args.follow:
+        follow_job(rec.id)
+        return 0
+    print("\n".join(jobs.logs(rec.id, source=args.source).lines))
+    return 0
+
+
+def cmd_jobs_cancel(args) -> int:
+    rec = facade().cancel(args.id)
+    execution = (rec.params or {}).get("execution")
+    print(f"job {rec.id} {rec.status}" + (f" (execution {execution} is stopping)" if execution else ""))
+    return 0
+
+
+def _print_queued(new: list, what: str) -> None:
+    first, *children = new
+    print(f"job {first.id} ({first.kind}{'' if first.provider == 'local' else ' on ' + first.provider}) "
+          f"{first.status}, {what}")
+    for c in children:
+        print(f"job {c.id} ({c.kind}) {c.status}, after {first.id}")
+
+
+def cmd_jobs_retry(args) -> int:
+    new = facade().retry(args.id)
+    _print_queued(new, f"retrying {args.id}")
+    return 0 if args.detach else follow_job(new[0].id, quiet_log=True)
+
+
+def cmd_jobs_resume(args) -> int:
+    new = facade().resume(args.id)
+    _print_queued(new, "resumed")
+    return 0 if args.detach else follow_job(new[0].id, quiet_log=True)
+
+
+def cmd_jobs_rm(args) -> int:
+    jobs = facade()
+    rec = jobs.status(args.id)
+    if (why := jobs.refusal("delete", rec)) is not None:
+        raise why
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise AitkError("refusing to delete without confirmation", "pass --yes")
+        if input(f"delete job {rec.id} and its files? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("kept")
+            return 0
+    jobs.delete(rec.id)
+    print(f"deleted job {rec.id}")
+    return 0
+
+
+def cmd_jobs_wait(args) -> int:
+    jobs = facade()
+    rec = jobs.store.get(args.id)
+    deadline = time.time() + args.timeout if args.timeout else None
+    while not (rec := jobs.status(rec.id)).is_final:
+        if deadline and time.time() > deadline:
+            print(f"job {rec.id} still {rec.status} after {args.timeout} s")
+            return 3
+        time.sleep(0.3)
+    print(f"job {rec.id} {rec.status}")
+    return 0 if rec.status == "succeeded" else 1
+
+
+def add_show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--offline", action="store_true", help="do not ask a remote back end, show the record only")
+
+
+def add_logs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--source", choices=["auto", "log-analytics"], default="auto",
+                   help="log-analytics: an Azure run's lines from Log Analytics (auto: when the log has none)")
+
+
+def register(sub) -> None:
+    """`aitk finetune|export|evaluate` and `aitk jobs ...`."""
+    for name, func, text in (("finetune", cmd_finetune, "fine-tune the project's model where its target says (a job)"),
+                             ("export", cmd_export, "export to ONNX for onnxruntime-genai (a job)"),
+                             ("evaluate", cmd_evaluate, "loss/perplexity of base vs tuned on the eval split")):
+        p = sub.add_parser(name, help=text)
+        project_arg(p)
+        p.add_argument("--detach", "-d", action="store_true", help="submit and return; follow with `aitk jobs logs -f`")
+        p.add_argument("--verbose", "-v", action="store_true", help="print the whole job log, not just progress")
+        p.add_argument("--device", choices=["cpu", "cuda", "dml"], help="override the project's device")
+        if name == "export":
+            p.add_argument("--precision", choices=["fp32", "int4", "fp16"])
+            p.add_argument("--base-only", action="store_true", help="export without the adapter")
+        p.set_defaults(func=func)
+
+    jobs = sub.add_parser("jobs", help="the job queue").add_subparsers(dest="sub", required=True)
+    p = jobs.add_parser("list", help="recent jobs (reconciled first, Azure runs included)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--provider", choices=["local", "azure"], help="only the jobs of this back end")
+    p.set_defaults(func=cmd_jobs_list)
+    for name, func, text in (("show", cmd_jobs_show, "one job, its metrics and outputs"),
+                             ("logs", cmd_jobs_logs, "a job's log"),
+                             ("cancel", cmd_jobs_cancel, "stop a job (its log and partial outputs stay)"),
+                             ("retry", cmd_jobs_retry, "run a job again with the same inputs, where it ran"),
+                             ("resume", cmd_jobs_resume, "continue a fine-tune from its last checkpoint"),
+                             ("rm", cmd_jobs_rm, "delete a finished job and its files"),
+                             ("wait", cmd_jobs_wait, "wait until a job ends; exit 0 if it succeeded")):
+        p = jobs.add_parser(name, help=text)
+        p.add_argument("id", help="job id (or a unique part of it)")
+        if name == "show":
+            add_show_args(p)
+        if name == "logs":
+            add_logs_args(p)
+        if name in ("retry", "resume"):
+            p.add_argument("--detach", "-d", action="store_true")
+        if name == "rm":
+            p.add_argument("--yes", "-y", action="store_true")
+        if name == "wait":
+            p.add_argument("--timeout", type=float)
+        p.set_defaults(func=func)
