@@ -327,11 +327,13 @@ def test_finetune_stopped_by_a_full_disk_is_recorded_as_that(small_disk, tmp_pat
     fill(small_disk)  # the disk fills up under the running fine-tune
     wait_for(lambda: not pid_alive(pid), timeout=300, what="job process ended")
     (small_disk / "filler").unlink()
-    shown = cli("jobs", "logs", rec.id, data=data)  # the next command records what the job left
+    listed = cli("jobs", "list", data=data)  # the next command records what the job left
     done = store.get(rec.id)
-    assert done.status == "failed", (done, store.log_path(rec.id).read_text()[-3000:])
+    assert done.status == "failed", (done, listed.stderr, store.log_path(rec.id).read_text()[-3000:],
+                                     store.outcome_path(rec.id).read_bytes()[:500])
     assert "the disk is full" in done.error and str(data) in done.error and "bytes free" in done.error
     assert "interrupted" not in done.error and "killed" not in done.error
+    shown = cli("jobs", "logs", rec.id, data=data)
     assert "the disk is full" in shown.stdout, shown.stdout[-2000:]
 
 
