@@ -17,6 +17,7 @@ or retired folder beside it), so every reader still finds a whole folder.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import shutil
@@ -98,16 +99,21 @@ def publish(staged: Path, dest: Path, **stamp) -> str:
                                 encoding="utf-8")
     _fsync_dir(staged)
     if not dest.exists() and not dest.is_symlink():
-        os.replace(staged, dest)
-    elif _exchange(staged, dest):
-        pass  # `staged` now holds the previous folder
-    else:
+        try:
+            os.replace(staged, dest)
+            staged = None
+        except OSError as e:  # another publisher put one there first: swap with theirs
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    # After the exchange `staged` holds the previous folder, removed below.
+    if staged is not None and not _exchange(staged, dest):
         retired = dest.parent / f".{dest.name}-retired-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.replace(dest, retired)  # a crash here is repaired by current(): staged is whole
         os.replace(staged, dest)
         staged = retired
     _fsync_dir(dest.parent)
-    shutil.rmtree(staged, ignore_errors=True)
+    if staged is not None:
+        shutil.rmtree(staged, ignore_errors=True)
     clean_leftovers(dest)
     return version
 
@@ -201,3 +207,17 @@ def snapshot(dest: Path, into: Path, attempts: int = 5) -> Path | None:
         if before == stamp_of(folder):
             return into
     raise OSError(f"{dest} kept changing while being read")
+
+
+def list_exports(onnx_root: Path) -> list[Path]:
+    """Every export folder published under a project's `models/onnx/` (one per precision), newest
+    first; work folders of builds in progress or killed are not exports."""
+    names = set()
+    if onnx_root.is_dir():
+        for entry in onnx_root.iterdir():
+            if not entry.name.startswith("."):
+                names.add(entry.name)
+            elif entry.name.count("-") >= 3 and entry.name.split("-")[1] in ("staged", "retired"):
+                names.add(entry.name[1:].split("-")[0])  # a publish cut short: current() repairs it
+    found = [d for d in (current(onnx_root / n) for n in sorted(names)) if d and (d / "genai_config.json").is_file()]
+    return sorted(found, key=lambda d: (d / "genai_config.json").stat().st_mtime, reverse=True)
