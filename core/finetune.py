@@ -8,7 +8,6 @@ own folder (so two runs never share a cache or resume each other's checkpoints b
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -85,13 +85,15 @@ def run(job_id: str) -> int:
     outcome = {"status": status, "finished": time.time(), "exit_code": code, "error": error, "result": result}
     store.write_outcome(job_id, outcome)  # what reconcile records if the database write below fails
     try:
-        store.finish(job_id, **outcome)
+        recorded = store.finish(job_id, **outcome)
         store.clear_outcome(job_id)
     except AitkError as e:
         say(f"[aitk] could not record the end in the job database ({e}); it is kept in "
             f"{store.outcome_path(job_id)} and recorded by the next `aitk` command")
         return 1
-    say(f"[aitk] job {job_id} {store.get(job_id).status}" + (f": {error}" if error else ""))
+    if not recorded:  # cancelled meanwhile: the canceller's record stands
+        status = CANCELLED
+    say(f"[aitk] job {job_id} {status}" + (f": {error}" if error and recorded else ""))
     try:
         from .scheduler import schedule
 

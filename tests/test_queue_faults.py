@@ -20,7 +20,7 @@ import pytest
 
 from aitk.core import publish, tiny
 from aitk.core.jobs import JobStore, pid_alive
-from aitk.core.project import create_project, load_project, regenerate
+from aitk.core.project import create_project, regenerate
 
 AITK = [sys.executable, "-m", "aitk.cli.main"]
 
