@@ -29,6 +29,7 @@ DB_TIMEOUT_S = float(os.environ.get("AITK_DB_TIMEOUT", "10"))
 # How long a job that has finished keeps trying to record that (a held lock, a full disk) before
 # leaving it to the outcome file, which the next reconcile records.
 FINAL_WRITE_S = float(os.environ.get("AITK_FINAL_WRITE_S", "1800"))
+DISK_FULL_WRITE_S = 60.0
 OUTCOME_FILE = "outcome.json"
 OUTCOME_RESERVE = 16 << 10  # bytes written at start, overwritten in place at the end
 KINDS = ("finetune", "export", "evaluate", "download", "remote")
@@ -113,6 +114,7 @@ class JobStore:
         if paths.is_disk_full(e, self.root):
             err = AitkError(f"job database {self.db_path}: {paths.disk_full_message(self.root)}",
                             "free space on that disk and run it again; the job history is intact")
+            err.disk_full = True
         elif "locked" in text or "busy" in text:
             err = AitkError(f"job database {self.db_path} is locked by another process",
                             "wait for it to finish, or find the process holding it (fuser)")
@@ -235,12 +237,16 @@ class JobStore:
         """Record how a running job ended. Retried with backoff while the database is locked or
         the disk is full, for up to `bound_s` (FINAL_WRITE_S): a finished job's result must not be
         lost because another process held the lock past the timeout."""
-        deadline = time.monotonic() + (FINAL_WRITE_S if bound_s is None else bound_s)
+        started = time.monotonic()
+        deadline = started + (FINAL_WRITE_S if bound_s is None else bound_s)
         delay = 0.1
         while True:
             try:
                 return self.update(job_id, only_if=(RUNNING,), **fields)
             except AitkError as e:
+                if getattr(e, "disk_full", False):
+                    # A full disk may stay full: after a minute the outcome file carries the end.
+                    deadline = min(deadline, started + DISK_FULL_WRITE_S)
                 if not getattr(e, "retryable", False) or time.monotonic() + delay > deadline:
                     raise
             time.sleep(delay)

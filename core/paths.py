@@ -84,6 +84,9 @@ def bundled_data() -> Path:
 
 # -- a full disk, told apart from a broken file -----------------------------------------------
 FULL_TEXTS = ("database or disk is full", "no space left on device", "disk quota exceeded")
+# SQLite's vaguer words for a write it could not make; with the disk this nearly full, that is why.
+VAGUE_TEXTS = ("disk i/o error", "unable to open database file")
+DISK_FULL_BELOW = 1 << 20
 
 
 def free_bytes(path: str | Path) -> int | None:
@@ -100,7 +103,7 @@ def free_bytes(path: str | Path) -> int | None:
 
 def is_disk_full(exc: BaseException | None, path: str | Path | None = None) -> bool:
     """Did this error come from a full disk? ENOSPC/EDQUOT anywhere in the exception chain, SQLite's
-    SQLITE_FULL, or SQLite's vaguer "disk I/O error" while the disk holding `path` has no room."""
+    SQLITE_FULL, or SQLite's vaguer errors while the disk holding `path` has under DISK_FULL_BELOW free."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -109,15 +112,12 @@ def is_disk_full(exc: BaseException | None, path: str | Path | None = None) -> b
         text = str(exc).lower()
         if any(t in text for t in FULL_TEXTS) or getattr(exc, "sqlite_errorcode", None) == 13:  # SQLITE_FULL
             return True
-        if path is not None and "disk i/o error" in text:
+        if path is not None and any(t in text for t in VAGUE_TEXTS):
             free = free_bytes(path)
             if free is not None and free < DISK_FULL_BELOW:
                 return True
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-DISK_FULL_BELOW = 1 << 20  # under 1 MiB free, an I/O error writing there is the disk being full
 
 
 def disk_full_message(path: str | Path) -> str:
