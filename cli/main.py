@@ -94,9 +94,11 @@ def cmd_project_show(args) -> int:
           f"batch={f.per_device_train_batch_size} dtype={f.compute_dtype}")
     print(f"  target    {s.target.where} / {s.target.device} (here: {project.device()})")
     print(f"  olive     {OLIVE_CONFIG}")
-    print(f"  adapter   {'yes' if project.adapter_dir.is_dir() else 'not trained yet'}")
-    exported = project.onnx_dir()
-    print(f"  onnx      {'yes (' + str(exported) + ')' if exported.is_dir() else 'not exported yet'}")
+    from ..core.publish import current_adapter, current_export
+
+    print(f"  adapter   {'yes' if current_adapter(project) else 'not trained yet'}")
+    exported = current_export(project)
+    print(f"  onnx      {'yes (' + str(exported) + ')' if exported else 'not exported yet'}")
     return 0
 
 
@@ -161,8 +163,10 @@ def _open_engine(args):
                                                         model=SimpleNamespace(id=args.endpoint)))
         return fake, engine
     project = find_project(args.project)
-    onnx = project.onnx_dir(args.precision)
-    if not (onnx / "genai_config.json").is_file():
+    from ..core.publish import current_export
+
+    onnx = current_export(project, args.precision)
+    if onnx is None:
         raise AitkError(f"{project.name} has no exported {args.precision or project.settings.inference.precision} "
                         "model yet", "run `aitk export` first")
     return project, GenaiChatEngine(onnx)

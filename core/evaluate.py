@@ -69,10 +69,13 @@ def run_evaluate(project: Project, job_dir: Path, device: str) -> dict:
     base_loss, n_tokens = mean_loss(model, tok, texts, max_len)
     result["base"] = {"loss": round(base_loss, 4), "perplexity": round(math.exp(min(base_loss, 50)), 3)}
     print(f"[aitk] base:  loss {base_loss:.4f}  perplexity {math.exp(min(base_loss, 50)):.2f}", flush=True)
-    if project.adapter_dir.is_dir():
+    from .publish import current_adapter
+
+    adapter = current_adapter(project)
+    if adapter is not None:
         from peft import PeftModel
 
-        tuned = PeftModel.from_pretrained(model, str(project.adapter_dir)).eval()
+        tuned = PeftModel.from_pretrained(model, str(adapter)).eval()
         tuned_loss, _ = mean_loss(tuned, tok, texts, max_len)
         result["tuned"] = {"loss": round(tuned_loss, 4), "perplexity": round(math.exp(min(tuned_loss, 50)), 3)}
         print(f"[aitk] tuned: loss {tuned_loss:.4f}  perplexity {math.exp(min(tuned_loss, 50)):.2f}", flush=True)

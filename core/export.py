@@ -14,11 +14,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from . import publish
 from .errors import AitkError
+from .jobs import die_with_parent
 
 PRECISIONS = {"cpu": ("int4", "fp32"), "cuda": ("fp16", "int4", "fp32"), "dml": ("fp16", "int4")}
 # Files genai needs beside the ONNX graph, which ExtractAdapters does not carry over.
@@ -44,7 +45,8 @@ def _run_builder(model: str, adapter: Path | None, out: Path, precision: str, de
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i" if Path(model).is_dir() else "-m",
            model, "-o", str(out), "-p", precision, "-e", ep, "-c", str(cache), "--extra_options", *extra]
     print(f"$ {' '.join(cmd)}", flush=True)
-    proc = subprocess.run(cmd, stdout=sys.stdout, stderr=subprocess.STDOUT, env={**os.environ, "CI": "1"})
+    proc = subprocess.run(cmd, stdout=sys.stdout, stderr=subprocess.STDOUT, env={**os.environ, "CI": "1"},
+                          preexec_fn=die_with_parent())
     if proc.returncode != 0:
         raise AitkError(f"the ONNX model builder failed (exit {proc.returncode})", "see the job log above")
 
@@ -92,16 +94,24 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
                  device: str = "cpu") -> Path:
     """Write `dest/` = genai model folder (+ `adapters/tuned.onnx_adapter` when an adapter is given).
 
-    Built under a temporary sibling and swapped in at the end: a failed export leaves the
-    previous one intact.
+    Built in a work folder beside `dest` and published in one atomic swap (core/publish.py): a
+    failed export leaves the previous one intact, and a killed one leaves a work folder that the
+    next export removes. The adapter is read from a consistent copy, and its version is stamped
+    on the export (so a stale export can be told from a current one).
     """
     check_precision(precision, device)
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise AitkError(f"no LoRA adapter at {adapter}", "run `aitk finetune` first, or export with --base-only")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    for gone in publish.clean_leftovers(dest):
+        print(f"[aitk] removed {gone.name}, left by an export that did not finish", flush=True)
+    work = publish.work_dir(dest, "build")
     try:
         t0 = time.time()
+        adapter_version = None
+        source_adapter = adapter
+        if adapter is not None:
+            adapter = publish.snapshot(adapter, work / "adapter")
+            adapter_version = (publish.stamp_of(adapter) or {}).get("version")
         raw = work / "raw"
         _run_builder(model, adapter, raw, precision, device, work / "hf-cache")
         final = work / "final"
@@ -122,13 +132,11 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
         else:
             final = raw
         (final / MANIFEST).write_text(json.dumps({
-            "base_model": model, "adapter": str(adapter) if adapter else None, "precision": precision,
+            "base_model": model, "adapter": str(source_adapter) if source_adapter else None,
+            "adapter_version": adapter_version, "precision": precision,
             "device": device, "seconds": round(time.time() - t0, 2),
         }, indent=2))
-        if dest.exists():
-            old = work / "old"
-            os.replace(dest, old)
-        os.replace(final, dest)
+        publish.publish(final, dest, adapter_version=adapter_version)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest

@@ -8,11 +8,10 @@ own folder (so two runs never share a cache or resume each other's checkpoints b
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
-from . import olive_config
+from . import olive_config, publish
 from .errors import AitkError
 from .project import Project
 
@@ -81,18 +80,14 @@ def run_finetune(project: Project, job_dir: Path, device: str, resume_from: Path
     return adapter
 
 
-def publish_adapter(project: Project, adapter: Path) -> None:
-    """Make this run's adapter the project's current one (where export and chat look)."""
+def publish_adapter(project: Project, adapter: Path) -> str:
+    """Make this run's adapter the project's current one (where export and chat look), in one
+    atomic swap; return its version id."""
     dest = project.adapter_dir
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".adapter-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(adapter, tmp)
-    old = dest.parent / f".adapter-old-{os.getpid()}"
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    publish.clean_leftovers(dest)
+    staged = publish.work_dir(dest, "staged")
+    shutil.copytree(adapter, staged, dirs_exist_ok=True)
+    return publish.publish(staged, dest)
 
 
 def preflight(kind: str, project: Project, device: str, params: dict, parent: str | None) -> None:
@@ -103,7 +98,7 @@ def preflight(kind: str, project: Project, device: str, params: dict, parent: st
         from .export import check_precision
 
         check_precision(params.get("precision") or project.settings.inference.precision, device)
-        if not params.get("base_only") and parent is None and not project.adapter_dir.is_dir():
+        if not params.get("base_only") and parent is None and publish.current_adapter(project) is None:
             raise AitkError(f"{project.name} has no fine-tuned adapter yet",
                             "run `aitk finetune` first, or `aitk export --base-only`")
 
@@ -111,8 +106,8 @@ def preflight(kind: str, project: Project, device: str, params: dict, parent: st
 def run_export(project: Project, job_dir: Path, device: str, precision: str, base_only: bool = False) -> Path:
     from .export import export_model
 
-    adapter = None if base_only else project.adapter_dir
-    if adapter is not None and not adapter.is_dir():
+    adapter = None if base_only else publish.current_adapter(project)
+    if not base_only and adapter is None:
         raise AitkError(f"{project.name} has no fine-tuned adapter yet",
                         "run `aitk finetune` first, or `aitk export --base-only`")
     print(f"[aitk] exporting {project.settings.model.id} ({precision}, {device})"

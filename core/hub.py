@@ -23,6 +23,12 @@ same one transformers and Olive read), only the files a variant needs:
   `config_dir()/models.toml`, the built tiny model); `remove()` frees it through the cache's own
   delete strategy.
 
+Why not `hf_hub_download(..., tqdm_class=...)` (measured with huggingface_hub 2.4 against the fake
+hub in tests/test_hub.py, which pins it): it downloads to a process-unique temporary file and
+deletes it when the download fails, a cancel raised from the tqdm class included, so the next
+pull sends no Range and starts again at byte 0; only a dropped connection within one call is
+resumed. A cancelled multi-GB pull would start over, hence this puller.
+
 Every failure a user can fix becomes an `AitkError` with the next step (gated repo, bad token,
 missing repo or file, disk full, offline).
 """

@@ -14,7 +14,16 @@ import time
 import traceback
 
 
+def say(text: str) -> None:
+    """Print to the job's log; a full disk must not turn the end of a job into a crash."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
+
+
 def run(job_id: str) -> int:
+    from . import paths
     from .errors import AitkError
     from .jobs import CANCELLED, FAILED, QUEUED, RUNNING, STARTING, SUCCEEDED, JobStore
     from .project import load_project
@@ -22,13 +31,17 @@ def run(job_id: str) -> int:
     store = JobStore()
     if not store.update(job_id, only_if=(QUEUED, STARTING), status=RUNNING, started=time.time(),
                         pid=os.getpid()):
-        print(f"[aitk] job {job_id} is no longer queued; nothing to do", flush=True)
+        say(f"[aitk] job {job_id} is no longer queued; nothing to do")
         return 0
     rec = store.get(job_id)
     job_dir = store.job_dir(job_id)
+    try:
+        store.reserve_outcome(job_id)  # also drops the outcome of a run this one resumes
+    except OSError:
+        store.clear_outcome(job_id)
 
     def on_term(signum, frame):  # cancel: the canceller has already recorded `cancelled`
-        print(f"\n[aitk] stopped by signal {signum}", flush=True)
+        say(f"\n[aitk] stopped by signal {signum}")
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
@@ -41,7 +54,7 @@ def run(job_id: str) -> int:
 
             resume_path = last_checkpoint(job_dir / "checkpoints") if rec.params.get("resume") else None
             if resume_path is not None:
-                print(f"[aitk] resuming from {resume_path.name}", flush=True)
+                say(f"[aitk] resuming from {resume_path.name}")
             run_finetune(project, job_dir, device, resume_path)
         elif rec.kind == "export":
             from .finetune import run_export
@@ -54,23 +67,52 @@ def run(job_id: str) -> int:
             result = run_evaluate(project, job_dir, device)
         else:
             raise AitkError(f"job kind {rec.kind!r} cannot run locally")
-    except AitkError as e:
-        code, error = 1, str(e)
-        print(f"[aitk] error: {e}", flush=True)
     except BaseException as e:  # noqa: BLE001 - a job must always record how it ended
-        traceback.print_exc()
-        code, error = 1, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip().rstrip(":")
+        code = 1
+        if disk_full(e, job_dir, paths):
+            # Said as such: a checkpoint cut short by a full disk is neither a bug nor a kill.
+            error = paths.disk_full_message(job_dir)
+        elif isinstance(e, AitkError):
+            error = str(e)
+        else:
+            try:
+                traceback.print_exc()
+            except OSError:
+                pass
+            error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip().rstrip(":")
+        say(f"[aitk] error: {error}")
     status = SUCCEEDED if code == 0 else FAILED
-    store.update(job_id, only_if=(RUNNING,), status=status, finished=time.time(), exit_code=code, error=error,
-                 result=result)
-    print(f"[aitk] job {job_id} {store.get(job_id).status}", flush=True)
+    outcome = {"status": status, "finished": time.time(), "exit_code": code, "error": error, "result": result}
+    store.write_outcome(job_id, outcome)  # what reconcile records if the database write below fails
+    try:
+        recorded = store.finish(job_id, **outcome)
+        store.clear_outcome(job_id)
+    except AitkError as e:
+        say(f"[aitk] could not record the end in the job database ({e}); it is kept in "
+            f"{store.outcome_path(job_id)} and recorded by the next `aitk` command")
+        return 1
+    if not recorded:  # cancelled meanwhile: the canceller's record stands
+        status = CANCELLED
+    say(f"[aitk] job {job_id} {status}" + (f": {error}" if error and recorded else ""))
     try:
         from .scheduler import schedule
 
         schedule(store)
     except Exception:  # noqa: BLE001 - never let scheduling turn a finished job into a crash
-        traceback.print_exc()
+        try:
+            traceback.print_exc()
+        except OSError:
+            pass
     return 0 if status == SUCCEEDED else (1 if status != CANCELLED else 130)
+
+
+def disk_full(e: BaseException, job_dir, paths) -> bool:
+    """A failure with the job's disk (nearly) full is the disk's doing: torch reports it only as
+    "file write failed", without the errno, so the free space decides too."""
+    if paths.is_disk_full(e, job_dir):
+        return True
+    free = paths.free_bytes(job_dir)
+    return free is not None and free < paths.DISK_FULL_BELOW
 
 
 def main() -> None:

@@ -26,6 +26,12 @@ ACTIVE = (QUEUED, STARTING, RUNNING)
 FINAL = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, SKIPPED)
 # How long a writer waits for another process's lock before giving up with a clear error.
 DB_TIMEOUT_S = float(os.environ.get("AITK_DB_TIMEOUT", "10"))
+# How long a job that has finished keeps trying to record that (a held lock, a full disk) before
+# leaving it to the outcome file, which the next reconcile records.
+FINAL_WRITE_S = float(os.environ.get("AITK_FINAL_WRITE_S", "1800"))
+DISK_FULL_WRITE_S = 60.0
+OUTCOME_FILE = "outcome.json"
+OUTCOME_RESERVE = 16 << 10  # bytes written at start, overwritten in place at the end
 KINDS = ("finetune", "export", "evaluate", "download", "remote")
 
 MIGRATIONS = [
@@ -105,11 +111,18 @@ class JobStore:
 
     def _db_error(self, e: Exception) -> AitkError:
         text = str(e)
-        if "locked" in text or "busy" in text:
-            return AitkError(f"job database {self.db_path} is locked by another process",
-                             "wait for it to finish, or find the process holding it (fuser)")
-        return AitkError(f"job database {self.db_path} is unreadable: {text}",
-                         "it may be corrupted; move it aside to start a fresh history (nothing was changed)")
+        if paths.is_disk_full(e, self.root):
+            err = AitkError(f"job database {self.db_path}: {paths.disk_full_message(self.root)}",
+                            "free space on that disk and run it again; the job history is intact")
+            err.disk_full = True
+        elif "locked" in text or "busy" in text:
+            err = AitkError(f"job database {self.db_path} is locked by another process",
+                            "wait for it to finish, or find the process holding it (fuser)")
+        else:
+            return AitkError(f"job database {self.db_path} is unreadable: {text}",
+                             "it may be corrupted; move it aside to start a fresh history (nothing was changed)")
+        err.retryable = True  # a lock is released, a disk gets room: worth trying again
+        return err
 
     def _exec(self, sql: str, args: tuple = (), *, many: bool = False):
         conn = self._connect()
@@ -165,7 +178,12 @@ class JobStore:
         rec = JobRecord(id=time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], kind=kind, status=QUEUED,
                         created=time.time(), project=project, provider=provider, device=device,
                         parent=parent, params=params or {})
-        self.job_dir(rec.id).mkdir(parents=True)
+        try:
+            self.job_dir(rec.id).mkdir(parents=True)
+        except OSError as e:
+            if paths.is_disk_full(e):
+                raise AitkError(paths.disk_full_message(self.jobs_root), "free space on that disk and retry") from None
+            raise
         values = {**rec.to_dict(), "params": json.dumps(rec.params), "result": None}
         self._exec(f"INSERT INTO jobs ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
                    tuple(values[c] for c in COLUMNS))
@@ -214,6 +232,60 @@ class JobStore:
             raise self._db_error(e) from None
         finally:
             conn.close()
+
+    def finish(self, job_id: str, *, bound_s: float | None = None, **fields) -> bool:
+        """Record how a running job ended. Retried with backoff while the database is locked or
+        the disk is full, for up to `bound_s` (FINAL_WRITE_S): a finished job's result must not be
+        lost because another process held the lock past the timeout."""
+        started = time.monotonic()
+        deadline = started + (FINAL_WRITE_S if bound_s is None else bound_s)
+        delay = 0.1
+        while True:
+            try:
+                return self.update(job_id, only_if=(RUNNING,), **fields)
+            except AitkError as e:
+                if getattr(e, "disk_full", False):
+                    # A full disk may stay full: after a minute the outcome file carries the end.
+                    deadline = min(deadline, started + DISK_FULL_WRITE_S)
+                if not getattr(e, "retryable", False) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    # -- the outcome file: a job's end, kept in its folder until the database has it ---------
+    def outcome_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / OUTCOME_FILE
+
+    def reserve_outcome(self, job_id: str) -> None:
+        """Claim the outcome file's room when the job starts, so its end can be written even once
+        the job has filled the disk (an overwrite in place needs no new blocks)."""
+        path = self.outcome_path(job_id)
+        with open(path, "wb") as f:
+            f.write(b" " * OUTCOME_RESERVE)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_outcome(self, job_id: str, fields: dict) -> bool:
+        data = json.dumps(fields).encode()
+        path = self.outcome_path(job_id)
+        try:
+            with open(path, "r+b" if path.exists() else "wb") as f:
+                f.write(data + b" " * max(0, OUTCOME_RESERVE - len(data)))
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            return False
+
+    def read_outcome(self, job_id: str) -> dict | None:
+        try:
+            data = json.loads(self.outcome_path(job_id).read_bytes() or b"null")
+        except (OSError, ValueError):
+            return None  # missing, or still the blank reservation: the job never got to its end
+        return data if isinstance(data, dict) and data.get("status") in FINAL else None
+
+    def clear_outcome(self, job_id: str) -> None:
+        self.outcome_path(job_id).unlink(missing_ok=True)
 
     def claim_next(self, slots: int) -> list[str]:
         """Atomically move the queued local jobs that may start now to `starting`.
@@ -283,3 +355,24 @@ def pid_alive(pid: int | None) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def die_with_parent():
+    """A `preexec_fn` that makes a child process get SIGKILL when the job process that started it
+    dies, even by `kill -9` (Linux `PR_SET_PDEATHSIG`): an orphaned model builder would otherwise
+    run on, reparented to init, writing a model-sized folder nobody cleans. None elsewhere."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm() -> None:
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(137)
+
+    return arm

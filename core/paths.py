@@ -8,7 +8,9 @@ the XDG default. The app, the CLI and every job process read the same file, so t
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -78,3 +80,47 @@ def projects_dir() -> Path:
 def bundled_data() -> Path:
     """The package's own data files (the bundled dataset)."""
     return Path(__file__).resolve().parent / "data"
+
+
+# -- a full disk, told apart from a broken file -----------------------------------------------
+FULL_TEXTS = ("database or disk is full", "no space left on device", "disk quota exceeded")
+# SQLite's vaguer words for a write it could not make; with the disk this nearly full, that is why.
+VAGUE_TEXTS = ("disk i/o error", "unable to open database file")
+DISK_FULL_BELOW = 1 << 20
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes for an unprivileged writer on the file system holding `path` (or its nearest
+    existing parent); None if it cannot be asked."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def is_disk_full(exc: BaseException | None, path: str | Path | None = None) -> bool:
+    """Did this error come from a full disk? ENOSPC/EDQUOT anywhere in the exception chain, SQLite's
+    SQLITE_FULL, or SQLite's vaguer errors while the disk holding `path` has under DISK_FULL_BELOW free."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc).lower()
+        if any(t in text for t in FULL_TEXTS) or getattr(exc, "sqlite_errorcode", None) == 13:  # SQLITE_FULL
+            return True
+        if path is not None and any(t in text for t in VAGUE_TEXTS):
+            free = free_bytes(path)
+            if free is not None and free < DISK_FULL_BELOW:
+                return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_message(path: str | Path) -> str:
+    free = free_bytes(path)
+    where = f"{path} ({free:,} bytes free)" if free is not None else str(path)
+    return f"the disk is full: no room to write {where}"

@@ -7,6 +7,7 @@ calls `schedule()`, which claims what may run now in one database transaction an
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,7 +51,19 @@ def spawn(store: JobStore, job_id: str) -> int:
 
 
 def reconcile(store: JobStore) -> list[str]:
-    """Jobs recorded as active whose process is gone become `interrupted`, with the reason."""
+    """Settle jobs recorded as active whose process is gone, then start what may now run.
+
+    A job that wrote its outcome file but could not record it (the database locked or the disk
+    full past its retries) gets that outcome; one that did not is `interrupted`, with the reason.
+    What is left of its process group (a model builder, data loaders) is killed. Scheduling here
+    too means the job queued behind a killed one starts without waiting for another submit."""
+    changed = settle(store)
+    if changed:
+        schedule(store)
+    return changed
+
+
+def settle(store: JobStore) -> list[str]:
     changed = []
     now = time.time()
     for rec in store.list(status=(STARTING, RUNNING)):
@@ -58,18 +71,43 @@ def reconcile(store: JobStore) -> list[str]:
             continue
         if rec.pid is None and now - rec.created < STARTING_GRACE_S:
             continue
-        if not pid_alive(rec.pid):
-            if store.update(rec.id, only_if=ACTIVE, status=INTERRUPTED, finished=now,
-                            error="the job process ended without recording a result (killed, or the machine "
-                                  "restarted); resume or retry it"):
+        if pid_alive(rec.pid):
+            continue
+        _kill_leftovers(rec.pid)
+        outcome = store.read_outcome(rec.id)
+        if outcome is not None:
+            fields = {k: outcome.get(k) for k in ("status", "finished", "exit_code", "error", "result")}
+            note = f"its end ({fields['status']}) was recorded from {store.outcome_path(rec.id).name}"
+        else:
+            fields = {"status": INTERRUPTED, "finished": now,
+                      "error": "the job process ended without recording a result (killed, or the machine "
+                               "restarted); resume or retry it"}
+            note = "marked interrupted"
+        if store.update(rec.id, only_if=ACTIVE, **fields):
+            store.clear_outcome(rec.id)
+            try:
                 with open(store.log_path(rec.id), "a", encoding="utf-8") as f:
-                    f.write(f"\n[aitk] job process {rec.pid} is gone: marked interrupted\n")
-                changed.append(rec.id)
+                    f.write(f"\n[aitk] job process {rec.pid} is gone: {note}"
+                            + (f"\n[aitk] error: {fields['error']}" if outcome and fields.get("error") else "") + "\n")
+            except OSError:
+                pass  # a full disk: the record says it
+            changed.append(rec.id)
     return changed
 
 
+def _kill_leftovers(pid: int | None) -> None:
+    """SIGKILL what is left of a dead job's process group (it was the group's leader). Linux does
+    not reuse a pid as a group id while the group has members, so this reaches only its own."""
+    if not pid:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def schedule(store: JobStore, slots: int | None = None) -> list[str]:
-    reconcile(store)
+    settle(store)
     started = []
     for job_id in store.claim_next(slots or default_slots()):
         spawn(store, job_id)

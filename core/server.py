@@ -245,10 +245,13 @@ def resolve_model(project_dir: str | None, precision: str | None = None) -> tupl
     if project_dir:
         from .project import load_project
 
+        from .publish import current_export
+
         project = load_project(project_dir)
-        onnx = project.onnx_dir(precision)
-        if not (onnx / "genai_config.json").is_file():
-            raise AitkError(f"{project.name} has no exported model at {onnx}", "run `aitk export` in the project")
+        onnx = current_export(project, precision)
+        if onnx is None:
+            raise AitkError(f"{project.name} has no exported model at {project.onnx_dir(precision)}",
+                            "run `aitk export` in the project")
         return project.name, onnx
     from . import paths, tiny
 

@@ -713,3 +713,33 @@ def test_cli_progress_on_a_terminal_updates_one_line():
     text = buf.getvalue()
     assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
     assert "ETA 10s" in text and "50 B/s" in text
+
+
+def test_hf_hub_download_does_not_resume_a_cancelled_download(env, fake, tiny_files):
+    """Why core/hub.py keeps its own puller (issue 10, item 5), measured against this fake hub.
+
+    huggingface_hub 2.x `hf_hub_download` writes each file to a process-unique temporary file and
+    deletes it when the download fails (a cancel raised from `tqdm_class` included): the next
+    call starts again at byte 0, without a Range request. Within one call it does retry a dropped
+    connection with Range, but a cancelled or crashed pull of a multi-GB model would start over.
+    If this test fails, the library has learned to resume: switch to it and delete our copy."""
+    from huggingface_hub import hf_hub_download
+    from tqdm.auto import tqdm
+
+    class CancelAfter256K(tqdm):
+        def update(self, n=1):
+            super().update(n)
+            if self.n >= 256 * 1024:
+                raise KeyboardInterrupt("cancelled by the user")
+
+    size = len(tiny_files["model.safetensors"])
+    assert size > 512 * 1024
+    with pytest.raises(KeyboardInterrupt):
+        hf_hub_download(REPO, "model.safetensors", cache_dir=cache(env), endpoint=fake.url,
+                        tqdm_class=CancelAfter256K)
+    blobs = cache(env) / "models--aitk-test--tiny-phi3" / "blobs"
+    assert [p for p in blobs.iterdir() if p.name.endswith(".incomplete")] == []  # the partial is gone
+    path = hf_hub_download(REPO, "model.safetensors", cache_dir=cache(env), endpoint=fake.url)
+    assert Path(path).read_bytes() == tiny_files["model.safetensors"]
+    ranges = [r[2].get("range") for r in fake.requests("GET", "/cdn/") if r[2].get("range")]
+    assert ranges == []  # the second download fetched the whole file again

@@ -56,9 +56,9 @@ def delete(store: JobStore, rec: JobRecord) -> None:
 
 def exported_models(project_root: str | Path) -> list[Path]:
     """Exported model folders of a project (one per precision), newest first."""
-    base = Path(project_root) / ONNX_DIR
-    found = [d for d in base.iterdir() if (d / "genai_config.json").is_file()] if base.is_dir() else []
-    return sorted(found, key=lambda d: (d / "genai_config.json").stat().st_mtime, reverse=True)
+    from aitk.core.publish import list_exports
+
+    return list_exports(Path(project_root) / ONNX_DIR)
 
 
 def evaluation_result(store: JobStore, rec: JobRecord) -> dict | None:
