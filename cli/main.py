@@ -82,9 +82,14 @@ def cmd_project_keys(args) -> int:
 def cmd_project_show(args) -> int:
     from ..core.project import OLIVE_CONFIG, find_project
 
+    from ..core.project_index import exports
+
     project = find_project(args.project)
+    made = exports(project.root)
     if args.json:
-        print(json.dumps({"root": str(project.root), "settings": project.settings.model_dump(mode="json")}, indent=2))
+        print(json.dumps({"root": str(project.root), "settings": project.settings.model_dump(mode="json"),
+                          "exports": [{"precision": e.precision, "path": str(e.path), "state": e.state.state,
+                                       "reason": e.state.reason} for e in made]}, indent=2))
         return 0
     s = project.settings
     print(f"{project.name}  ({project.root})")
@@ -96,8 +101,10 @@ def cmd_project_show(args) -> int:
     print(f"  target    {s.target.where} / {s.target.device} (here: {project.device()})")
     print(f"  olive     {OLIVE_CONFIG}")
     print(f"  adapter   {'yes' if project.adapter_dir.is_dir() else 'not trained yet'}")
-    exported = project.onnx_dir()
-    print(f"  onnx      {'yes (' + str(exported) + ')' if exported.is_dir() else 'not exported yet'}")
+    if not made:
+        print("  onnx      not exported yet")
+    for i, e in enumerate(made):
+        print(f"  {'onnx' if i == 0 else '':9} {e.precision} {e.summary} ({e.path})")
     return 0
 
 
@@ -323,7 +330,16 @@ def _open_engine(args):
     if not (onnx / "genai_config.json").is_file():
         raise AitkError(f"{project.name} has no exported {args.precision or project.settings.inference.precision} "
                         "model yet", "run `aitk export` first")
+    _warn_if_stale(project, onnx.name)
     return project, GenaiChatEngine(onnx)
+
+
+def _warn_if_stale(project, precision: str) -> None:
+    from ..core.project_index import stale_warning
+
+    warning = stale_warning(project.root, precision)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def cmd_chat(args) -> int:
@@ -374,9 +390,13 @@ def cmd_chat(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from ..core.project import find_project
     from ..core.server import serve
 
-    serve(args.project, args.host, args.port, args.api_key or os.environ.get("AITK_API_KEY"), args.precision,
+    project = find_project(args.project, optional=True)  # outside any project: the tiny model
+    if project is not None:
+        _warn_if_stale(project, args.precision or project.settings.inference.precision)
+    serve(str(project.root) if project else None, args.host, args.port, args.api_key or os.environ.get("AITK_API_KEY"), args.precision,
           args.adapter if args.adapter is not None else os.environ.get("AITK_ADAPTER"))
     return 0
 
@@ -470,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name at --endpoint (default: the first it lists)")
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("serve", help="OpenAI-compatible server (default: the tiny model on 127.0.0.1:8000)")
+    p = sub.add_parser("serve", help="OpenAI-compatible server on 127.0.0.1:8000 for the project around the "
+                                   "current dir (outside one: the embedded tiny model)")
     _project_arg(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -117,5 +117,10 @@ def run_export(project: Project, job_dir: Path, device: str, precision: str, bas
                         "run `aitk finetune` first, or `aitk export --base-only`")
     print(f"[aitk] exporting {project.settings.model.id} ({precision}, {device})"
           + (" with its adapter" if adapter else ""), flush=True)
-    return export_model(project.base_model_path(), adapter, project.onnx_dir(precision),
-                        precision=precision, device=device)
+    from .export_state import read_adapter, write_stamp
+
+    built_from = read_adapter(adapter)  # before building: a fine-tune publishing meanwhile makes it stale
+    out = export_model(project.base_model_path(), adapter, project.onnx_dir(precision),
+                       precision=precision, device=device)
+    write_stamp(out, built_from)
+    return out

@@ -11,8 +11,6 @@ from pathlib import Path
 from aitk.core.errors import AitkError
 from aitk.core.jobs import ACTIVE, JobRecord, JobStore
 
-ONNX_DIR = Path("models") / "onnx"
-
 
 def provider(store: JobStore):
     from aitk.providers.local import LocalProvider
@@ -80,13 +78,6 @@ def delete(store: JobStore, rec: JobRecord) -> None:
     if rec.status in ACTIVE:
         raise AitkError(f"job {rec.id} is {rec.status}", "cancel it before deleting it")
     store.delete(rec.id)
-
-
-def exported_models(project_root: str | Path) -> list[Path]:
-    """Exported model folders of a project (one per precision), newest first."""
-    base = Path(project_root) / ONNX_DIR
-    found = [d for d in base.iterdir() if (d / "genai_config.json").is_file()] if base.is_dir() else []
-    return sorted(found, key=lambda d: (d / "genai_config.json").stat().st_mtime, reverse=True)
 
 
 def evaluation_result(store: JobStore, rec: JobRecord) -> dict | None:
