@@ -108,6 +108,22 @@ def cmd_project_show(args) -> int:
     return 0
 
 
+def cmd_project_list(args) -> int:
+    from ..core.project_index import list_projects
+
+    entries = list_projects()
+    if args.json:
+        print(json.dumps([{"name": e.name, "root": e.root, "problem": e.problem, "chat": e.chat_state,
+                           "exports": {x.precision: x.state.state for x in e.exports}} for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no projects yet (create one with `aitk project new DIR`)")
+    for e in entries:
+        exports = ", ".join(x.label for x in e.exports) or "not exported"
+        print(f"{e.name:20} {e.problem or exports:30} {e.root}")
+    return 0
+
+
 def cmd_project_regen(args) -> int:
     from ..core.project import find_project, regenerate
 
@@ -445,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     _project_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_project_show)
+    p = project.add_parser("list", help="every project aitk knows (the projects folder, those created or "
+                                        "opened elsewhere, those of jobs) and its exports")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_project_list)
     p = project.add_parser("regen", help="rewrite generated files after editing aitk.toml")
     _project_arg(p)
     p.set_defaults(func=cmd_project_regen)

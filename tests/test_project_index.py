@@ -103,6 +103,8 @@ def test_index_lists_remembered_and_job_projects_and_skips_gone_ones(world, tmp_
     world.store.create("finetune", project=str(moved))
     names = {e.name for e in project_index.list_projects()}
     assert names == {"demo-qa", "support-bot", "qa", "from-a-job"}
+    code, out, _ = aitk("project", "list", "--json")
+    assert code == 0 and {e["name"] for e in json.loads(out)} == names
     shutil.rmtree(elsewhere / "qa")
     assert "qa" not in {e.name for e in project_index.list_projects()}
     with pytest.raises(Exception, match="is gone"):
@@ -129,6 +131,8 @@ def test_project_show_reports_exports_and_staleness(world, tmp_path):
     assert "fp32 stale: the adapter changed after this export" in out
     code, out, _ = aitk("project", "show", "--json", "-P", str(root))
     assert [e["state"] for e in json.loads(out)["exports"]] == ["stale"]
+    code, out, _ = aitk("project", "list")
+    assert code == 0 and any(line.startswith("shown") and "fp32 (stale)" in line for line in out.splitlines())
 
 
 def test_a_deleted_project_folder_is_one_clear_error(world, tmp_path):
