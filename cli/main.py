@@ -81,7 +81,6 @@ def cmd_project_keys(args) -> int:
 
 def cmd_project_show(args) -> int:
     from ..core.project import OLIVE_CONFIG, find_project
-
     from ..core.project_index import exports
 
     project = find_project(args.project)
@@ -412,7 +411,8 @@ def cmd_serve(args) -> int:
     project = find_project(args.project, optional=True)  # outside any project: the tiny model
     if project is not None:
         _warn_if_stale(project, args.precision or project.settings.inference.precision)
-    serve(str(project.root) if project else None, args.host, args.port, args.api_key or os.environ.get("AITK_API_KEY"), args.precision,
+    serve(str(project.root) if project else None, args.host, args.port,
+          args.api_key or os.environ.get("AITK_API_KEY"), args.precision,
           args.adapter if args.adapter is not None else os.environ.get("AITK_ADAPTER"))
     return 0
 

@@ -2,8 +2,10 @@
 
 One small JSON list (`known-projects.json`) of absolute folders. Written atomically (a temporary
 file renamed over it) under an advisory lock, so the app, the CLI and job processes adding at the
-same time lose nothing; an unreadable file counts as empty and is rewritten on the next add. A
-folder that is gone stays listed (a drive may be unmounted): the index reports it as gone.
+same time lose nothing; an unreadable file counts as empty and is rewritten on the next add.
+Folders that are gone (a deleted project, `aitk demo`'s temporary one) are dropped at the next
+add, so the file stays small; one on a drive that comes back is remembered again when opened, and a
+project with jobs is listed from the job store anyway.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def remember(root: str | Path) -> None:
         with _locked():
             roots = known()
             if root not in roots:
-                _write([*roots, root])
+                _write([r for r in roots if Path(r).is_dir()] + [root])
     except OSError:
         pass
 

@@ -17,6 +17,7 @@ import pytest
 from textual.widgets import DataTable, Select, TabbedContent
 
 from aitk.core import known_projects, project_index
+from aitk.core.errors import AitkError
 from aitk.core.export_state import read_adapter, write_stamp
 from aitk.core.finetune import publish_adapter
 from aitk.core.project import load_project
@@ -107,7 +108,7 @@ def test_index_lists_remembered_and_job_projects_and_skips_gone_ones(world, tmp_
     assert code == 0 and {e["name"] for e in json.loads(out)} == names
     shutil.rmtree(elsewhere / "qa")
     assert "qa" not in {e.name for e in project_index.list_projects()}
-    with pytest.raises(Exception, match="is gone"):
+    with pytest.raises(AitkError, match="is gone"):
         project_index.check_present(elsewhere / "qa")
 
 
@@ -117,6 +118,18 @@ def test_remembered_list_survives_a_broken_file(world, tmp_path):
     known_projects.remember(tmp_path)
     assert known_projects.known() == [str(tmp_path.resolve())]
     assert not list(Path(world.env["AITK_DATA_DIR"]).glob(f".{known_projects.FILE}-*"))  # no temp file left
+
+
+def test_remembered_folders_that_are_gone_are_dropped_at_the_next_add(world, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    known_projects.remember(tmp_path / "a")
+    known_projects.remember(tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")
+    assert len(known_projects.known()) == 2  # reading never rewrites
+    (tmp_path / "c").mkdir()
+    known_projects.remember(tmp_path / "c")
+    assert known_projects.known() == [str((tmp_path / n).resolve()) for n in ("b", "c")]
 
 
 # -- the CLI ------------------------------------------------------------------------------------
@@ -257,3 +270,4 @@ def test_real_export_is_current_then_stale_after_a_new_adapter(trained, tmp_path
     assert "fp32 stale" in out
     code, out, err = aitk("chat", "-P", str(copy), "-p", "hi", "--max-new-tokens", "2")
     assert code == 0 and "warning: the fp32 export of proj is stale" in err
+
