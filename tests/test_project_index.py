@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Select, TabbedContent
 
 from aitk.core import known_projects, project_index
 from aitk.core.errors import AitkError
-from aitk.core.export_state import read_adapter, write_stamp
+from aitk.core.export_state import STAMP, adapter_hash, read_adapter, write_stamp
 from aitk.core.finetune import publish_adapter
 from aitk.core.project import load_project
 from aitk.tui import testing
@@ -262,6 +262,8 @@ def test_real_export_is_current_then_stale_after_a_new_adapter(trained, tmp_path
     project, _, _ = trained
     copy = tmp_path / "proj"
     shutil.copytree(project.root, copy)  # the session's project stays as it is for the other tests
+    stamp = json.loads((copy / "models" / "onnx" / "fp32" / STAMP).read_text())  # written by the export step
+    assert stamp["adapter"]["sha256"] == adapter_hash(copy / "models" / "olive" / "adapter")
     code, out, err = aitk("project", "show", "-P", str(copy))
     assert code == 0 and "fp32 current" in out, (out, err)
     publish_new_adapter(copy, tmp_path, config=(copy / "models/olive/adapter/adapter_config.json").read_text()
