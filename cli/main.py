@@ -80,10 +80,14 @@ def cmd_project_keys(args) -> int:
 
 def cmd_project_show(args) -> int:
     from ..core.project import OLIVE_CONFIG, find_project
+    from ..core.project_index import exports
 
     project = find_project(args.project)
+    made = exports(project.root)
     if args.json:
-        print(json.dumps({"root": str(project.root), "settings": project.settings.model_dump(mode="json")}, indent=2))
+        print(json.dumps({"root": str(project.root), "settings": project.settings.model_dump(mode="json"),
+                          "exports": [{"precision": e.precision, "path": str(e.path), "state": e.state.state,
+                                       "reason": e.state.reason} for e in made]}, indent=2))
         return 0
     s = project.settings
     print(f"{project.name}  ({project.root})")
@@ -94,11 +98,29 @@ def cmd_project_show(args) -> int:
           f"batch={f.per_device_train_batch_size} dtype={f.compute_dtype}")
     print(f"  target    {s.target.where} / {s.target.device} (here: {project.device()})")
     print(f"  olive     {OLIVE_CONFIG}")
-    from ..core.publish import current_adapter, current_export
+    from ..core.publish import current_adapter
 
     print(f"  adapter   {'yes' if current_adapter(project) else 'not trained yet'}")
-    exported = current_export(project)
-    print(f"  onnx      {'yes (' + str(exported) + ')' if exported else 'not exported yet'}")
+    if not made:
+        print("  onnx      not exported yet")
+    for i, e in enumerate(made):
+        print(f"  {'onnx' if i == 0 else '':9} {e.precision} {e.summary} ({e.path})")
+    return 0
+
+
+def cmd_project_list(args) -> int:
+    from ..core.project_index import list_projects
+
+    entries = list_projects()
+    if args.json:
+        print(json.dumps([{"name": e.name, "root": e.root, "problem": e.problem, "chat": e.chat_state,
+                           "exports": {x.precision: x.state.state for x in e.exports}} for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no projects yet (create one with `aitk project new DIR`)")
+    for e in entries:
+        exports = ", ".join(x.label for x in e.exports) or "not exported"
+        print(f"{e.name:20} {e.problem or exports:30} {e.root}")
     return 0
 
 
@@ -169,7 +191,16 @@ def _open_engine(args):
     if onnx is None:
         raise AitkError(f"{project.name} has no exported {args.precision or project.settings.inference.precision} "
                         "model yet", "run `aitk export` first")
+    _warn_if_stale(project, onnx.name)
     return project, GenaiChatEngine(onnx)
+
+
+def _warn_if_stale(project, precision: str) -> None:
+    from ..core.project_index import stale_warning
+
+    warning = stale_warning(project.root, precision)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def cmd_chat(args) -> int:
@@ -220,9 +251,14 @@ def cmd_chat(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from ..core.project import find_project
     from ..core.server import serve
 
-    serve(args.project, args.host, args.port, args.api_key or os.environ.get("AITK_API_KEY"), args.precision,
+    project = find_project(args.project, optional=True)  # outside any project: the tiny model
+    if project is not None:
+        _warn_if_stale(project, args.precision or project.settings.inference.precision)
+    serve(str(project.root) if project else None, args.host, args.port,
+          args.api_key or os.environ.get("AITK_API_KEY"), args.precision,
           args.adapter if args.adapter is not None else os.environ.get("AITK_ADAPTER"))
     return 0
 
@@ -271,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     _project_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_project_show)
+    p = project.add_parser("list", help="every project aitk knows (the projects folder, those created or "
+                                        "opened elsewhere, those of jobs) and its exports")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_project_list)
     p = project.add_parser("regen", help="rewrite generated files after editing aitk.toml")
     _project_arg(p)
     p.set_defaults(func=cmd_project_regen)
@@ -309,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name at --endpoint (default: the first it lists)")
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("serve", help="OpenAI-compatible server (default: the tiny model on 127.0.0.1:8000)")
+    p = sub.add_parser("serve", help="OpenAI-compatible server on 127.0.0.1:8000 for the project around the "
+                                   "current dir (outside one: the embedded tiny model)")
     _project_arg(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

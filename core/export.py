@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import publish
+from . import export_state, publish
 from .errors import AitkError
 from .jobs import die_with_parent
 
@@ -109,6 +109,9 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
         t0 = time.time()
         adapter_version = None
         source_adapter = adapter
+        # What the export is built from, read before the build: a fine-tune publishing meanwhile
+        # makes this export stale rather than wrongly current.
+        built_from = export_state.read_adapter(adapter)
         if adapter is not None:
             adapter = publish.snapshot(adapter, work / "adapter")
             adapter_version = (publish.stamp_of(adapter) or {}).get("version")
@@ -136,7 +139,7 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
             "adapter_version": adapter_version, "precision": precision,
             "device": device, "seconds": round(time.time() - t0, 2),
         }, indent=2))
-        publish.publish(final, dest, adapter_version=adapter_version)
+        publish.publish(final, dest, adapter_version=adapter_version, adapter=built_from)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest

@@ -17,7 +17,7 @@ from pathlib import Path
 import tomli_w
 from pydantic import ValidationError
 
-from . import olive_config, paths, tiny
+from . import known_projects, olive_config, paths, tiny
 from .datasets import local_file
 from .devices import detect
 from .errors import AitkError
@@ -64,6 +64,9 @@ class Project:
 def load_project(root: str | Path) -> Project:
     root = Path(root).expanduser().resolve()
     file = root / SETTINGS_FILE
+    if not root.exists():
+        raise AitkError(f"project folder {root} does not exist (deleted or moved?)",
+                        "pass an existing project folder, or create one with `aitk project new DIR`")
     if not file.is_file():
         raise AitkError(f"{root} is not an aitk project (no {SETTINGS_FILE})",
                         "run inside a project folder, pass --project DIR, or create one with `aitk project new DIR`")
@@ -82,26 +85,27 @@ def load_project(root: str | Path) -> Project:
     return Project(root, settings)
 
 
-def find_project(start: str | Path | None = None) -> Project:
-    """The project at `start`, or the nearest one above the current directory."""
-    if start is not None:
-        return load_project(start)
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / SETTINGS_FILE).is_file():
-            return load_project(d)
-    return load_project(here)  # raises the "not a project" error
+def find_project(start: str | Path | None = None, *, optional: bool = False) -> Project | None:
+    """The project every command with `-P/--project` works on: exactly `start` when given, else the
+    nearest one from the current directory upward (None there with `optional`, else the
+    "not a project" error). The project is remembered, so the app and `aitk project list` show it."""
+    if start is None:
+        here = Path.cwd().resolve()
+        start = next((d for d in (here, *here.parents) if (d / SETTINGS_FILE).is_file()), None)
+        if start is None:
+            if optional:
+                return None
+            start = here  # load_project raises the "not a project" error
+    project = load_project(start)
+    known_projects.remember(project.root)
+    return project
 
 
 def text_template_around(start: str | Path | None = None) -> tuple[str, str] | None:
     """(name, text template) of the project at `start`, or around the current directory; None
     outside any project (a dataset is then checked without a template)."""
-    if start is None:
-        here = Path.cwd().resolve()
-        if not any((d / SETTINGS_FILE).is_file() for d in (here, *here.parents)):
-            return None
-    project = find_project(start)
-    return project.name, project.settings.data.text_template
+    project = find_project(start, optional=True)
+    return None if project is None else (project.name, project.settings.data.text_template)
 
 
 def _write_generated(root: Path, settings: ProjectSettings) -> None:
@@ -174,6 +178,7 @@ def create_project(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    known_projects.remember(dest)  # listed in the app and by `aitk project list`, wherever it lives
     return Project(dest, settings)
 
 

@@ -12,8 +12,6 @@ from pathlib import Path
 from aitk.core.jobs import JobRecord, JobStore
 from aitk.providers.jobs import Jobs
 
-ONNX_DIR = Path("models") / "onnx"
-
 
 def jobs(store: JobStore) -> Jobs:
     return Jobs(store)
@@ -52,13 +50,6 @@ def resume(store: JobStore, rec: JobRecord) -> list[JobRecord]:
 
 def delete(store: JobStore, rec: JobRecord) -> None:
     jobs(store).delete(rec.id)
-
-
-def exported_models(project_root: str | Path) -> list[Path]:
-    """Exported model folders of a project (one per precision), newest first."""
-    from aitk.core.publish import list_exports
-
-    return list_exports(Path(project_root) / ONNX_DIR)
 
 
 def evaluation_result(store: JobStore, rec: JobRecord) -> dict | None:

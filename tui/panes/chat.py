@@ -21,7 +21,6 @@ from textual.message import Message
 from textual.widgets import Input, Label, Select, Static, TextArea
 
 from aitk.core.errors import AitkError
-from aitk.tui import job_actions
 from aitk.tui.panes.base import Pane
 from aitk.tui.transcript import Conversation, Reply, Turn
 
@@ -106,14 +105,11 @@ class ChatColumn(VerticalScroll):
 
 
 def find_models() -> list[tuple[str, str]]:
-    """(label, exported model folder) for every project that has an exported model."""
-    from aitk.tui.panes.projects import scan_projects
+    """(label, exported model folder) for every export of every project the index lists."""
+    from aitk.core import project_index
 
-    found = []
-    for info in scan_projects():
-        for d in job_actions.exported_models(info.root):
-            found.append((f"{info.name} · {d.name}", str(d)))
-    return found
+    return [(f"{entry.name} · {e.label}", str(e.path))
+            for entry in project_index.list_projects() for e in entry.exports]
 
 
 class ChatPane(Pane):
@@ -201,7 +197,16 @@ class ChatPane(Pane):
 
     def open_project(self, project_root: str, mode: str | None = None) -> None:
         """Show this project's newest exported model (called from Jobs and Projects)."""
-        exports = job_actions.exported_models(project_root)
+        from aitk.core import project_index
+
+        try:
+            exports = project_index.export_dirs(project_index.check_present(project_root, "the project"))
+        except AitkError as e:
+            self.app.notify(str(e), severity="error", timeout=10)
+            return
+        if not exports:
+            self.app.notify(f"{Path(project_root).name} has no exported model yet: export it first (Projects: e)",
+                            severity="warning")
         self._pending_select = str(exports[0]) if exports else None
         if mode:
             self.query_one("#chat-mode", Select).value = mode

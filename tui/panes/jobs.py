@@ -405,14 +405,27 @@ class JobsPane(Pane):
         self.app.push_screen(ConfirmScreen(f"Delete job {rec.id} ({rec.kind}, {rec.status}) and its folder "
                                            f"(log, metrics, checkpoints)?", yes="Delete"), answered)
 
+    def _project_of(self, rec: JobRecord | None) -> str | None:
+        """The job's project folder if it is still there; else say so (never open another one)."""
+        if rec is None:
+            return None
+        from aitk.core.project_index import check_present
+
+        try:
+            return str(check_present(rec.project))
+        except AitkError as e:
+            self.app.notify(str(e), title=f"{KIND_LABEL.get(rec.kind, rec.kind)} {rec.id}", severity="error",
+                            timeout=10)
+            return None
+
     def action_open_project(self) -> None:
         rec = self._current()
-        if rec and rec.project:
+        if self._project_of(rec):
             self.app.call_later(self.app.open_project, rec.project)
 
     def action_chat(self) -> None:
         rec = self._current()
-        if rec is None or not rec.project:
+        if not self._project_of(rec):
             return
         if rec.kind == "export":
             if rec.status == "succeeded":

@@ -1,13 +1,10 @@
-"""Projects: the fine-tuning projects in the projects folder and those any job used.
-
-Listing reads each `aitk.toml` with tomllib only (no validation, no pydantic) in a worker, so the
-pane fills in a few milliseconds even with many projects. Actions go through the job store.
+"""Projects: every project the engine's index knows (the projects folder, the ones created or
+opened elsewhere, those of jobs), with the state of their exports. Listing runs in a worker; actions
+go through the job store.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
@@ -19,59 +16,21 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from aitk.core import project_index
 from aitk.core.errors import AitkError
-from aitk.core.jobs import JobRecord
+from aitk.core.jobs import ACTIVE, JobRecord
+from aitk.core.project_index import ProjectEntry
 from aitk.tui import job_actions
 from aitk.tui.formatting import age, status_text
 from aitk.tui.jobs_feed import FeedUpdate
 from aitk.tui.panes.base import Pane
 
-SETTINGS_FILE = "aitk.toml"
-
-
-@dataclass
-class ProjectInfo:
-    root: str
-    name: str
-    settings: dict = field(default_factory=dict)
-    problem: str | None = None
-    adapter: bool = False
-    exports: list[str] = field(default_factory=list)
-
-    def get(self, section: str, key: str, default="—"):
-        value = self.settings.get(section, {}).get(key, default)
-        return default if value is None else value
-
-
-def read_project(root: Path) -> ProjectInfo:
-    try:
-        data = tomllib.loads((root / SETTINGS_FILE).read_text(encoding="utf-8"))
-        problem = None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        data, problem = {}, f"{SETTINGS_FILE} unreadable: {e}"
-    info = ProjectInfo(str(root), str(data.get("name") or root.name), data, problem)
-    info.adapter = (root / "models" / "olive" / "adapter" / "adapter_config.json").is_file()
-    info.exports = [d.name for d in job_actions.exported_models(root)]
-    return info
-
-
-def scan_projects(extra: set[str] = frozenset()) -> list[ProjectInfo]:
-    from aitk.core import paths
-
-    roots: dict[str, Path] = {}
-    base = paths.projects_dir()
-    for child in sorted(base.iterdir()) if base.is_dir() else ():
-        if (child / SETTINGS_FILE).is_file():
-            roots[str(child.resolve())] = child
-    for p in extra:
-        path = Path(p)
-        if (path / SETTINGS_FILE).is_file():
-            roots.setdefault(str(path.resolve()), path)
-    return [read_project(Path(r)) for r in roots]
+CHAT_CELL = {"ready": ("ready", "green"), "stale": ("stale", "yellow"), "base": ("base", "dim"),
+             "none": ("—", "dim")}
 
 
 class ProjectsScanned(Message):
-    def __init__(self, projects: list[ProjectInfo], select: str | None):
+    def __init__(self, projects: list[ProjectEntry], select: str | None):
         super().__init__()
         self.projects, self.select = projects, select
 
@@ -88,7 +47,7 @@ class ProjectsPane(Pane):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.projects: dict[str, ProjectInfo] = {}
+        self.projects: dict[str, ProjectEntry] = {}
         self.jobs: list[JobRecord] = []
         self.selected: str | None = None
         self._known_job_projects: set[str] = set()
@@ -113,7 +72,7 @@ class ProjectsPane(Pane):
 
     @work(thread=True, exclusive=True, group="projects-scan")
     def _scan(self, select: str | None) -> None:
-        self.post_message(ProjectsScanned(scan_projects(self._known_job_projects), select))
+        self.post_message(ProjectsScanned(project_index.list_projects(), select))
 
     def on_projects_scanned(self, message: ProjectsScanned) -> None:
         table = self.query_one(DataTable)
@@ -129,6 +88,8 @@ class ProjectsPane(Pane):
                 self._show_empty()
                 return
             roots = [p.root for p in message.projects]
+            if message.select and keep not in roots:
+                self.app.notify(f"{message.select} is not a project aitk can list", severity="warning")
             row = roots.index(keep) if keep in roots else 0
             table.move_cursor(row=row, animate=False)
         self._select(roots[row])
@@ -136,11 +97,11 @@ class ProjectsPane(Pane):
     def _last_job(self, root: str) -> JobRecord | None:
         return next((r for r in self.jobs if r.project and str(Path(r.project).resolve()) == root), None)
 
-    def _cells(self, info: ProjectInfo) -> tuple:
+    def _cells(self, info: ProjectEntry) -> tuple:
         last = self._last_job(info.root)
         last_text = Text("—", style="dim") if last is None else \
             Text.assemble(status_text(last.status), f" {last.kind}")
-        chat = Text("ready", style="green") if info.exports else Text("—", style="dim")
+        chat = Text(*CHAT_CELL[info.chat_state])
         return (Text(info.name, style="bold") if not info.problem else Text(info.name, style="red"),
                 str(info.get("model", "id")), str(info.get("finetune", "method", "lora")), last_text, chat)
 
@@ -180,7 +141,7 @@ class ProjectsPane(Pane):
             "sample dataset fine-tunes in under a minute on a laptop CPU.\n\n"
             f"[dim]Projects folder: {paths.projects_dir()}[/dim]"))
 
-    def _show_detail(self, info: ProjectInfo) -> None:
+    def _show_detail(self, info: ProjectEntry) -> None:
         if info.problem:
             self.query_one("#project-info", Static).update(Text(f"{info.root}\n{info.problem}", style="red"))
             return
@@ -199,9 +160,14 @@ class ProjectsPane(Pane):
         grid.add_row("Target", f"{info.get('target', 'where', 'local')} · {info.get('target', 'device', 'auto')}")
         outputs = []
         outputs.append("[green]adapter ✔[/green]" if info.adapter else "[dim]no adapter yet[/dim]")
-        outputs.append(f"[green]ONNX {', '.join(info.exports)} ✔[/green]" if info.exports
-                       else "[dim]not exported[/dim]")
-        grid.add_row("Outputs", "  ".join(outputs))
+        current = [e.precision for e in info.exports if e.current]
+        outputs.append(f"[green]ONNX {', '.join(current)} ✔[/green]" if current else
+                       "" if info.exports else "[dim]not exported[/dim]")
+        grid.add_row("Outputs", "  ".join(o for o in outputs if o))
+        for e in info.exports:
+            if not e.current:
+                style = "yellow" if e.stale else "dim"
+                grid.add_row("", Text(f"ONNX {e.precision} {e.summary}", style=style))
         jobs = [r for r in self.jobs if r.project and str(Path(r.project).resolve()) == info.root][:5]
         now = self.app.clock()
         for i, rec in enumerate(jobs):
@@ -211,7 +177,7 @@ class ProjectsPane(Pane):
         self.query_one("#project-info", Static).update(_stack(grid, hint))
 
     # -- actions ------------------------------------------------------------------------------
-    def _current(self) -> ProjectInfo | None:
+    def _current(self) -> ProjectEntry | None:
         info = self.projects.get(self.selected or "")
         if info is None:
             self.app.notify("No project selected: press n to create one", severity="warning")
@@ -246,10 +212,13 @@ class ProjectsPane(Pane):
             self.app.notify(f"{info.name} has no exported model yet: fine-tune (f) or export (e) first",
                             severity="warning")
             return
+        if info.chat_state == "stale":
+            self.app.notify(f"{info.name}'s export is older than its adapter: the chat answers with the old "
+                            "one until you export again (e)", severity="warning", timeout=8)
         self.app.call_later(self.app.open_chat, info.root)
 
     @work(thread=True, group="project-actions")
-    def _submit(self, info: ProjectInfo, what: str) -> None:
+    def _submit(self, info: ProjectEntry, what: str) -> None:
         store = self.app.store()
         try:
             if what == "finetune":

@@ -1,0 +1,145 @@
+"""Every project aitk knows, with its exports and whether each is current with its adapter.
+
+One list for every front end (the Projects and Chat panes, `aitk project list|show`, `aitk serve`,
+`aitk chat`): the projects folder, the projects the user created or opened anywhere else
+(`known_projects`), and the projects of jobs in the store. Each `aitk.toml` is read with tomllib
+only (no validation), so listing a hundred projects takes milliseconds; a broken file is listed
+with its problem. A remembered folder that is gone is left out of the list and, when something
+asks for it by path (a job's project), reported as gone: never replaced by another project.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import known_projects, paths
+from .errors import AitkError
+from .publish import list_exports
+from .export_state import CURRENT, STALE, ExportState, export_state
+from .project import ADAPTER_DIR, ONNX_DIR, SETTINGS_FILE
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    precision: str
+    path: Path
+    state: ExportState
+
+    @property
+    def current(self) -> bool:
+        return self.state.state == CURRENT
+
+    @property
+    def stale(self) -> bool:
+        return self.state.state == STALE
+
+    @property
+    def word(self) -> str:
+        return {CURRENT: "current", STALE: "stale"}.get(self.state.state, "base only")
+
+    @property
+    def label(self) -> str:
+        """`fp32`, `fp32 (stale)`, `fp32 (base only)`: how every front end names this export."""
+        return self.precision if self.current else f"{self.precision} ({self.word})"
+
+    @property
+    def summary(self) -> str:
+        """`current`, or `stale: why and what to do`."""
+        return self.word if self.current else f"{self.word}: {self.state.reason}"
+
+
+@dataclass
+class ProjectEntry:
+    root: str
+    name: str
+    settings: dict = field(default_factory=dict)
+    problem: str | None = None
+    adapter: bool = False
+    exports: list[ExportInfo] = field(default_factory=list)  # newest first
+
+    def get(self, section: str, key: str, default="—"):
+        value = self.settings.get(section, {}).get(key, default)
+        return default if value is None else value
+
+    @property
+    def chat_state(self) -> str:
+        """`ready` (an export current with the adapter), `stale`, `base` (base-only exports), or `none`."""
+        if any(e.current for e in self.exports):
+            return "ready"
+        if any(e.stale for e in self.exports):
+            return "stale"
+        return "base" if self.exports else "none"
+
+
+def export_dirs(root: str | Path) -> list[Path]:
+    """A project's published export folders (one per precision), newest first; `stat` calls only
+    (unless a publish was cut short, which core.publish repairs on the way)."""
+    return list_exports(Path(root) / ONNX_DIR)
+
+
+def exports(root: str | Path) -> list[ExportInfo]:
+    """The exports with their state (may hash the adapter once: call it off the UI thread)."""
+    return [ExportInfo(d.name, d, export_state(d, Path(root) / ADAPTER_DIR)) for d in export_dirs(root)]
+
+
+def read_entry(root: str | Path) -> ProjectEntry:
+    root = Path(root)
+    try:
+        data = tomllib.loads((root / SETTINGS_FILE).read_text(encoding="utf-8"))
+        problem = None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        data, problem = {}, f"{SETTINGS_FILE} unreadable: {e}"
+    entry = ProjectEntry(str(root), str(data.get("name") or root.name), data, problem)
+    entry.adapter = (root / ADAPTER_DIR / "adapter_config.json").is_file()
+    entry.exports = exports(root)
+    return entry
+
+
+def _job_projects() -> list[str]:
+    from .jobs import JobStore
+
+    try:
+        return [r.project for r in JobStore().list() if r.project]
+    except AitkError:  # an unreadable store hides no project of the folder or the known list
+        return []
+
+
+def roots() -> list[Path]:
+    """Folders of every known project that is there now, resolved, each once, sorted by name."""
+    base = paths.projects_dir()
+    candidates = [c for c in sorted(base.iterdir())] if base.is_dir() else []
+    candidates += [Path(p) for p in known_projects.known()]
+    candidates += [Path(p) for p in _job_projects()]
+    seen: dict[str, Path] = {}
+    for c in candidates:
+        if (c / SETTINGS_FILE).is_file():
+            seen.setdefault(str(c.resolve()), c.resolve())
+    return sorted(seen.values(), key=lambda p: (p.name.lower(), str(p)))
+
+
+def list_projects() -> list[ProjectEntry]:
+    return [read_entry(r) for r in roots()]
+
+
+def check_present(root: str | Path | None, what: str = "this job's project") -> Path:
+    """The project folder, or an AitkError saying it is gone (never another project in its place)."""
+    if not root:
+        raise AitkError(f"{what} is not recorded", "this job has no project folder")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise AitkError(f"{what} {path} is gone (folder deleted or moved)",
+                        "recreate it with `aitk project new`, or delete the job")
+    if not (path / SETTINGS_FILE).is_file():
+        raise AitkError(f"{what} {path} is no longer an aitk project (no {SETTINGS_FILE})",
+                        "restore its aitk.toml, or delete the job")
+    return path.resolve()
+
+
+def stale_warning(root: str | Path, precision: str) -> str | None:
+    """One line when the export a command is about to use is out of date with the adapter."""
+    for e in exports(root):
+        if e.precision == precision and e.stale:
+            return f"the {precision} export of {Path(root).name} is stale: {e.state.reason}"
+    return None
