@@ -306,7 +306,10 @@ class JobStore:
                                  (SKIPPED, time.time(), f"parent job {row['parent']} {row['parent_status']}",
                                   row["id"]))
                 elif (not row["parent"] or row["parent_status"] == SUCCEEDED) and busy < slots:
-                    conn.execute("UPDATE jobs SET status = ? WHERE id = ?", (STARTING, row["id"]))
+                    # `started` is the claim time until the job process records its own: the
+                    # start-up grace of reconcile counts from here, not from when it was queued.
+                    conn.execute("UPDATE jobs SET status = ?, started = ? WHERE id = ?",
+                                 (STARTING, time.time(), row["id"]))
                     claimed.append(row["id"])
                     busy += 1
         return claimed

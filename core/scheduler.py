@@ -16,7 +16,7 @@ from . import paths
 from .devices import detect
 from .jobs import ACTIVE, FAILED, INTERRUPTED, RUNNING, STARTING, JobStore, pid_alive
 
-STARTING_GRACE_S = 60  # a job claimed but never seen running after this long is interrupted
+STARTING_GRACE_S = 60  # a job claimed (not queued: a child may wait hours) but never seen running
 
 
 def default_slots() -> int:
@@ -69,7 +69,7 @@ def settle(store: JobStore) -> list[str]:
     for rec in store.list(status=(STARTING, RUNNING)):
         if rec.provider != "local":
             continue
-        if rec.pid is None and now - rec.created < STARTING_GRACE_S:
+        if rec.pid is None and now - (rec.started or rec.created) < STARTING_GRACE_S:
             continue
         if pid_alive(rec.pid):
             continue

@@ -349,3 +349,18 @@ def test_chat_writes_no_telemetry_under_home(trained, tmp_path):
                          capture_output=True, text=True, timeout=120, env={**env, "HOME": str(home)})
     assert out.returncode == 0, out.stderr
     assert list(home.rglob("*")) == [], list(home.rglob("*"))
+
+
+def test_child_claimed_long_after_it_was_queued_gets_its_start_up_grace(tmp_path):
+    """A child waits for its parent (minutes to hours); once claimed it is not yet running and has
+    no pid for a moment. A reconcile in that moment must not call it interrupted."""
+    from aitk.core.jobs import STARTING
+    from aitk.core.scheduler import settle
+
+    store = JobStore(tmp_path / "data")
+    rec = store.create("export", project=str(tmp_path))
+    with store._transaction() as conn:  # queued an hour ago, behind a long fine-tune
+        conn.execute("UPDATE jobs SET created = ? WHERE id = ?", (time.time() - 3600, rec.id))
+    assert store.claim_next(1) == [rec.id]
+    assert settle(store) == []
+    assert store.get(rec.id).status == STARTING
