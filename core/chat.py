@@ -110,8 +110,11 @@ class GenaiChatEngine:
         """The messages (system prompt added) and options that fit the context; see core.generation."""
         options = options or GenerationOptions()
         validate_messages(messages)
-        return generation.fit(with_system(messages, options), options, self.context_length, self.count_tokens,
-                              trim=trim, strict=strict)
+        try:
+            return generation.fit(with_system(messages, options), options, self.context_length, self.count_tokens,
+                                  trim=trim, strict=strict)
+        except RuntimeError as e:  # the tokenizer's own errors are plain RuntimeErrors
+            raise AitkError(f"the messages could not be tokenized: {e}", "check the text of the messages") from None
 
     def stream(self, messages, options=None, adapter=None, stop=None, trim=True, strict=False) -> ChatStream:
         if adapter not in (None, BASE) and adapter not in self.adapters:

@@ -318,13 +318,16 @@ def test_the_key_any_case_of_bearer_and_the_docs_behind_it(server):
 def test_a_non_streaming_request_stops_decoding_when_its_client_hangs_up(server):
     url, name = server
     before = httpx.get(f"{url}/health").json()["requests"]
-    n, max_tokens = 24, 500
+    n, max_tokens = 32, 480
+    # Near-uniform sampling rarely meets the end token: each answer would run to max_tokens.
     body = {"model": name, "messages": [{"role": "user", "content": "Tell me everything"}],
-            "max_tokens": max_tokens, "temperature": 1.0}
+            "max_tokens": max_tokens, "temperature": 5.0, "top_k": 0}
 
     def hang_up():
-        with pytest.raises(httpx.TimeoutException):
+        try:
             httpx.post(f"{url}/v1/chat/completions", json=body, headers=auth(), timeout=0.2)
+        except httpx.TimeoutException:
+            pass
 
     threads = [threading.Thread(target=hang_up) for _ in range(n)]
     for t in threads:
@@ -352,13 +355,15 @@ def test_sigterm_drains_the_answers_in_flight_and_exits(trained, rows):
         assert r.status_code == 400  # once, this left the decoder dead and SIGTERM ignored
         lines = []
         with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60, json={
-                "model": name, "stream": True, "max_tokens": 400, "temperature": 1.0,
+                "model": name, "stream": True, "max_tokens": 400, "temperature": 5.0, "top_k": 0,
                 "messages": [{"role": "user", "content": rows[0]["question"]}]}) as resp:
             for line in resp.iter_lines():
                 if line.startswith("data: ") and not lines:
                     proc.send_signal(signal.SIGTERM)
-                lines.append(line)
-        assert lines[-1] == "data: [DONE]" and '"finish_reason": ' in "".join(lines[-6:])
+                if line:
+                    lines.append(line)
+        assert lines[-1] == "data: [DONE]"
+        assert json.loads(lines[-2][6:])["choices"][0]["finish_reason"] in ("stop", "length")
         assert proc.wait(GRACE_WAIT) in (0, -signal.SIGTERM)
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{url}/health", timeout=2)
