@@ -284,8 +284,10 @@ class ChatPane(Pane):
                 self._engines[model_dir] = engine
                 if announce:
                     adapters = ", ".join(engine.adapters) or "none"
+                    context = getattr(engine, "context_length", None)
                     self.app.call_from_thread(
-                        self._status, f"model ready in {time.perf_counter() - t0:.1f} s · adapters: {adapters}")
+                        self._status, f"model ready in {time.perf_counter() - t0:.1f} s · adapters: {adapters}"
+                        + (f" · context {context} tokens (the oldest turns give way)" if context else ""))
             return engine
 
     # -- mode and options ---------------------------------------------------------------------
