@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import generation
@@ -429,8 +429,9 @@ def build_app(engine: GenaiChatEngine, name: str, api_key: str | None = None, de
                            code="model_not_found", param="model")
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         asked = body.max_completion_tokens or body.max_tokens
-        options = generation.resolve(inference, user_options, {
-            "max_new_tokens": asked, "temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k})
+        options = replace(generation.resolve(inference, user_options, {
+            "max_new_tokens": asked, "temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k}),
+            system_prompt=None)  # an API client sends its own; the chat pane's is not slipped into it
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content}
                     for m in body.messages]
         loop = asyncio.get_running_loop()

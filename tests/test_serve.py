@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -472,3 +473,31 @@ def test_fuzzed_request_bodies_get_an_answer_or_an_openai_error_never_a_500(open
 
     check()
     assert httpx.get(f"{url}/health").json()["decoder"] == "running"
+
+
+def test_the_server_takes_the_projects_inference_values_under_the_users_config(trained, tmp_path):
+    """Precedence: project [inference] < config.toml [chat] < the request."""
+    import shutil
+    import tomllib
+
+    import tomli_w
+
+    project, _, _ = trained
+    root = tmp_path / "copy"
+    shutil.copytree(project.root, root, ignore=shutil.ignore_patterns("checkpoints", "chats"))
+    data = tomllib.loads((root / "aitk.toml").read_text())
+    data["inference"].update(max_new_tokens=7, temperature=5.0, top_k=0)  # sampled wide: no early end
+    (root / "aitk.toml").write_text(tomli_w.dumps(data))
+    config = tmp_path / "config"
+    config.mkdir()
+    hi = {"model": data["name"], "messages": [{"role": "user", "content": "hi"}]}
+    for user, expected in (("", 7), ("[chat]\nmax_new_tokens = 5\n", 5)):
+        (config / "config.toml").write_text(user)
+        proc, url = start_server(SimpleNamespace(root=root), env={"AITK_CONFIG_DIR": str(config)})
+        try:
+            assert httpx.post(f"{url}/v1/chat/completions", json=hi).json()["usage"]["completion_tokens"] == expected
+            r = httpx.post(f"{url}/v1/chat/completions", json={**hi, "max_tokens": 3})
+            assert r.json()["usage"]["completion_tokens"] == 3
+        finally:
+            proc.terminate()
+            proc.wait(30)
