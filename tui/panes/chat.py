@@ -258,6 +258,9 @@ class ChatPane(Pane):
     def on_options_for(self, message: OptionsFor) -> None:
         """Show them in the parameter fields: what is in the fields when a message is sent is the
         request, the top layer. Choosing another model shows that project's values afresh."""
+        if message.model_dir is not None and (self.mode == "remote" or
+                                              str(self.query_one("#chat-model", Select).value) != message.model_dir):
+            return  # a model chosen before the current one
         options = message.options
         for field_id, value in (("#opt-max-new-tokens", options.max_new_tokens),
                                 ("#opt-temperature", options.temperature), ("#opt-top-p", options.top_p),
