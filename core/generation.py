@@ -134,7 +134,7 @@ def load_user_values() -> dict:
         data = tomllib.loads((paths.config_dir() / paths.CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return {}
-    return user_values(data.get("chat", {}))[0] if isinstance(data.get("chat", {}), dict) else {}
+    return user_values(data.get("chat", {}))[0]
 
 
 class ContextOverflow(AitkError):
