@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python bench/chat_decode.py
 	$(BIN)/python bench/log_follow.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/serve_faults.py
 	$(BIN)/python bench/tui_startup.py
 
 screenshots: install

@@ -173,17 +173,13 @@ def cmd_dataset_preview(args) -> int:
 
 # -- chat ---------------------------------------------------------------------------------------
 def _open_engine(args):
+    """(project or None for an endpoint, engine, label)."""
     from ..core.chat import GenaiChatEngine, RemoteChatEngine
     from ..core.project import find_project
-    from ..core.settings import InferenceSettings
 
     if args.endpoint:
-        from types import SimpleNamespace
-
-        engine = RemoteChatEngine(args.endpoint, args.api_key or os.environ.get("AITK_API_KEY"))
-        fake = SimpleNamespace(settings=SimpleNamespace(inference=InferenceSettings(),
-                                                        model=SimpleNamespace(id=args.endpoint)))
-        return fake, engine
+        engine = RemoteChatEngine(args.endpoint, args.model, args.api_key)
+        return None, engine, f"{engine.model} at {engine.base_url}"
     project = find_project(args.project)
     from ..core.publish import current_export
 
@@ -192,7 +188,7 @@ def _open_engine(args):
         raise AitkError(f"{project.name} has no exported {args.precision or project.settings.inference.precision} "
                         "model yet", "run `aitk export` first")
     _warn_if_stale(project, onnx.name)
-    return project, GenaiChatEngine(onnx)
+    return project, GenaiChatEngine(onnx), project.settings.model.id
 
 
 def _warn_if_stale(project, precision: str) -> None:
@@ -204,17 +200,14 @@ def _warn_if_stale(project, precision: str) -> None:
 
 
 def cmd_chat(args) -> int:
-    from ..core.chat import GenerationOptions
+    from ..core import generation
 
-    project, engine = _open_engine(args)
-    inf = project.settings.inference
-    options = GenerationOptions(
-        max_new_tokens=args.max_new_tokens or inf.max_new_tokens,
-        temperature=inf.temperature if args.temperature is None else args.temperature,
-        top_p=args.top_p or inf.top_p, top_k=inf.top_k if args.top_k is None else args.top_k,
-        system_prompt=args.system)
+    project, engine, label = _open_engine(args)
+    options = generation.resolve(project.settings.inference if project else None, generation.load_user_values(), {
+        "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+        "top_k": args.top_k, "system_prompt": args.system})
     if args.endpoint:
-        adapter = args.model or engine.adapters[0]
+        adapter = engine.model
     else:
         adapter = "base" if args.base else (engine.adapters[0] if engine.adapters else "base")
     if args.prompt is not None:
@@ -225,7 +218,8 @@ def cmd_chat(args) -> int:
         print()
         return 0
     history: list[dict] = []
-    print(f"chatting with {project.settings.model.id} ({adapter}); empty line or ctrl-d quits, ctrl-c stops a reply")
+    context = f", context {engine.context_length} tokens" if getattr(engine, "context_length", None) else ""
+    print(f"chatting with {label} ({adapter}{context}); empty line or ctrl-d quits, ctrl-c stops a reply")
     while True:
         try:
             text = input("you> ").strip()
@@ -236,16 +230,21 @@ def cmd_chat(args) -> int:
             break
         history.append({"role": "user", "content": text})
         stop = threading.Event()
-        stream = engine.stream(history, options, adapter=adapter, stop=stop)
         sys.stdout.write("model> ")
         try:
+            stream = engine.stream(history, options, adapter=adapter, stop=stop)
             for piece in stream:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             stop.set()
             sys.stdout.write(" [stopped]")
-        print(f"   ({stream.tokens_per_second:.0f} tok/s)")
+        except AitkError as e:  # this message failed; the conversation goes on without it
+            history.pop()
+            print(f"\nerror: {e}", file=sys.stderr)
+            continue
+        dropped = f", oldest {stream.dropped} turns left out to fit the context" if stream.dropped else ""
+        print(f"   ({stream.tokens_per_second:.0f} tok/s{dropped})")
         history.append({"role": "assistant", "content": "".join(stream.text).strip()})
     return 0
 
@@ -340,13 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", action="store_true", help="the base model, without the adapter")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--precision", choices=["fp32", "int4", "fp16"])
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--top-k", type=int)
+    layers = "default: config.toml [chat], else the project's [inference]"
+    p.add_argument("--max-new-tokens", type=int, help=f"longest answer ({layers}; capped by the context)")
+    p.add_argument("--temperature", type=float, help=layers)
+    p.add_argument("--top-p", type=float, help=layers)
+    p.add_argument("--top-k", type=int, help=layers)
     p.add_argument("--endpoint", help="chat with an OpenAI-compatible endpoint instead (e.g. http://127.0.0.1:8000)")
     p.add_argument("--api-key", help="API key for --endpoint (default: $AITK_API_KEY)")
-    p.add_argument("--model", help="model name at --endpoint (default: the first it lists)")
+    p.add_argument("--model", help="model name at --endpoint, checked against its /v1/models (default: the "
+                                   "first it lists)")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("serve", help="OpenAI-compatible server on 127.0.0.1:8000 for the project around the "

@@ -15,22 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
+from . import generation
 from .errors import AitkError
+from .generation import GenerationOptions
 
 BASE = "base"
-
-
-@dataclass
-class GenerationOptions:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    top_k: int = 50
-    system_prompt: str | None = None
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0
 
 
 @dataclass
@@ -42,6 +31,8 @@ class ChatStream:
     prompt_tokens: int = 0
     seconds: float = 0.0
     stopped: bool = False
+    dropped: int = 0  # oldest turns left out to fit the model's context (core.generation.fit)
+    max_new_tokens: int = 0  # the answer's cap after fitting the context
     text: list[str] = field(default_factory=list)
 
     def __iter__(self):
@@ -66,7 +57,8 @@ class ChatEngine(Protocol):
     adapters: list[str]
 
     def stream(self, messages: list[dict], options: GenerationOptions | None = None,
-               adapter: str | None = None, stop: threading.Event | None = None) -> ChatStream: ...
+               adapter: str | None = None, stop: threading.Event | None = None,
+               trim: bool = True, strict: bool = False) -> ChatStream: ...
 
 
 def with_system(messages: list[dict], options: GenerationOptions) -> list[dict]:
@@ -106,33 +98,52 @@ class GenaiChatEngine:
         # shapes as the tuned one; it is not offered as an adapter of its own.
         self._zero_base = BASE in adapters
         self.adapters = [name for name in adapters if name != BASE]
+        self.context_length = context_length(self.model_dir)
 
     def prompt(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
 
-    def stream(self, messages, options=None, adapter=None, stop=None) -> ChatStream:
+    def count_tokens(self, messages: list[dict]) -> int:
+        return len(self.tokenizer.encode(self.prompt(messages)))
+
+    def fit(self, messages, options=None, trim: bool = True, strict: bool = False) -> generation.Fit:
+        """The messages (system prompt added) and options that fit the context; see core.generation."""
         options = options or GenerationOptions()
         validate_messages(messages)
+        try:
+            return generation.fit(with_system(messages, options), options, self.context_length, self.count_tokens,
+                                  trim=trim, strict=strict)
+        except RuntimeError as e:  # the tokenizer's own errors are plain RuntimeErrors
+            raise AitkError(f"the messages could not be tokenized: {e}", "check the text of the messages") from None
+
+    def stream(self, messages, options=None, adapter=None, stop=None, trim=True, strict=False) -> ChatStream:
         if adapter not in (None, BASE) and adapter not in self.adapters:
             raise AitkError(f"unknown adapter {adapter!r}", f"choose one of: base, {', '.join(self.adapters)}")
-        input_ids = self.tokenizer.encode(self.prompt(with_system(messages, options)))
-        params = self._og.GeneratorParams(self.model)
+        fitted = self.fit(messages, options, trim=trim, strict=strict)
+        options = fitted.options
+        input_ids = self.tokenizer.encode(self.prompt(fitted.messages))
         search = {"max_length": len(input_ids) + options.max_new_tokens, "do_sample": not options.greedy}
         if not options.greedy:
             search.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
-        params.set_search_options(**search)
-        generator = self._og.Generator(self.model, params)
-        if adapter not in (None, BASE):
-            generator.set_active_adapter(self._adapters, adapter)
-        elif self._zero_base:
-            generator.set_active_adapter(self._adapters, BASE)
-        result = ChatStream(iter(()), prompt_tokens=len(input_ids))
+        try:
+            params = self._og.GeneratorParams(self.model)
+            params.set_search_options(**search)
+            generator = self._og.Generator(self.model, params)
+            if adapter not in (None, BASE):
+                generator.set_active_adapter(self._adapters, adapter)
+            elif self._zero_base:
+                generator.set_active_adapter(self._adapters, BASE)
+        except Exception as e:  # noqa: BLE001 - onnxruntime-genai raises plain RuntimeErrors
+            raise AitkError(f"the model could not start this answer: {e}", "shorten the conversation or "
+                            "lower max_new_tokens") from None
+        result = ChatStream(iter(()), prompt_tokens=len(input_ids), dropped=fitted.dropped,
+                            max_new_tokens=options.max_new_tokens)
 
         def pieces():
             decoder = self.tokenizer.create_stream()
             t0 = time.perf_counter()
-            generator.append_tokens(input_ids)
             try:
+                generator.append_tokens(input_ids)
                 while not generator.is_done():
                     if stop is not None and stop.is_set():
                         result.stopped = True
@@ -143,11 +154,24 @@ class GenaiChatEngine:
                     result.seconds = time.perf_counter() - t0
                     if piece:
                         yield piece
+            except RuntimeError as e:
+                raise AitkError(f"generation failed: {e}", "shorten the conversation or lower max_new_tokens") \
+                    from None
             finally:
                 result.seconds = time.perf_counter() - t0
 
         result.pieces = pieces()
         return result
+
+
+def context_length(model_dir: Path) -> int | None:
+    """The exported model's context window, from its genai_config.json (None when not stated)."""
+    try:
+        config = json.loads((Path(model_dir) / "genai_config.json").read_text(encoding="utf-8"))
+        value = config["model"]["context_length"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 class TorchChatEngine:
@@ -167,16 +191,24 @@ class TorchChatEngine:
             model = PeftModel.from_pretrained(model, str(adapter_path), adapter_name="tuned")
             self.adapters = ["tuned"]
         self.model = model.eval()
+        self.context_length = getattr(model.config, "max_position_embeddings", None)
 
-    def stream(self, messages, options=None, adapter=None, stop=None) -> ChatStream:
+    def _ids(self, messages: list[dict]):
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                  return_dict=True)["input_ids"]
+
+    def stream(self, messages, options=None, adapter=None, stop=None, trim=True, strict=False) -> ChatStream:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         options = options or GenerationOptions()
         validate_messages(messages)
-        ids = self.tokenizer.apply_chat_template(with_system(messages, options), add_generation_prompt=True,
-                                                 return_tensors="pt", return_dict=True)["input_ids"]
+        fitted = generation.fit(with_system(messages, options), options, self.context_length,
+                                lambda ms: self._ids(ms).shape[1], trim=trim, strict=strict)
+        options = fitted.options
+        ids = self._ids(fitted.messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        result = ChatStream(iter(()))
+        result = ChatStream(iter(()), prompt_tokens=ids.shape[1], dropped=fitted.dropped,
+                            max_new_tokens=options.max_new_tokens)
 
         class Stop(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
@@ -214,61 +246,95 @@ class TorchChatEngine:
         return result
 
 
-class RemoteChatEngine:
-    """Any OpenAI-compatible endpoint (ours from `aitk serve`, deployed or local), streaming SSE.
+API_KEY_ENV = ("AITK_API_KEY", "OPENAI_API_KEY")
 
-    Adapters are the endpoint's model names; `adapter` picks one (None: the first listed).
+
+class RemoteChatEngine:
+    """Any OpenAI-compatible endpoint (ours from `aitk serve`, deployed or local; vLLM, llama.cpp,
+    Ollama, gateways taking a bearer key), streaming Server-Sent Events over httpx.
+
+    `adapters` are the endpoint's model names (GET /models); `model` is the one answers come
+    from: the name asked for, which must be listed (a typo is an error, not another model), or
+    the first listed. The context rule of core.generation applies through the server: when it
+    answers `context_length_exceeded`, the oldest turn is dropped and the request sent again.
     """
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0):
+    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
+                 timeout: float = 60.0):
+        import difflib
+        import os
+        from urllib.parse import urlsplit
+
         import httpx
 
-        self.base_url = base_url.rstrip("/")
-        if not self.base_url.endswith("/v1"):
-            self.base_url += "/v1"
+        url = base_url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")) or not urlsplit(url).netloc:
+            raise AitkError(f"endpoint {base_url!r} is not an http(s) URL", "e.g. http://127.0.0.1:8000/v1")
+        self.base_url = url if urlsplit(url).path not in ("", "/") else url + "/v1"
+        api_key = api_key or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(headers=headers, timeout=timeout)
         try:
             resp = self._client.get(f"{self.base_url}/models")
         except httpx.HTTPError as e:
-            raise AitkError(f"cannot reach {self.base_url}: {e}", "check the URL and that the server runs") from None
-        _raise_for(resp, self.base_url)
-        self.adapters = [m["id"] for m in resp.json().get("data", [])]
+            raise AitkError(f"cannot reach {self.base_url}: {e}", "is the server running? check the URL") from None
+        model = (model or "").strip() or None
+        if resp.status_code == 404 and model:
+            self.adapters = [model]  # a gateway that lists no models: the name is taken as given
+        else:
+            _raise_for(resp, self.base_url)
+            try:
+                listed = resp.json().get("data", [])
+                self.adapters = [m["id"] for m in listed]
+                self.context_lengths = {m["id"]: m.get("context_length") or m.get("max_model_len") for m in listed}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise AitkError(f"{self.base_url}/models did not answer an OpenAI model list",
+                                "check the endpoint URL (it usually ends in /v1)") from None
         if not self.adapters:
             raise AitkError(f"{self.base_url} serves no models", "check the endpoint")
+        if model is not None and model not in self.adapters:
+            near = difflib.get_close_matches(model, self.adapters, n=1)
+            raise AitkError(f"no model {model!r} at {self.base_url}",
+                            (f"did you mean {near[0]!r}? " if near else "") + f"available: {', '.join(self.adapters)}")
+        self.model = model or self.adapters[0]
 
-    def stream(self, messages, options=None, adapter=None, stop=None) -> ChatStream:
+    @property
+    def context_length(self) -> int | None:
+        return getattr(self, "context_lengths", {}).get(self.model)
+
+    def stream(self, messages, options=None, adapter=None, stop=None, trim=True, strict=False) -> ChatStream:
         import httpx
 
         options = options or GenerationOptions()
         validate_messages(messages)
-        model = adapter if adapter in self.adapters else self.adapters[0]
-        body = {"model": model, "messages": with_system(messages, options), "stream": True,
-                "max_tokens": options.max_new_tokens, "temperature": max(options.temperature, 0.0),
-                "top_p": options.top_p}
-        result = ChatStream(iter(()))
+        model = adapter or self.model
+        if model not in self.adapters:
+            raise AitkError(f"no model {model!r} at {self.base_url}", f"available: {', '.join(self.adapters)}")
+        messages = with_system(messages, options)
+        result = ChatStream(iter(()), max_new_tokens=options.max_new_tokens)
+
+        def body(msgs):
+            b = {"model": model, "messages": msgs, "stream": True, "stream_options": {"include_usage": True},
+                 "max_tokens": options.max_new_tokens, "temperature": options.temperature, "top_p": options.top_p}
+            if options.top_k:
+                b["top_k"] = options.top_k  # not OpenAI's, but vLLM, llama.cpp and aitk accept it
+            return b
 
         def pieces():
             t0 = time.perf_counter()
+            msgs = messages
             try:
-                with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body) as resp:
-                    if resp.status_code >= 400:
-                        resp.read()
-                        _raise_for(resp, self.base_url)
-                    for line in resp.iter_lines():
-                        if stop is not None and stop.is_set():
-                            result.stopped = True
-                            return
-                        if not line.startswith("data: ") or line == "data: [DONE]":
-                            continue
-                        event = json.loads(line[6:])
-                        if "error" in event:
-                            raise AitkError(f"{self.base_url}: {event['error'].get('message')}")
-                        delta = event["choices"][0].get("delta", {}).get("content")
-                        if delta:
-                            result.tokens += 1  # a chunk is about a token on our server and OpenAI's
-                            result.seconds = time.perf_counter() - t0
-                            yield delta
+                while True:
+                    with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body(msgs)) as resp:
+                        if resp.status_code >= 400:
+                            resp.read()
+                            shorter = _drop_oldest_turn(msgs) if trim and _overflow(resp) else None
+                            if shorter is not None:
+                                msgs, result.dropped = shorter, result.dropped + 1
+                                continue
+                            _raise_for(resp, self.base_url)
+                        yield from _events(resp, result, stop, t0, self.base_url)
+                        return
             except httpx.HTTPError as e:
                 raise AitkError(f"the connection to {self.base_url} failed: {e}", "retry") from None
             finally:
@@ -278,6 +344,54 @@ class RemoteChatEngine:
         return result
 
 
+def _events(resp, result: ChatStream, stop, t0: float, url: str):
+    usage_tokens = None
+    for line in resp.iter_lines():
+        if stop is not None and stop.is_set():
+            result.stopped = True
+            return
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        try:
+            event = json.loads(data)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if event.get("error"):
+            err = event["error"]
+            raise AitkError(f"{url}: {err.get('message', err) if isinstance(err, dict) else err}")
+        usage = event.get("usage")
+        if isinstance(usage, dict) and usage.get("completion_tokens"):
+            usage_tokens = int(usage["completion_tokens"])
+            result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        for choice in event.get("choices") or []:
+            piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                result.tokens += 1  # a chunk is about a token; the usage chunk corrects it
+                result.seconds = time.perf_counter() - t0
+                yield piece
+    if usage_tokens:
+        result.tokens = usage_tokens
+
+
+def _overflow(resp) -> bool:
+    try:
+        return resp.status_code == 400 and resp.json()["error"]["code"] == generation.ContextOverflow.code
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _drop_oldest_turn(messages: list[dict]) -> list[dict] | None:
+    """The messages without their oldest turn (system prompt kept), or None when one turn is left."""
+    head = [m for m in messages[:1] if m.get("role") == "system"]
+    turns = generation.turns_of(messages[len(head):])
+    return head + [m for turn in turns[1:] for m in turn] if len(turns) > 1 else None
+
+
 def _raise_for(resp, url: str) -> None:
     if resp.status_code < 400:
         return
@@ -285,5 +399,6 @@ def _raise_for(resp, url: str) -> None:
         message = resp.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
         message = resp.text[:200]
-    hint = "pass --api-key (or set AITK_API_KEY)" if resp.status_code == 401 else None
-    raise AitkError(f"{url} answered {resp.status_code}: {message}", hint)
+    hint = "pass --api-key (or set AITK_API_KEY)" if resp.status_code == 401 else \
+        "check the endpoint URL, the model name and the API key"
+    raise AitkError(f"{url} answered HTTP {resp.status_code}: {message}", hint)

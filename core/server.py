@@ -4,20 +4,34 @@ POST /v1/chat/completions (SSE streaming and not), GET /v1/models, GET /health. 
 message history is used (AI Toolkit's server answers only the last message). Concurrent
 requests are interleaved token by token on one decode thread: every stream progresses, none
 waits for another to finish, and no two ever share a generator. FastAPI is imported only here.
+
+Faults stay with the request that caused them: anything raised while starting or decoding one
+answer fails that request alone with an OpenAI error object; only a bug in the decode loop itself
+can stop the decoder, and then `/health` answers 503 and every request fails at once (never hangs).
+Generation options follow core.generation: project `[inference]` < config.toml `[chat]` < request;
+a request naming `max_tokens` that does not fit the context is refused with the numbers (400
+`context_length_exceeded`), one leaving it out gets the default capped to what fits.
 """
 
 
 import asyncio
+import hmac
 import json
 import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import generation
 from .chat import BASE, GenaiChatEngine, GenerationOptions
 from .errors import AitkError
+
+MAX_BODY_BYTES = 8 * 1024 * 1024  # a full 128k-token context is ~0.5 MB of text; 8 MB is generous
+MAX_DEPTH = 32  # an OpenAI chat body nests 5 levels; deeper is a malformed or hostile body
+POLL_S = 0.1  # how often a waiting request looks at its client and at the decoder
+GRACE_S = 30  # SIGTERM: in-flight answers get this long to finish
 
 
 @dataclass
@@ -28,30 +42,78 @@ class Request:
     stop_strings: list[str]
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue
+    strict: bool = False  # max_tokens was asked for: refuse rather than cap (core.generation.fit)
+    checked: float = 0.0  # when its client was last seen connected (time.monotonic)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
 TURN_S = 0.01
 
 
+class DecoderStopped(AitkError):
+    pass
+
+
 class Decoder:
-    """One thread owns every generator; active requests advance round-robin, a piece each."""
+    """One thread owns every generator; active requests advance round-robin, a piece each.
+
+    Items sent to a request's queue: ("start", prompt_tokens, max_new_tokens) once its answer
+    has started, then text pieces, then ("done", finish_reason, tokens, prompt_tokens); or an
+    exception instead, after which nothing more comes."""
 
     def __init__(self, engine: GenaiChatEngine):
         self.engine = engine
-        self.inbox: queue.Queue[Request] = queue.Queue()
+        self.inbox: queue.Queue[Request | None] = queue.Queue()
+        self.error: str | None = None
+        self.stats = {"answered": 0, "failed": 0, "cancelled": 0, "tokens": 0}
+        self._active: list[tuple[Request, object, list[str]]] = []
         self.thread = threading.Thread(target=self._run, name="aitk-decoder", daemon=True)
         self.thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self.error is None and self.thread.is_alive()
+
     def submit(self, req: Request) -> None:
+        if not self.alive:
+            raise DecoderStopped(f"the decoder has stopped ({self.error or 'shut down'})", "restart `aitk serve`")
         self.inbox.put(req)
+
+    def close(self) -> None:
+        self.inbox.put(None)
+        self.thread.join(5)
 
     @staticmethod
     def _send(req: Request, item) -> None:
-        req.loop.call_soon_threadsafe(req.out.put_nowait, item)
+        try:
+            req.loop.call_soon_threadsafe(req.out.put_nowait, item)
+        except RuntimeError:
+            req.cancel.set()  # its event loop is gone (server shutting down): nobody to answer
 
     def _run(self) -> None:
-        active: list[tuple[Request, object, list[str]]] = []
+        try:
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - record why, then fail every waiting request
+            self.error = f"{type(e).__name__}: {e}"
+            stopped = DecoderStopped(f"the decoder stopped ({self.error})", "restart `aitk serve`")
+            for req, _, _ in self._active:
+                self._send(req, stopped)
+            while True:
+                try:
+                    req = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if req is not None:
+                    self._send(req, stopped)
+
+    def _fail(self, entry, error: Exception) -> None:
+        if entry in self._active:
+            self._active.remove(entry)
+        self.stats["failed"] += 1
+        self._send(entry[0], error)
+
+    def _loop(self) -> None:
+        active = self._active
         while True:
             block = not active
             while True:
@@ -59,49 +121,60 @@ class Decoder:
                     req = self.inbox.get(block=block)
                 except queue.Empty:
                     break
+                if req is None:
+                    return
                 block = False
                 try:
-                    stream = self.engine.stream(req.messages, req.options, adapter=req.adapter, stop=req.cancel)
-                    active.append((req, stream, []))
-                except AitkError as e:
-                    self._send(req, e)
+                    stream = self.engine.stream(req.messages, req.options, adapter=req.adapter, stop=req.cancel,
+                                                trim=False, strict=req.strict)
+                except Exception as e:  # noqa: BLE001 - this request fails, the decoder serves on
+                    self._fail((req, None, []), e)
+                    continue
+                active.append((req, stream, []))
+                self._send(req, ("start", stream.prompt_tokens, stream.max_new_tokens))
             for entry in list(active):
-                req, stream, text = entry
-                # A turn lasts up to TURN_S: with one client that is many tokens per hand-over to
-                # the event loop (per-token hand-overs cost more than decoding a tiny model).
-                turn_end = time.perf_counter() + TURN_S
-                new: list[str] = []
-                finished = None
-                while True:
-                    try:
-                        new.append(next(stream))
-                    except StopIteration:
-                        finished = "length" if stream.tokens >= req.options.max_new_tokens else "stop"
-                        break
-                    except Exception as e:  # noqa: BLE001 - report to that client, keep serving others
-                        finished = e
-                        break
-                    if time.perf_counter() >= turn_end:
-                        break
-                piece = "".join(new)
-                sent = len("".join(text))
-                text.append(piece)
-                joined = "".join(text)
-                hit = min((joined.find(s, max(0, sent - len(s))) for s in req.stop_strings
-                           if s and joined.find(s, max(0, sent - len(s))) >= 0), default=-1)
-                if hit >= 0:
-                    if hit > sent:
-                        self._send(req, joined[sent:hit])
-                    req.cancel.set()
-                    finished = "stop"
-                elif piece:
-                    self._send(req, piece)
-                if isinstance(finished, Exception):
-                    active.remove(entry)
-                    self._send(req, finished)
-                elif finished is not None:
-                    active.remove(entry)
-                    self._send(req, ("done", finished, stream.tokens, stream.prompt_tokens))
+                try:
+                    self._turn(entry)
+                except Exception as e:  # noqa: BLE001 - report to that client, keep serving others
+                    self._fail(entry, e)
+
+    def _turn(self, entry) -> None:
+        req, stream, text = entry
+        # A turn lasts up to TURN_S: with one client that is many tokens per hand-over to the
+        # event loop (per-token hand-overs cost more than decoding a tiny model).
+        turn_end = time.perf_counter() + TURN_S
+        new: list[str] = []
+        finished = None
+        while True:
+            try:
+                new.append(next(stream))
+            except StopIteration:
+                finished = "length" if stream.tokens >= stream.max_new_tokens else "stop"
+                break
+            if time.perf_counter() >= turn_end:
+                break
+        if stream.stopped:  # cancelled: the client hung up (or the server is stopping)
+            self._active.remove(entry)
+            self.stats["cancelled"] += 1
+            self.stats["tokens"] += stream.tokens
+            return
+        piece = "".join(new)
+        sent = len("".join(text))
+        text.append(piece)
+        joined = "".join(text)
+        hits = [i for i in (joined.find(s, max(0, sent - len(s))) for s in req.stop_strings if s) if i >= 0]
+        if hits:
+            if min(hits) > sent:
+                self._send(req, joined[sent:min(hits)])
+            req.cancel.set()
+            finished = "stop"
+        elif piece:
+            self._send(req, piece)
+        if finished is not None:
+            self._active.remove(entry)
+            self.stats["answered"] += 1
+            self.stats["tokens"] += stream.tokens
+            self._send(req, ("done", finished, stream.tokens, stream.prompt_tokens))
 
 
 def model_names(name: str, engine: GenaiChatEngine, default: str | None = None) -> dict[str, str | None]:
@@ -124,78 +197,258 @@ def check_adapter(engine: GenaiChatEngine, adapter: str | None) -> str | None:
     return adapter
 
 
-def build_app(engine: GenaiChatEngine, name: str, api_key: str | None = None, max_tokens_cap: int = 4096,
-              default_adapter: str | None = None):
+class ApiError(Exception):
+    """Answered as OpenAI's error object: {"error": {"message", "type", "code", "param"}}."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+
+    def body(self) -> bytes:
+        return json.dumps({"error": {"message": self.message, "type": self.kind, "code": self.code,
+                                     "param": self.param}}).encode()
+
+
+def _api_error(e: Exception) -> ApiError:
+    """The HTTP answer for an exception from the engine or the decoder."""
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, generation.ContextOverflow):
+        return ApiError(400, str(e), code=e.code, param="max_tokens" if e.prompt_tokens < e.context_length
+                        else "messages")
+    if isinstance(e, DecoderStopped):
+        return ApiError(503, str(e), "server_error", "decoder_stopped")
+    if isinstance(e, AitkError):
+        return ApiError(400, str(e))
+    return ApiError(500, f"the answer failed: {type(e).__name__}: {e}", "server_error")
+
+
+class Guard:
+    """Pure ASGI middleware (a BaseHTTPMiddleware would hide client disconnects from handlers):
+    the API key on every path but /health, and the body-size limit from Content-Length."""
+
+    def __init__(self, app, api_key: str | None, max_body: int):
+        self.app, self.key, self.max_body = app, (api_key or "").encode(), max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if self.key and scope["path"] != "/health":
+            scheme, _, token = headers.get(b"authorization", b"").strip().partition(b" ")
+            # Any case of "Bearer" (RFC 7235); compare_digest so timing does not leak the key.
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+                return await self._reply(send, ApiError(
+                    401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "authentication_error",
+                    "invalid_api_key"))
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await self._reply(send, ApiError(400, "Content-Length is not a number"))
+            if int(length) > self.max_body:
+                return await self._reply(send, _too_large(self.max_body))
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _reply(send, err: ApiError) -> None:
+        body = err.body()
+        await send({"type": "http.response.start", "status": err.status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body is larger than {limit // (1024 * 1024)} MB", code="request_too_large")
+
+
+async def read_json(request, limit: int):
+    """The request's JSON body, or an ApiError: too large (chunked bodies too), not UTF-8, not
+    JSON, or nested deeper than MAX_DEPTH (which would otherwise exhaust the parser's stack)."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise _too_large(limit)
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ApiError(400, f"the body is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        body = json.loads(text)
+    except RecursionError:
+        raise ApiError(400, f"the JSON body nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as e:
+        raise ApiError(400, f"the body is not valid JSON: {e}") from None
+    if _depth(body) > MAX_DEPTH:
+        raise ApiError(400, f"the JSON body nests deeper than {MAX_DEPTH} levels")
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+def _depth(value) -> int:
+    deepest, level = 0, [value]
+    while level:
+        deepest += 1
+        if deepest > MAX_DEPTH:
+            return deepest
+        level = [v for item in level if isinstance(item, (dict, list))
+                 for v in (item.values() if isinstance(item, dict) else item)]
+        level = [v for v in level if isinstance(v, (dict, list))]
+    return deepest
+
+
+def build_app(engine: GenaiChatEngine, name: str, api_key: str | None = None, default_adapter: str | None = None,
+              inference=None, user_options: dict | None = None, max_body: int = MAX_BODY_BYTES):
+    """`inference` (a project's [inference]) and `user_options` (config.toml [chat]) are the layers
+    under each request's own values (core.generation.resolve)."""
+    from contextlib import asynccontextmanager
     from typing import Literal
 
     from fastapi import FastAPI, HTTPException, Request as HttpRequest
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+    bounds = generation.BOUNDS
 
     class Message(BaseModel):
-        role: Literal["system", "user", "assistant"]
-        content: str
+        model_config = ConfigDict(extra="allow")  # `name` and the like
+        role: Literal["system", "developer", "user", "assistant"]
+        content: str | list[dict]
+
+        @field_validator("content")
+        @classmethod
+        def _text_parts(cls, v):
+            """OpenAI's list of content parts: text parts are joined; other kinds are refused."""
+            if isinstance(v, str):
+                return v
+            texts = []
+            for i, part in enumerate(v):
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ValueError(f"part {i}: only text parts ({{'type': 'text', 'text': ...}}) are supported, "
+                                     f"got type {part.get('type')!r}")
+                texts.append(part["text"])
+            return "".join(texts)
+
+    class StreamOptions(BaseModel):
+        include_usage: bool = False
 
     class ChatRequest(BaseModel):
-        model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we ignore (n=1, user...)
+        model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we ignore (user, seed...)
         model: str
         messages: list[Message] = Field(min_length=1)
         stream: bool = False
-        max_tokens: int | None = Field(None, ge=1, le=max_tokens_cap)
-        max_completion_tokens: int | None = Field(None, ge=1, le=max_tokens_cap)
-        temperature: float = Field(0.0, ge=0, le=2)
-        top_p: float = Field(1.0, gt=0, le=1)
-        stop: str | list[str] | None = None
+        stream_options: StreamOptions | None = None
+        max_tokens: int | None = Field(None, ge=1, le=bounds["max_new_tokens"][1])
+        max_completion_tokens: int | None = Field(None, ge=1, le=bounds["max_new_tokens"][1])
+        temperature: float | None = Field(None, ge=bounds["temperature"][0], le=bounds["temperature"][1])
+        top_p: float | None = Field(None, ge=bounds["top_p"][0], le=bounds["top_p"][1])
+        top_k: int | None = Field(None, ge=bounds["top_k"][0], le=bounds["top_k"][1])  # not OpenAI's; vLLM's
+        n: int = Field(1, ge=1, le=1)
+        stop: str | list[str] | None = Field(None, max_length=4)
 
     names = model_names(name, engine, check_adapter(engine, default_adapter))
     decoder = Decoder(engine)
-    app = FastAPI(title="aitk serve", version="0.1.0")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        decoder.close()  # after uvicorn has drained the in-flight answers (SIGTERM)
+
+    app = FastAPI(title="aitk serve", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(Guard, api_key=api_key, max_body=max_body)
+    app.state.decoder = decoder
     created = int(time.time())
 
-    def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
-        return JSONResponse(status_code=status,
-                            content={"error": {"message": message, "type": kind, "code": code, "param": None}})
+    def error(err: ApiError):
+        return JSONResponse(status_code=err.status, content=json.loads(err.body()))
+
+    def validation_error(errors: list) -> ApiError:
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        return ApiError(422 if where != "body" else 400, f"{where}: {first['msg']}", param=where)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
-        return error(422 if where != "body" else 400, f"{where}: {first['msg']}")
+        return error(validation_error(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def _http(request, exc: HTTPException):
-        return error(exc.status_code, str(exc.detail),
-                     "authentication_error" if exc.status_code == 401 else "invalid_request_error")
+        return error(ApiError(exc.status_code, str(exc.detail)))
 
-    @app.middleware("http")
-    async def _auth(request: HttpRequest, call_next):
-        if api_key and request.url.path.startswith("/v1/"):
-            if request.headers.get("authorization", "") != f"Bearer {api_key}":
-                return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                             "authentication_error", "invalid_api_key")
-        return await call_next(request)
+    @app.exception_handler(ApiError)
+    async def _api(request, exc: ApiError):
+        return error(exc)
+
+    @app.exception_handler(Exception)
+    async def _bug(request, exc: Exception):
+        return error(_api_error(exc))
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": list(names), "default_adapter": names[name] or "base"}
+        body = {"status": "ok" if decoder.alive else "error",
+                "decoder": "running" if decoder.alive else f"stopped: {decoder.error or 'shut down'}",
+                "models": list(names), "default_adapter": names[name] or "base",
+                "context_length": engine.context_length, "requests": dict(decoder.stats)}
+        return JSONResponse(body, status_code=200 if decoder.alive else 503)
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": "aitk"}
-                                           for n in names]}
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": "aitk",
+                                            "context_length": engine.context_length} for n in names]}
+
+    async def next_item(req: Request, http: HttpRequest | None):
+        """The request's next item from the decoder; None once its client has hung up (then the
+        decoder is told to stop). Never waits on a decoder that has stopped."""
+        while True:
+            if http is not None and time.monotonic() - req.checked >= POLL_S:
+                req.checked = time.monotonic()
+                if await http.is_disconnected():
+                    req.cancel.set()
+                    return None
+            try:
+                return await asyncio.wait_for(req.out.get(), POLL_S)
+            except asyncio.TimeoutError:
+                pass
+            if not decoder.alive and req.out.empty():
+                return DecoderStopped(f"the decoder stopped ({decoder.error or 'shut down'})",
+                                      "restart `aitk serve`")
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest):
+    async def chat(http: HttpRequest):
+        raw = await read_json(http, max_body)
+        try:
+            body = ChatRequest.model_validate(raw)
+        except ValidationError as e:
+            raise validation_error(e.errors()) from None
         if body.model not in names:
-            raise HTTPException(404, f"model {body.model!r} not found; available: {', '.join(names)}")
+            raise ApiError(404, f"model {body.model!r} not found; available: {', '.join(names)}",
+                           code="model_not_found", param="model")
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-        options = GenerationOptions(max_new_tokens=body.max_completion_tokens or body.max_tokens or 256,
-                                    temperature=body.temperature, top_p=body.top_p, top_k=0)
+        asked = body.max_completion_tokens or body.max_tokens
+        options = replace(generation.resolve(inference, user_options, {
+            "max_new_tokens": asked, "temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k}),
+            system_prompt=None)  # an API client sends its own; the chat pane's is not slipped into it
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content}
+                    for m in body.messages]
         loop = asyncio.get_running_loop()
-        req = Request([m.model_dump() for m in body.messages], options, names[body.model] or BASE, stops,
-                      loop, asyncio.Queue())
-        decoder.submit(req)
+        req = Request(messages, options, names[body.model] or BASE, stops, loop, asyncio.Queue(),
+                      strict=asked is not None)
+        try:
+            decoder.submit(req)
+        except DecoderStopped as e:
+            raise _api_error(e) from None
+        # The answer must have started before a status is sent: a request that cannot be
+        # answered (too long for the context, say) gets its 4xx, not a 200 and a broken stream.
+        first = await next_item(req, http)
+        if first is None:
+            return JSONResponse({}, status_code=499)  # the client is gone; nobody reads this
+        if isinstance(first, Exception):
+            raise _api_error(first)
+        _, prompt_tokens, _ = first
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
         def chunk(delta: dict, finish: str | None = None) -> str:
@@ -203,17 +456,24 @@ def build_app(engine: GenaiChatEngine, name: str, api_key: str | None = None, ma
                 "id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": body.model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
 
+        def usage(tokens: int) -> dict:
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
+
         if body.stream:
             async def events():
                 yield chunk({"role": "assistant", "content": ""})
                 try:
                     while True:
-                        item = await req.out.get()
+                        item = await next_item(req, None)  # Starlette cancels this on disconnect
                         if isinstance(item, Exception):
-                            yield "data: " + json.dumps({"error": {"message": str(item)}}) + "\n\n"
+                            yield "data: " + json.dumps(json.loads(_api_error(item).body())) + "\n\n"
                             return
                         if isinstance(item, tuple):
                             yield chunk({}, item[1])
+                            if body.stream_options and body.stream_options.include_usage:
+                                yield "data: " + json.dumps({
+                                    "id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+                                    "model": body.model, "choices": [], "usage": usage(item[2])}) + "\n\n"
                             yield "data: [DONE]\n\n"
                             return
                         yield chunk({"content": item})
@@ -224,18 +484,19 @@ def build_app(engine: GenaiChatEngine, name: str, api_key: str | None = None, ma
 
         text: list[str] = []
         while True:
-            item = await req.out.get()
+            item = await next_item(req, http)
+            if item is None:
+                return JSONResponse({}, status_code=499)
             if isinstance(item, Exception):
-                raise HTTPException(400, str(item))
+                raise _api_error(item)
             if isinstance(item, tuple):
-                _, finish, tokens, prompt_tokens = item
+                _, finish, tokens, _ = item
                 break
             text.append(item)
         return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": body.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
                              "finish_reason": finish}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens,
-                          "total_tokens": prompt_tokens + tokens}}
+                "usage": usage(tokens)}
 
     return app
 
@@ -268,9 +529,16 @@ def serve(project_dir: str | None = None, host: str = "127.0.0.1", port: int = 8
     import uvicorn
 
     name, onnx = resolve_model(project_dir, precision)
+    inference = None
+    if project_dir:
+        from .project import load_project
+
+        inference = load_project(project_dir).settings.inference
     engine = GenaiChatEngine(onnx)
     default = check_adapter(engine, adapter)
-    app = build_app(engine, name, api_key, default_adapter=default)
+    app = build_app(engine, name, api_key, default_adapter=default, inference=inference,
+                    user_options=generation.load_user_values())
     print(f"serving {', '.join(model_names(name, engine, default))} on http://{host}:{port}/v1"
-          f"{f' ({name} answers with adapter {default})' if default else ''}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+          f" (context {engine.context_length or '?'} tokens)"
+          f"{f'; {name} answers with adapter {default}' if default else ''}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACE_S)

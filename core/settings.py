@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import text_template, tiny
+from . import generation, text_template, tiny
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -120,13 +120,19 @@ class FinetuneSettings(_Section):
         return self
 
 
+def _gen_field(name: str):
+    lo, hi = generation.BOUNDS[name]
+    return Field(generation.DEFAULTS[name], ge=lo, le=hi, description=generation.HELP[name])
+
+
 class InferenceSettings(_Section):
     prompt_template: str = Field(tiny.PROMPT_TEMPLATE, description="How a user prompt is wrapped when the "
                                  "model has no chat template; `{}` is the prompt.")
-    max_new_tokens: int = Field(64, ge=1, le=32768, description="Longest answer.")
-    temperature: float = Field(0.0, ge=0, le=5, description="0 is greedy (deterministic).")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    top_k: int = Field(50, ge=0, le=10000, description="Sample among the k most likely tokens (0: all).")
+    # Defaults and bounds are core.generation's, shared by the server, `aitk chat` and the app.
+    max_new_tokens: int = _gen_field("max_new_tokens")
+    temperature: float = _gen_field("temperature")
+    top_p: float = _gen_field("top_p")
+    top_k: int = _gen_field("top_k")
     precision: Literal["int4", "fp32", "fp16"] = Field("fp32", description="ONNX export precision: int4 or "
                                                        "fp32 on CPU, fp16 on CUDA/DirectML.")
 

@@ -11,11 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from textual.widgets import Input, Select
 
-from aitk.core.chat import GenerationOptions
+from aitk.core.chat import GenerationOptions, RemoteChatEngine
 from aitk.core.errors import AitkError
 from aitk.tui import testing
+from aitk.tui.config import ChatDefaults, Config
 from aitk.tui.panes.chat import ChatColumn, ChatInput
-from aitk.tui.remote_chat import RemoteChatEngine
 from aitk.tui.testing import sync, text_of, until
 
 
@@ -137,7 +137,7 @@ async def test_bad_parameters_are_refused_with_the_field_named(world, use_engine
         pane.query_one("#opt-top-p", Input).value = "3"
         pane.send("hi")
         await pilot.pause(0.1)
-        assert any("top-p must be between" in n.message for n in app._notifications) and not engine.calls
+        assert any("top_p must be between 0.01 and 1.0" in n.message for n in app._notifications) and not engine.calls
         pane.query_one("#opt-top-p", Input).value = "0.9"
         pane.query_one("#opt-temperature", Input).value = "0.7"
         pane.send("hi")
@@ -146,14 +146,70 @@ async def test_bad_parameters_are_refused_with_the_field_named(world, use_engine
         assert (options.top_p, options.temperature, options.max_new_tokens) == (0.9, 0.7, 128)
 
 
+class RecordingEngine(testing.FakeEngine):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.options: list[GenerationOptions] = []
+
+    def stream(self, messages, options=None, adapter=None, stop=None):
+        self.options.append(options)
+        return super().stream(messages, options, adapter, stop)
+
+
+@sync
+async def test_the_chat_uses_the_projects_inference_values_under_the_users_config(world, use_engine):
+    """Precedence: project [inference] < config.toml [chat] (only the keys set there) < the fields."""
+    import tomllib
+
+    import tomli_w
+
+    toml = testing.Path(world.env["AITK_PROJECTS_DIR"]) / "demo-qa" / "aitk.toml"
+    data = tomllib.loads(toml.read_text())
+    data["inference"].update(max_new_tokens=33, temperature=0.4, top_p=0.8, top_k=7)
+    toml.write_text(tomli_w.dumps(data))
+    engine = use_engine(RecordingEngine())
+    app = testing.fixture_app(config=Config(chat=ChatDefaults(top_k=9)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = await chat_ready(app, pilot)
+        await until(pilot, lambda: pane.query_one("#opt-max-new-tokens", Input).value == "33", what="project values")
+        pane.send("hi")
+        await until(pilot, lambda: len(engine.options) == 1, what="sent")
+        sent = engine.options[0]
+        assert (sent.max_new_tokens, sent.temperature, sent.top_p, sent.top_k) == (33, 0.4, 0.8, 9)
+        pane.query_one("#opt-max-new-tokens", Input).value = "12"  # the request wins
+        await until(pilot, lambda: not pane.generating, what="answered")
+        pane.send("again")
+        await until(pilot, lambda: len(engine.options) == 2, what="sent again")
+        assert engine.options[1].max_new_tokens == 12 and engine.options[1].temperature == 0.4
+
+
 class _OpenAIStub(BaseHTTPRequestHandler):
     """Just enough of POST /v1/chat/completions with `stream: true` (Server-Sent Events)."""
 
     requests: list[dict] = []
+    MODELS = ["tiny-tuned", "missing"]
+
+    def do_GET(self):  # noqa: N802
+        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization")})
+        payload = json.dumps({"object": "list", "data": [{"id": m, "object": "model", "context_length": 512}
+                                                         for m in self.MODELS]}).encode()
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+        if len(body["messages"]) > 3:  # as aitk serve answers a conversation too long for the context
+            payload = json.dumps({"error": {"message": "too long", "code": "context_length_exceeded"}}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
         if body.get("model") == "missing":
             payload = json.dumps({"error": {"message": "model 'missing' not found"}}).encode()
             self.send_response(404)
@@ -189,17 +245,28 @@ def openai_server():
 def test_remote_client_streams_server_sent_events(openai_server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     engine = RemoteChatEngine(openai_server + "/", model="tiny-tuned")
+    assert engine.adapters == ["tiny-tuned", "missing"] and engine.context_length == 512
     stream = engine.stream([{"role": "user", "content": "hi"}],
                            GenerationOptions(max_new_tokens=9, temperature=0.5, top_k=5, system_prompt="be nice"))
     assert list(stream) == ["Remote ", "hello", "!"] and stream.tokens == 3
-    sent = _OpenAIStub.requests[0]
+    listed, sent = _OpenAIStub.requests[0], _OpenAIStub.requests[1]
+    assert listed["path"] == "/v1/models" and listed["auth"] == "Bearer sk-test"
     assert sent["path"] == "/v1/chat/completions" and sent["auth"] == "Bearer sk-test" and sent["stream"] is True
     assert sent["messages"][0] == {"role": "system", "content": "be nice"}
     assert (sent["max_tokens"], sent["temperature"], sent["top_k"], sent["model"]) == (9, 0.5, 5, "tiny-tuned")
+    assert sent["stream_options"] == {"include_usage": True}
+    # A conversation the server finds too long loses its oldest turns, the system prompt stays.
+    long = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}, {"role": "user", "content": "e"}]
+    stream = engine.stream(long, GenerationOptions(system_prompt="sys"))
+    assert stream.read() == "Remote hello!" and stream.dropped == 2
+    assert [m["content"] for m in _OpenAIStub.requests[-1]["messages"]] == ["sys", "e"]
     with pytest.raises(AitkError, match="HTTP 404: model 'missing' not found"):
         list(RemoteChatEngine(openai_server, model="missing").stream([{"role": "user", "content": "x"}]))
+    with pytest.raises(AitkError, match="no model 'tiny-tunned' at .*did you mean 'tiny-tuned'"):
+        RemoteChatEngine(openai_server, model="tiny-tunned")
     with pytest.raises(AitkError, match="cannot reach"):
-        list(RemoteChatEngine("http://127.0.0.1:9/v1", timeout=2).stream([{"role": "user", "content": "x"}]))
+        RemoteChatEngine("http://127.0.0.1:9/v1", timeout=2)
     with pytest.raises(AitkError, match="not an http"):
         RemoteChatEngine("localhost:8000")
 
@@ -218,3 +285,20 @@ async def test_remote_mode_in_the_pane(world, openai_server, use_engine):
         await pilot.press("enter")
         await until(pilot, lambda: "Remote hello!" in column_text(pane, 0), what="remote answer")
         await until(pilot, lambda: "remote: 3 tok" in text_of(pane.query_one("#chat-status")), what="speed")
+
+
+@sync
+async def test_a_mistyped_remote_model_name_is_an_error_in_the_pane(world, openai_server, use_engine):
+    use_engine(testing.FakeEngine())
+    app = testing.fixture_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = await chat_ready(app, pilot)
+        pane.query_one("#chat-mode", Select).value = "remote"
+        pane.query_one("#opt-endpoint", Input).value = openai_server
+        pane.query_one("#opt-endpoint-model", Input).value = "tiny-tunned"
+        await pilot.pause(0.1)
+        pane.query_one(ChatInput).insert("hi")
+        await pilot.press("enter")
+        await until(pilot, lambda: not pane.generating, what="the answer finished")
+        assert "no model 'tiny-tunned'" in column_text(pane, 0) and "did you mean 'tiny-tuned'" in column_text(pane, 0)
+        assert not [r for r in _OpenAIStub.requests if r["path"].endswith("/chat/completions")]

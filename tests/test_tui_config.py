@@ -26,7 +26,7 @@ def write_config(env, text: str):
 
 def test_missing_file_gives_defaults(env):
     cfg = load_config()
-    assert cfg.problems == [] and cfg.theme == "aitk-dark" and cfg.chat.max_new_tokens == 128
+    assert cfg.problems == [] and cfg.theme == "aitk-dark" and cfg.chat.max_new_tokens is None
 
 
 def test_values_keymap_and_sections_are_read(env):
@@ -53,7 +53,7 @@ def test_wrong_types_and_bounds_fall_back_per_value(env):
                       '[keymap]\n"pane.jobs" = 5\n[other_tool]\nkey = 1\n')
     cfg = load_config()
     text = "\n".join(cfg.problems)
-    assert cfg.theme == "aitk-dark" and cfg.chat.top_p == 1.0 and cfg.chat.max_new_tokens == 128
+    assert cfg.theme == "aitk-dark" and cfg.chat.top_p is None and cfg.chat.max_new_tokens is None
     for needle in ("theme: expected str", "top_p: 7.0 is outside", "max_new_tokens: expected int",
                    "chat.bogus: unknown setting", "unknown setting 'mystery'", "keymap.pane.jobs"):
         assert needle in text, text

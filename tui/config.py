@@ -7,10 +7,10 @@
     [keymap]                        # binding id = keys; `?` (help) lists every id
     "pane.jobs" = "f3,ctrl+j"
 
-    [chat]                          # defaults of the chat pane
-    max_new_tokens = 128
-    temperature = 0.0
-    top_p = 1.0
+    [chat]                          # your generation options: over a project's [inference],
+    max_new_tokens = 128            # under what you type in the Chat pane (core.generation);
+    temperature = 0.0               # `aitk chat` and `aitk serve` read them too. Unset: the
+    top_p = 1.0                     # project's value applies.
     top_k = 50
     system_prompt = ""
     endpoint = "http://127.0.0.1:8000/v1"
@@ -33,20 +33,27 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from aitk.core import paths
+from aitk.core import generation, paths
 
 FILE_NAME = "config.toml"
 
 
 @dataclass
 class ChatDefaults:
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 50
-    system_prompt: str = ""
+    """config.toml [chat]. A generation option is None until the user sets it, so that the
+    project's [inference] value applies (bounds and precedence: core.generation)."""
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    system_prompt: str | None = None
     endpoint: str = "http://127.0.0.1:8000/v1"
     endpoint_model: str = ""
+
+    def options(self) -> dict:
+        """The generation options set here, as core.generation.resolve takes them."""
+        return {k: getattr(self, k) for k in generation.USER_KEYS if getattr(self, k) is not None}
 
 
 @dataclass
@@ -58,7 +65,6 @@ class JobsDefaults:
 
 # (type, lower bound, upper bound) for the numeric settings; strings only need to be strings.
 _BOUNDS = {
-    "max_new_tokens": (1, 32768), "temperature": (0.0, 5.0), "top_p": (0.01, 1.0), "top_k": (0, 10000),
     "poll_seconds": (0.1, 60.0), "log_lines": (100, 1_000_000), "local_slots": (0, 64),
 }
 
@@ -128,6 +134,19 @@ def _section(cls, data, where: str, problems: list[str]):
     return obj
 
 
+def _chat_section(data, where: str, problems: list[str]) -> ChatDefaults:
+    """Generation options through core's one check; the endpoint keys as any other setting."""
+    options, bad = generation.user_values(data, where)
+    problems.extend(bad)
+    if not isinstance(data, dict):
+        return ChatDefaults()
+    own = {k: v for k, v in data.items() if k not in generation.USER_KEYS}
+    chat = _section(ChatDefaults, own, where, problems)
+    for key, value in options.items():
+        setattr(chat, key, value)
+    return chat
+
+
 def load_config(path: Path | None = None) -> Config:
     path = path or config_path()
     cfg = Config(path=path)
@@ -162,7 +181,7 @@ def load_config(path: Path | None = None) -> Config:
         else:
             p.append(f"{where}: keymap: expected a table of binding id = keys")
     if "chat" in data:
-        cfg.chat = _section(ChatDefaults, data["chat"], f"{where}: chat", p)
+        cfg.chat = _chat_section(data["chat"], f"{where}: chat", p)
     if "jobs" in data:
         cfg.jobs = _section(JobsDefaults, data["jobs"], f"{where}: jobs", p)
     known = {"theme", "data_dir", "projects_dir", "keymap", "chat", "jobs"}

@@ -81,10 +81,18 @@ class ChatInput(TextArea):
 
 class ChatPiece(Message):
     def __init__(self, column: str, text: str, tokens: int, seconds: float, done: bool = False,
-                 stopped: bool = False, error: str | None = None):
+                 stopped: bool = False, error: str | None = None, dropped: int = 0):
         super().__init__()
         self.column, self.text, self.tokens, self.seconds = column, text, tokens, seconds
-        self.done, self.stopped, self.error = done, stopped, error
+        self.done, self.stopped, self.error, self.dropped = done, stopped, error, dropped
+
+
+class OptionsFor(Message):
+    """The generation options of the chosen model's project (its [inference] under config.toml [chat])."""
+
+    def __init__(self, model_dir: str | None, options):
+        super().__init__()
+        self.model_dir, self.options = model_dir, options
 
 
 class ModelsFound(Message):
@@ -136,6 +144,7 @@ class ChatPane(Pane):
 
     def compose(self) -> ComposeResult:
         chat = self.app.config.chat
+        start = self._layered(None)
         with Horizontal(id="chat-top"):
             yield Select([], prompt="No exported model yet", id="chat-model", allow_blank=True, compact=True)
             yield Select(MODES, value="tuned", allow_blank=False, id="chat-mode", compact=True)
@@ -145,15 +154,15 @@ class ChatPane(Pane):
                 yield ChatColumn(id="col-1")
             with VerticalScroll(id="chat-options"):
                 yield Label("Max new tokens")
-                yield Input(str(chat.max_new_tokens), id="opt-max-new-tokens", type="integer")
+                yield Input(str(start.max_new_tokens), id="opt-max-new-tokens", type="integer")
                 yield Label("Temperature (0 = greedy)")
-                yield Input(str(chat.temperature), id="opt-temperature", type="number")
+                yield Input(str(start.temperature), id="opt-temperature", type="number")
                 yield Label("Top-p")
-                yield Input(str(chat.top_p), id="opt-top-p", type="number")
+                yield Input(str(start.top_p), id="opt-top-p", type="number")
                 yield Label("Top-k (0 = all)")
-                yield Input(str(chat.top_k), id="opt-top-k", type="integer")
+                yield Input(str(start.top_k), id="opt-top-k", type="integer")
                 yield Label("System prompt")
-                yield TextArea(chat.system_prompt, id="opt-system", soft_wrap=True, tab_behavior="focus")
+                yield TextArea(start.system_prompt or "", id="opt-system", soft_wrap=True, tab_behavior="focus")
                 yield Label("Remote endpoint (OpenAI API)")
                 yield Input(chat.endpoint, id="opt-endpoint")
                 yield Label("Remote model name")
@@ -224,10 +233,45 @@ class ChatPane(Pane):
 
     @work(thread=True, group="chat-load")
     def _load_engine(self, model_dir: str):
+        self._project_options(model_dir)
         try:
             self._engine(model_dir, announce=True)
         except AitkError as e:
             self.app.call_from_thread(self._status, f"[red]{e}[/red]")
+
+    def _layered(self, inference):
+        """Options by core.generation's precedence below the request: [inference] < config.toml [chat]."""
+        from aitk.core import generation
+
+        try:
+            return generation.resolve(inference, self.app.config.chat.options())
+        except AitkError:
+            return generation.resolve(inference)  # config.toml problems are reported by the app
+
+    def _project_options(self, model_dir: str | None) -> None:
+        """Post the options of the project that owns `model_dir` (worker thread: reads aitk.toml)."""
+        inference = None
+        if model_dir is not None:
+            from aitk.core.project import load_project
+
+            try:
+                inference = load_project(Path(model_dir).parent.parent.parent).settings.inference
+            except AitkError:
+                inference = None  # an export outside a project: the built-in defaults apply
+        self.post_message(OptionsFor(model_dir, self._layered(inference)))
+
+    def on_options_for(self, message: OptionsFor) -> None:
+        """Show them in the parameter fields: what is in the fields when a message is sent is the
+        request, the top layer. Choosing another model shows that project's values afresh."""
+        if message.model_dir is not None and (self.mode == "remote" or
+                                              str(self.query_one("#chat-model", Select).value) != message.model_dir):
+            return  # a model chosen before the current one
+        options = message.options
+        for field_id, value in (("#opt-max-new-tokens", options.max_new_tokens),
+                                ("#opt-temperature", options.temperature), ("#opt-top-p", options.top_p),
+                                ("#opt-top-k", options.top_k)):
+            self.query_one(field_id, Input).value = str(value)
+        self.query_one("#opt-system", TextArea).load_text(options.system_prompt or "")
 
     def _engine(self, model_dir: str, announce: bool = False):
         """The loaded engine for an exported model folder (thread-safe; loads once)."""
@@ -248,8 +292,10 @@ class ChatPane(Pane):
                 self._engines[model_dir] = engine
                 if announce:
                     adapters = ", ".join(engine.adapters) or "none"
+                    context = getattr(engine, "context_length", None)
                     self.app.call_from_thread(
-                        self._status, f"model ready in {time.perf_counter() - t0:.1f} s · adapters: {adapters}")
+                        self._status, f"model ready in {time.perf_counter() - t0:.1f} s · adapters: {adapters}"
+                        + (f" · context {context} tokens (the oldest turns give way)" if context else ""))
             return engine
 
     # -- mode and options ---------------------------------------------------------------------
@@ -262,6 +308,7 @@ class ChatPane(Pane):
             self.action_clear()
         self._layout_columns()
         if self.mode == "remote":
+            self.post_message(OptionsFor(None, self._layered(None)))
             self._status(f"remote endpoint: {self.query_one('#opt-endpoint', Input).value} "
                          "(ctrl+o to change it and the model name)")
 
@@ -286,26 +333,18 @@ class ChatPane(Pane):
             self.focus_main()
 
     def options(self):
-        """GenerationOptions from the parameter fields; AitkError naming a bad field."""
-        from aitk.core.chat import GenerationOptions
+        """GenerationOptions from the parameter fields (the request layer, checked against
+        core.generation's bounds); AitkError naming a bad field."""
+        from aitk.core import generation
 
-        def value(field_id: str, kind, lo, hi, label):
-            raw = self.query_one(field_id, Input).value.strip()
-            try:
-                v = kind(raw)
-            except ValueError:
-                raise AitkError(f"{label}: {raw!r} is not a number", "fix it in the parameters (ctrl+o)") from None
-            if not lo <= v <= hi:
-                raise AitkError(f"{label} must be between {lo} and {hi}", "fix it in the parameters (ctrl+o)")
-            return v
-
-        return GenerationOptions(
-            max_new_tokens=value("#opt-max-new-tokens", int, 1, 32768, "max new tokens"),
-            temperature=value("#opt-temperature", float, 0.0, 5.0, "temperature"),
-            top_p=value("#opt-top-p", float, 0.01, 1.0, "top-p"),
-            top_k=value("#opt-top-k", int, 0, 10000, "top-k"),
-            system_prompt=self.query_one("#opt-system", TextArea).text.strip() or None,
-        )
+        request = {key: self.query_one(field_id, Input).value.strip() for key, field_id in (
+            ("max_new_tokens", "#opt-max-new-tokens"), ("temperature", "#opt-temperature"),
+            ("top_p", "#opt-top-p"), ("top_k", "#opt-top-k"))}
+        request["system_prompt"] = self.query_one("#opt-system", TextArea).text.strip()
+        try:
+            return generation.resolve(request=request)
+        except AitkError as e:
+            raise AitkError(e.message, "fix it in the parameters (ctrl+o)") from None
 
     # -- sending ------------------------------------------------------------------------------
     @property
@@ -328,14 +367,9 @@ class ChatPane(Pane):
         columns = COLUMNS[self.mode]
         model_dir = None
         if self.mode == "remote":
-            from aitk.tui.remote_chat import RemoteChatEngine
-
-            try:
-                engine_for = RemoteChatEngine(self.query_one("#opt-endpoint", Input).value,
-                                              self.query_one("#opt-endpoint-model", Input).value.strip())
-            except AitkError as e:
-                self.app.notify(str(e), severity="error")
-                return
+            # Connecting asks the endpoint for its models: done in the worker, never on the UI thread.
+            engine_for = (self.query_one("#opt-endpoint", Input).value.strip(),
+                          self.query_one("#opt-endpoint-model", Input).value.strip())
         else:
             value = self.query_one("#chat-model", Select).value
             if value is Select.NULL:
@@ -366,6 +400,8 @@ class ChatPane(Pane):
     def _generate(self, column: str, model_dir: str | None, engine, messages, options, stop) -> None:
         tokens, seconds = 0, 0.0
         try:
+            if isinstance(engine, tuple):
+                engine = self._remote_engine(*engine)
             if engine is None:
                 engine = self._engine(model_dir)
                 if column == "tuned" and not engine.adapters:
@@ -381,11 +417,24 @@ class ChatPane(Pane):
                     self.post_message(ChatPiece(column, "".join(buffer), stream.tokens, stream.seconds))
                     buffer, last = [], now
             tokens, seconds = stream.tokens, stream.seconds
-            self.post_message(ChatPiece(column, "".join(buffer), tokens, seconds, done=True, stopped=stream.stopped))
+            self.post_message(ChatPiece(column, "".join(buffer), tokens, seconds, done=True, stopped=stream.stopped,
+                                        dropped=stream.dropped))
         except AitkError as e:
             self.post_message(ChatPiece(column, "", tokens, seconds, done=True, error=str(e)))
         except Exception as e:  # noqa: BLE001 - a runtime error in generation must reach the user
             self.post_message(ChatPiece(column, "", tokens, seconds, done=True, error=f"{type(e).__name__}: {e}"))
+
+    def _remote_engine(self, url: str, model: str):
+        """The engine for an endpoint and model name (worker thread; connects once per pair). A
+        model name the endpoint does not list is an AitkError, shown in the column."""
+        from aitk.core.chat import RemoteChatEngine
+
+        with self._engine_lock:
+            key = f"remote:{url}|{model}"
+            engine = self._engines.get(key)
+            if engine is None:
+                engine = self._engines[key] = RemoteChatEngine(url, model or None)
+            return engine
 
     def on_chat_piece(self, message: ChatPiece) -> None:
         reply = self._streams.get(message.column)
@@ -403,7 +452,9 @@ class ChatPane(Pane):
                                style="" if reply.text.strip() else "dim"))
         if message.done:
             reply.done, reply.stopped = True, message.stopped
-            widget.parent.mount(Static(reply.stats(), classes="msg stats"), after=widget)
+            stats = reply.stats() + (f" · oldest {message.dropped} turns left out to fit the model's context"
+                                     if message.dropped else "")
+            widget.parent.mount(Static(stats, classes="msg stats"), after=widget)
         widget.parent.scroll_end(animate=False)
         self._status(self._speed_text(done=not self.generating))
 
