@@ -404,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--small", action="store_true", help="the smaller variant the test suite uses")
     p.add_argument("--dest", help="folder to build into (default: the user data dir)")
     p.set_defaults(func=cmd_build_tiny)
+    from .model_shapes import register as register_shapes
+
+    register_shapes(sub)  # model build-shape, rehearse
 
     project = sub.add_parser("project", help="create and inspect projects").add_subparsers(dest="sub", required=True)
     p = project.add_parser("new", help="create a project folder")
