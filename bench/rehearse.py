@@ -45,7 +45,8 @@ def main() -> int:
                 run += [flag, str(value)]
         subprocess.run(run, check=True)
         report = json.loads((project / "models" / "rehearsal.json").read_text())
-    out = args.json or (os.path.join(os.environ["OUT"], f"rehearse-{args.model}.json") if os.environ.get("OUT") else None)
+    out = args.json or (os.path.join(os.environ["OUT"], f"rehearse-{args.model}.json")
+                        if os.environ.get("OUT") else None)
     if out:
         Path(out).write_text(json.dumps(report, indent=2) + "\n")
         print(f"report: {out}")

@@ -88,7 +88,8 @@ def cmd_rehearse(args) -> int:
     label = "peak GPU memory" if s["device"] == "cuda" else "peak memory (RSS)"
     rows = [
         ("", "measured", "formula", "measured/formula"),
-        (label, human_bytes(peak), human_bytes(e["memory_bytes"]), _ratio(report["ratios"]["memory_measured_over_estimate"])),
+        (label, human_bytes(peak), human_bytes(e["memory_bytes"]),
+         _ratio(report["ratios"]["memory_measured_over_estimate"])),
         ("seconds per step", f"{m['seconds_per_step']:.2f}",
          f"{e['seconds_per_step']:.2f}" if e["seconds_per_step"] else "-",
          _ratio(report["ratios"]["step_measured_over_estimate"])),
