@@ -155,6 +155,11 @@ def rehearse(project: Project, *, steps: int = DEFAULT_STEPS, layers: int | None
                                                "params": marker["params"]})
     estimate = formula(shape_entry, settings, measured["cpu_count"])
     run_steps, how = total_steps(project)
+    a = estimate["time_assumptions"] or {}
+    # The time formula knows only the default run: a ratio means something only at its settings.
+    comparable = bool(estimate["seconds_per_step"]) and all(
+        settings[k] == a.get(k) for k in ("batch_size", "gradient_accumulation_steps", "seq_len",
+                                          "gradient_checkpointing"))
     peak = measured["cuda_max_allocated_bytes"] if device == "cuda" else measured["peak_rss_bytes"]
     per_step = measured["seconds_per_step"]
     report = {
@@ -168,7 +173,7 @@ def rehearse(project: Project, *, steps: int = DEFAULT_STEPS, layers: int | None
                 "measured_hours": per_step * run_steps / 3600 if run_steps else None},
         "ratios": {"memory_measured_over_estimate": peak / estimate["memory_bytes"],
                    "step_measured_over_estimate": (per_step / estimate["seconds_per_step"]
-                                                   if estimate["seconds_per_step"] else None)},
+                                                   if comparable else None)},
     }
     out = project.path(REPORT)
     out.parent.mkdir(parents=True, exist_ok=True)
