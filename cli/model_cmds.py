@@ -157,6 +157,26 @@ def cmd_model_add(args) -> int:
     return 0
 
 
+def cmd_build_shape(args) -> int:
+    from pathlib import Path
+
+    from ..core import catalog, shapes
+
+    spec = shapes.spec_for(catalog.get(args.model), args.layers, args.seed)
+    t0 = time.time()
+    path = shapes.build_shape(spec, Path(args.dest).expanduser() if args.dest else None, rebuild=args.rebuild)
+    facts = shapes.info(path)
+    if args.json:
+        print(json.dumps({"path": str(path), **facts}, indent=2))
+        return 0
+    f = facts["facts"]
+    print(f"{spec.name}: {f['architecture']} {facts['params']:,} parameters, {f['num_layers']} layers, hidden "
+          f"{f['hidden_size']}, heads {f['num_heads']}/{f['num_kv_heads']} kv, vocab {f['vocab_size']} "
+          f"(tokenizer {facts['tokenizer_vocab']})")
+    print(f"ready at {path} ({time.time() - t0:.1f} s)")
+    return 0
+
+
 def register(sub) -> None:
     model = sub.add_parser("model", help="models on this machine: build, download, list, remove").add_subparsers(
         dest="sub", required=True)
@@ -189,3 +209,13 @@ def register(sub) -> None:
     add.add_argument("path", help="folder with config.json / genai_config.json / *.safetensors / *.onnx")
     add.add_argument("--name", default=None, help="name to refer to it by (default: the folder name)")
     add.set_defaults(func=cmd_model_add)
+
+    p = model.add_parser("build-shape", help="a random model with a catalog model's real shape and the tiny "
+                        "tokenizer (offline, deterministic; for benchmarks and rehearsals)")
+    p.add_argument("model", help="catalog id, e.g. qwen2.5-0.5b or phi-3-mini-4k")
+    p.add_argument("--layers", type=int, help="keep only the first N layers (for tests)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dest", help="folder to build into (default: the data dir's models/shapes/)")
+    p.add_argument("--rebuild", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the model's facts as JSON")
+    p.set_defaults(func=cmd_build_shape)
