@@ -48,7 +48,7 @@ def wait_for(pred, timeout=180, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def wait(provider, job_id, timeout=300):
+def wait(provider, job_id, timeout=900):
     deadline = time.time() + timeout
     while not (rec := provider.status(job_id)).is_final:
         assert time.time() < deadline, f"job {job_id} still {rec.status}"
