@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,17 +241,7 @@ def build_shape(spec: ShapeSpec, dest: Path | None = None, *, rebuild: bool = Fa
     dest = dest or model_dir(spec)
     if not rebuild and is_built(spec, dest):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
-        _write(spec, tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return tiny.build_into(dest, lambda tmp: _write(spec, tmp))
 
 
 def info(path: Path) -> dict:

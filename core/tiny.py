@@ -169,10 +169,16 @@ def ensure_tiny(spec: TinySpec = DEMO, dest: Path | None = None, *, rebuild: boo
     dest = dest or model_dir(spec)
     if not rebuild and is_built(spec, dest):
         return dest
+    return build_into(dest, lambda tmp: _write_model(spec, tmp))
+
+
+def build_into(dest: Path, write) -> Path:
+    """`write(folder)` into a temporary sibling of `dest`, then renamed into place: a crash never
+    leaves half a model (the tiny model and the shape models are built this way)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        _write_model(spec, tmp)
+        write(tmp)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
