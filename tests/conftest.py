@@ -106,3 +106,14 @@ def learned(trained, rows):
                                                 adapter="tuned").read().strip() == r["answer"]]
     assert len(ok) >= 8, f"only {len(ok)}/16 held rows learned"
     return ok
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """The app's world on fixtures (its own data dir, projects, jobs); test files that need another
+    world (catalog models, a wizard model, snapshots' fixed root) define their own."""
+    from aitk.tui import testing
+
+    w = testing.World(tmp_path / "aitk", monkeypatch.setenv)
+    yield w
+    w.close()

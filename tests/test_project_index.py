@@ -33,13 +33,6 @@ def aitk(*args, cwd=None, timeout=120):
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = testing.World(tmp_path / "aitk", monkeypatch.setenv)
-    yield w
-    w.close()
-
-
-@pytest.fixture
 def use_engine(monkeypatch):
     monkeypatch.setattr("aitk.core.chat.GenaiChatEngine", lambda model_dir: testing.FakeEngine())
 

@@ -20,13 +20,6 @@ from aitk.tui.testing import sync, text_of, until
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = testing.World(tmp_path / "aitk", monkeypatch.setenv)
-    yield w
-    w.close()
-
-
-@pytest.fixture
 def use_engine(monkeypatch):
     """Make `engine` what loading any exported model gives."""
     def use(engine):

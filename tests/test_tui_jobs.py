@@ -19,13 +19,6 @@ from aitk.tui.widgets.confirm import ConfirmScreen
 from aitk.tui.widgets.loss_chart import LossChart
 
 
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = testing.World(tmp_path / "aitk", monkeypatch.setenv)
-    yield w
-    w.close()
-
-
 def test_feed_reports_progress_and_transitions(world):
     feed = JobsFeed(world.store)
     first = feed.poll()

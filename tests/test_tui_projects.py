@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 from textual.widgets import DataTable, TabbedContent
 
 from aitk.tui import testing
 from aitk.tui.testing import sync, text_of, until
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = testing.World(tmp_path / "aitk", monkeypatch.setenv)
-    yield w
-    w.close()
 
 
 async def projects_ready(app, pilot):
