@@ -476,7 +476,9 @@ def test_secret_then_run_streams_metrics_fetches_adapter_and_never_leaks_the_tok
     assert (project.adapter_dir / "adapter_config.json").is_file()  # published: export/chat use it
     exe = fake_execution(fake, final)
     env = {e["name"]: e.get("value") or e.get("secretRef") for e in exe.template["containers"][0]["env"]}
-    assert env["AITK_RUN"] == f"runs/{rec.id}" and env["HF_TOKEN"] == "hf-token"
+    # Started as defined (no override, so the share stays mounted); the run came from the share.
+    assert not exe.overridden and "AITK_RUN" not in env and env["HF_TOKEN"] == "hf-token"
+    assert f"[aitk-job] run folder runs/{rec.id}" in lines
     # The token is in no file the app (or the fake container) wrote.
     leaks = [str(p) for base in (session_root, fake.root, project.root)
              for p in Path(base).rglob("*") if p.is_file() and token.encode() in p.read_bytes()]

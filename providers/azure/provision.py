@@ -64,17 +64,41 @@ def plan_config(*, subscription_id: str, resource_group: str, location: str | No
     return base
 
 
-def job_env(extra: dict[str, str] | None = None) -> list[dict]:
-    env = [{"name": "AITK_MOUNT", "value": config.MOUNT}]
-    for k, v in (extra or {}).items():
-        env.append({"name": k, "value": v})
-    return env
+def job_template(cfg: InfraConfig, existing=None) -> dict:
+    """The job's own template (REST shape): image, command, env and the share's mount, all of it.
 
-
-def container_spec(cfg: InfraConfig, env: list) -> dict:
+    Runs start it as it is (see run.py); env entries the job already has beyond ours (secret refs
+    such as HF_TOKEN from `aitk azure secret set`) are kept.
+    """
     g = config.gpu(cfg.gpu)
-    return {"name": CONTAINER, "image": cfg.image, "command": ["/bin/bash", "-c", "; ".join(cfg.commands)],
-            "env": env, "resources": {"cpu": g.cpu, "memory": g.memory}}
+    env = [{"name": "AITK_MOUNT", "value": config.MOUNT}]
+    name = CONTAINER
+    if existing is not None and existing.properties and existing.properties.template:
+        old = (existing.properties.template.containers or [None])[0]
+        if old is not None:
+            name = old.name or CONTAINER
+            for e in old.env or []:
+                if e.name not in ("AITK_MOUNT", "AITK_RUN"):
+                    env.append({"name": e.name, **({"secretRef": e.secret_ref} if e.secret_ref else {"value": e.value})})
+    return {"containers": [{"name": name, "image": cfg.image, "command": ["/bin/bash", "-c", "; ".join(cfg.commands)],
+                            "env": env, "resources": {"cpu": g.cpu, "memory": g.memory},
+                            "volumeMounts": [{"volumeName": VOLUME, "mountPath": config.MOUNT}]}],
+            "volumes": [{"name": VOLUME, "storageType": "AzureFile", "storageName": cfg.environment_storage}]}
+
+
+def job_body(cfg: InfraConfig, env_id: str, registry_password: str | None = None) -> dict:
+    conf = {"triggerType": "Manual", "replicaTimeout": cfg.timeout_s, "replicaRetryLimit": 0,
+            "manualTriggerConfig": {"replicaCompletionCount": 1, "parallelism": 1}}
+    if cfg.registries():
+        conf["registries"] = cfg.registries()
+    if registry_password:
+        conf["secrets"] = [{"name": config.REGISTRY_PASSWORD_SECRET, "value": registry_password}]
+    body = {"location": cfg.location, "tags": {"created-by": "aitk"}, "properties": {
+        "environmentId": env_id, "workloadProfileName": cfg.profile_name, "configuration": conf,
+        "template": job_template(cfg)}}
+    if cfg.identity():
+        body["identity"] = cfg.identity()
+    return body
 
 
 def check_gpu(ctx: AzureContext, cfg: InfraConfig, *, strict_quota: bool) -> list[str]:
@@ -113,7 +137,7 @@ def check_gpu(ctx: AzureContext, cfg: InfraConfig, *, strict_quota: bool) -> lis
 
 
 def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_run: bool = False,
-              progress: Callable[[str], None] | None = None) -> tuple[InfraConfig, list[Step], list[str]]:
+              progress: Callable[[str], None] | None = None, registry_password: str | None = None) -> tuple[InfraConfig, list[Step], list[str]]:
     """Make every resource in `cfg` exist; write the project's infra file (not in a dry run)."""
     from azure.core.exceptions import ResourceNotFoundError
     from azure.mgmt.appcontainers import models as am
@@ -245,20 +269,7 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
     job = exists(lambda: ctx.apps.jobs.get(rg, cfg.job), f"Container Apps job {cfg.job}") \
         if env is not None and rg_exists else None
     def create_job():
-        spec = container_spec(cfg, job_env())
-        job_model = am.Job(location=loc, tags={"created-by": "aitk"}, properties=am.JobProperties(
-            environment_id=env.id, workload_profile_name=g.profile_name,
-            configuration=am.JobConfiguration(
-                trigger_type="Manual", replica_timeout=cfg.timeout_s, replica_retry_limit=0,
-                manual_trigger_config=am.JobConfigurationManualTriggerConfig(replica_completion_count=1, parallelism=1)),
-            template=am.JobTemplate(
-                containers=[am.Container(
-                    name=spec["name"], image=spec["image"], command=spec["command"],
-                    env=[am.EnvironmentVar(name=e["name"], value=e["value"]) for e in spec["env"]],
-                    resources=am.ContainerResources(cpu=spec["resources"]["cpu"], memory=spec["resources"]["memory"]),
-                    volume_mounts=[am.VolumeMount(volume_name=VOLUME, mount_path=config.MOUNT)])],
-                volumes=[am.Volume(name=VOLUME, storage_type="AzureFile", storage_name=cfg.environment_storage)])))
-        return ctx.apps.jobs.begin_create_or_update(rg, cfg.job, job_model).result()
+        return ctx.apps.jobs.begin_create_or_update(rg, cfg.job, job_body(cfg, env.id, registry_password)).result()
 
     ensure("Container Apps job", cfg.job, job, create_job, f"manual, {cfg.timeout_s} s timeout, image {cfg.image}",
            f"image {job.properties.template.containers[0].image}"

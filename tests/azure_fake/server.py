@@ -34,7 +34,7 @@ from xml.sax.saxutils import escape
 from .certs import make_certs
 
 REPO = Path(__file__).resolve().parents[2]
-ENTRY_SCRIPT = REPO / "infra" / "docker" / "entry.py"
+ENTRY_SCRIPT = REPO / "providers" / "azure" / "container_entry.py"
 GPU_REGIONS = {"westus3", "swedencentral", "australiaeast"}
 
 
@@ -98,6 +98,7 @@ class Execution:
     cond: threading.Condition = field(default_factory=threading.Condition)
     reason: str | None = None
     streamed: threading.Event = field(default_factory=threading.Event)  # a log stream has connected
+    overridden: bool = False  # started with a template override: the job's volume mounts are lost
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -821,8 +822,10 @@ class FakeAzure:
         given = {c.get("name"): c for c in body.get("containers") or []}
         for c in containers:
             c.update({k: v for k, v in given.get(c.get("name"), {}).items() if v is not None})
+        # As the service does (microsoft/azure-container-apps #909, #1044): an execution template's
+        # containers carry no volumeMounts, so a start with an override runs without the share.
         exe = Execution(name=f"{job}-{uuid.uuid4().hex[:7]}", job_id=res["id"], rg=rg, job=job,
-                        template={"containers": containers})
+                        template={"containers": containers}, overridden=bool(body.get("containers")))
         exe.replica = f"{exe.name}-{uuid.uuid4().hex[:5]}"
         exe.container = containers[0]["name"] if containers else job
         self.executions[exe.name] = exe
@@ -861,12 +864,21 @@ class FakeAzure:
                     env[e["name"]] = secrets[e["secretRef"]]
             elif e.get("value") is not None:
                 env[e["name"]] = e["value"]
-        mount = self._mount_dir(res)
-        if mount is not None:
-            env["AITK_MOUNT"] = str(mount)  # the share, "mounted" where the container would see /mount
+        mount = None if exe.overridden else self._mount_dir(res)
+        if mount is None:  # what the container sees at /mount without the share: an empty folder
+            mount = self.root / "unmounted" / exe.name
+            mount.mkdir(parents=True, exist_ok=True)
+        env["AITK_MOUNT"] = str(mount)  # the share, "mounted" where the container would see /mount
         env["AITK_WORK"] = str(self.root / "work" / exe.name)
+        env["CONTAINER_APP_JOB_NAME"] = exe.job  # as Container Apps sets them in a job's containers
+        env["CONTAINER_APP_JOB_EXECUTION_NAME"] = exe.name
+        env["AITK_CLAIM_POLL_S"] = "0.05"
         if self.runner == "engine":
-            cmd = [sys.executable, str(ENTRY_SCRIPT)]
+            # The job's own command, with /mount where the share lies and this Python as python3.
+            command = container.get("command") or []
+            script = command[-1] if command[:2] == ["/bin/bash", "-c"] else " ".join(command)
+            env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+            cmd = ["/bin/bash", "-c", script.replace("/mount", str(mount))]
         else:
             cmd = [sys.executable, "-c", self.script or "print('hello from the fake container')"]
         exe.status = "Running"
