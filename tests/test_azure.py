@@ -47,7 +47,8 @@ def _reset_fake(request):
         f.stream_drops.clear()
         f.stream_tail_cap = 300
         f.run_env.clear()
-        f.usages[0]["limit"] = 1
+        f.usage("SubscriptionConsumptionNCA100Gpus")["limit"] = 1
+        f.usage("SubscriptionConsumptionNCT4Gpus")["limit"] = 1
         f.wait_for_stream = True
 
 
@@ -342,18 +343,43 @@ def test_provision_dry_run_and_unavailable_gpu_region_create_nothing(fake, tmp_p
     assert fake.mutations()[before:] == []
 
 
-def test_zero_gpu_quota_is_explained_before_anything_is_created(fake, tmp_path):
+def test_quota_tells_serverless_from_dedicated_and_names_the_next_step(fake, tmp_path):
+    """Dedicated A100 at 0 (as the fake, like most subscriptions, reports it) does not block a
+    serverless run; both at 0 refuses before anything is created, saying what to do."""
+    from aitk.providers.azure import quota
     from aitk.providers.azure.provision import plan_config, provision
 
-    fake.usages[0]["limit"] = 0
-    before = len(fake.mutations())
-    cfg = plan_config(subscription_id=fake.subscription, resource_group="rg-noquota", location="westus3", gpu="a100",
+    cfg = plan_config(subscription_id=fake.subscription, resource_group="rg-quota", location="westus3", gpu="a100",
                       image=None, timeout_s=None, existing=None)
+    assert fake.usage("SubscriptionNCA100Gpus")["limit"] == 0
+    rep, warnings = quota.check(ctx_for(fake), cfg, strict=True)
+    assert warnings == [] and rep.serverless.limit == 1 and rep.dedicated.limit == 0
+    lines = rep.lines()
+    assert "Consumption-GPU-NC24-A100" in lines[0] and "Consumption-GPU-NC8as-T4" in lines[0]
+    assert lines[1] == "serverless Subscription Consumption NCA100 Gpus (SubscriptionConsumptionNCA100Gpus): 0 of 1 in use"
+    assert lines[2] == "dedicated Subscription NCA100 Gpus (SubscriptionNCA100Gpus): 0 of 0 in use"
+    _, steps, _ = provision(ctx_for(fake), tmp_path, cfg, dry_run=True)
+    assert steps[-1].state == "would create"
+
+    fake.usage("SubscriptionConsumptionNCA100Gpus")["limit"] = 0
+    before = len(fake.mutations())
     with pytest.raises(AitkError) as e:
         provision(ctx_for(fake), tmp_path, cfg)
-    assert "quota for Managed Environment Consumption NCA100 Gpus in westus3 is 0" in str(e.value)
-    assert "Quotas" in e.value.hint and "support request" in e.value.hint and "--gpu t4" in e.value.hint
+    assert "serverless A100 GPU quota in westus3 is 0" in str(e.value) and "0 of 0 in use" in str(e.value)
+    assert "--gpu t4" in e.value.hint  # T4's serverless quota is there: the next step says so
+    fake.usage("SubscriptionConsumptionNCT4Gpus")["limit"] = 0
+    with pytest.raises(AitkError) as e:
+        provision(ctx_for(fake), tmp_path, cfg)
+    assert "Quotas" in e.value.hint and "support request" in e.value.hint and "another region" in e.value.hint
     assert fake.mutations()[before:] == []
+
+
+def test_aitk_azure_quota_shows_usage_limit_and_profiles(fake, project, monkeypatch):
+    monkeypatch.chdir(project.root)
+    code, out, err = run_cli("azure", "quota")
+    assert code == 0, err
+    assert "SubscriptionConsumptionNCA100Gpus): 0 of 1 in use" in out and "SubscriptionNCA100Gpus): 0 of 0" in out
+    assert "GPU profiles offered" in out
 
 
 # -- errors from Azure --------------------------------------------------------------------------

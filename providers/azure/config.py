@@ -72,16 +72,31 @@ class Gpu:
     profile_name: str  # its name inside our environment
     cpu: float
     memory: str
-    quota_pattern: str  # how its quota line is named in the usages API
-    quota_label: str  # how the portal names that quota
+    serverless_quota: str  # the usages API's name for the serverless (Consumption) GPU quota
+    dedicated_quota: str  # ... and for dedicated GPU workload profiles (a separate quota, often 0)
+    dedicated_types: tuple[str, ...]  # dedicated profile types with this GPU (AI Toolkit's Bicep: NC24-A100)
+    quota_label: str  # how the portal names the serverless quota
+
+    @property
+    def kind_re(self) -> str:
+        return "A100" if self.key == "a100" else "T4"
 
 
 GPUS = {
-    "a100": Gpu("a100", "Consumption-GPU-NC24-A100", "gpu-a100", 24.0, "220Gi", r"A100",
+    "a100": Gpu("a100", "Consumption-GPU-NC24-A100", "gpu-a100", 24.0, "220Gi", "SubscriptionConsumptionNCA100Gpus",
+                "SubscriptionNCA100Gpus", ("NC24-A100", "NC48-A100", "NC96-A100"),
                 "Managed Environment Consumption NCA100 Gpus"),
-    "t4": Gpu("t4", "Consumption-GPU-NC8as-T4", "gpu-t4", 8.0, "56Gi", r"T4",
-              "Managed Environment Consumption T4 Gpus"),
+    "t4": Gpu("t4", "Consumption-GPU-NC8as-T4", "gpu-t4", 8.0, "56Gi", "SubscriptionConsumptionNCT4Gpus",
+              "SubscriptionNCT4Gpus", (), "Managed Environment Consumption T4 Gpus"),
 }
+
+
+def gpu_of_profile_type(profile_type: str) -> Gpu | None:
+    """Which of our GPUs a workload profile type (serverless or dedicated) carries."""
+    for g in GPUS.values():
+        if profile_type == g.profile_type or profile_type in g.dedicated_types:
+            return g
+    return None
 DEFAULT_GPU = "a100"
 # Regions documented with serverless GPUs (the API is asked first; this only words the hint).
 GPU_REGIONS_HINT = ("westus3", "australiaeast", "swedencentral")

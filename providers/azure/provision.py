@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.errors import AitkError
-from . import config
+from . import config, quota
 from .clients import AzureContext
 from .config import InfraConfig
-from .errors import azure_call, quota_hint
+from .errors import azure_call
 
 CONTAINER = "trainer"
 VOLUME = "share"
@@ -39,7 +39,8 @@ class Step:
 
 def plan_config(*, subscription_id: str, resource_group: str, location: str | None, gpu: str | None,
                 image: str | None, timeout_s: int | None, existing: InfraConfig | None,
-                storage_account: str | None = None, job: str | None = None) -> InfraConfig:
+                storage_account: str | None = None, job: str | None = None, registry_server: str | None = None,
+                registry_username: str | None = None, registry_identity: str | None = None) -> InfraConfig:
     """Names and settings: the project's existing file wins, then options, then derived defaults."""
     if existing and (existing.subscription_id != subscription_id or existing.resource_group != resource_group):
         existing = None  # another subscription/group: a new set of resources
@@ -60,6 +61,13 @@ def plan_config(*, subscription_id: str, resource_group: str, location: str | No
         base.storage_account = storage_account
     if job:
         base.job = job
+    if registry_server:
+        base.registry_server = registry_server.strip().removeprefix("https://").rstrip("/")
+        base.registry_username, base.registry_identity = registry_username, registry_identity
+        if not (registry_username or registry_identity):
+            raise AitkError(f"--registry-server {registry_server} needs a way to sign in to it",
+                            "add --registry-identity (ACR: 'system' or a user-assigned identity's id) or "
+                            "--registry-username")
     config.check_names(base)
     return base
 
@@ -99,41 +107,6 @@ def job_body(cfg: InfraConfig, env_id: str, registry_password: str | None = None
     if cfg.identity():
         body["identity"] = cfg.identity()
     return body
-
-
-def check_gpu(ctx: AzureContext, cfg: InfraConfig, *, strict_quota: bool) -> list[str]:
-    """Fail early (with the way out) if the region lacks the GPU profile or the quota is 0; returns warnings."""
-    g = config.gpu(cfg.gpu)
-    with azure_call(f"list the workload profiles offered in {cfg.location}", scope=f"subscription {cfg.subscription_id}"):
-        offered = [p.name for p in ctx.apps.available_workload_profiles.get(cfg.location)]
-    if g.profile_type not in offered:
-        gpus = sorted(n for n in offered if "GPU" in n.upper())
-        other = [k for k, v in config.GPUS.items() if v.profile_type in offered]
-        raise AitkError(
-            f"{cfg.location} does not offer the serverless GPU profile {g.profile_type}"
-            + (f" (it offers: {', '.join(gpus)})" if gpus else " (no serverless GPUs there)"),
-            (f"use --gpu {other[0]}, or " if other else "") + "choose a region with serverless GPUs, e.g. --location "
-            + " / ".join(config.GPU_REGIONS_HINT))
-    warnings = []
-    with azure_call(f"read the Container Apps quotas in {cfg.location}", scope=f"subscription {cfg.subscription_id}"):
-        usages = list(ctx.apps.usages.list(cfg.location))
-    import re
-
-    for u in usages:
-        label = f"{u.name.value or ''} {u.name.localized_value or ''}"
-        if re.search(g.quota_pattern, label, re.I) and re.search("gpu", label, re.I):
-            free = (u.limit or 0) - (u.current_value or 0)
-            if (u.limit or 0) < 1:
-                raise AitkError(f"your subscription's quota for {g.quota_label} in {cfg.location} is "
-                                f"{int(u.limit or 0)}: no {g.key.upper()} GPU can start",
-                                quota_hint(g.quota_label, cfg.location, cfg.subscription_id))
-            if free < 1:
-                msg = (f"all {int(u.limit)} {g.quota_label} in {cfg.location} are in use right now; "
-                       "a run will wait for one")
-                if strict_quota:
-                    raise AitkError(msg, quota_hint(g.quota_label, cfg.location, cfg.subscription_id))
-                warnings.append(msg)
-    return warnings
 
 
 def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_run: bool = False,
@@ -188,7 +161,7 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
     if rg_exists:
         env = exists(lambda: ctx.apps.managed_environments.get(rg, cfg.environment),
                      f"Container Apps environment {cfg.environment}")
-    warnings = check_gpu(ctx, cfg, strict_quota=False) if env is None else []
+    warnings = quota.check(ctx, cfg, strict=False)[1] if env is None else []
 
     # 2. Resource group.
     if rg_exists:

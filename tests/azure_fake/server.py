@@ -151,12 +151,20 @@ class FakeAzure:
         self.tokens: dict[str, float] = {}  # access token -> expiry
         self.log_tokens: set[str] = set()
         self.device_codes: dict[str, int] = {}  # device code -> polls left before approval
-        self.usages = [{"name": {"value": "ManagedEnvironmentConsumptionNCA100Gpus",
-                                 "localizedValue": "Managed Environment Consumption NCA100 Gpus"},
-                        "currentValue": 0, "limit": 1, "unit": "Count"},
-                       {"name": {"value": "ManagedEnvironmentConsumptionT4Gpus",
-                                 "localizedValue": "Managed Environment Consumption T4 Gpus"},
-                        "currentValue": 0, "limit": 1, "unit": "Count"}]
+        # As the usages API names them: serverless (Consumption) and dedicated GPU quotas apart, and
+        # dedicated A100 at 0 as on most subscriptions. `usage(name)` finds one for a test to change.
+        self.usages = [
+            {"name": {"value": "SubscriptionConsumptionNCA100Gpus",
+                      "localizedValue": "Subscription Consumption NCA100 Gpus"}, "currentValue": 0, "limit": 1,
+             "unit": "Count"},
+            {"name": {"value": "SubscriptionNCA100Gpus", "localizedValue": "Subscription NCA100 Gpus"},
+             "currentValue": 0, "limit": 0, "unit": "Count"},
+            {"name": {"value": "SubscriptionConsumptionNCT4Gpus", "localizedValue": "Subscription Consumption NCT4 Gpus"},
+             "currentValue": 0, "limit": 1, "unit": "Count"},
+            {"name": {"value": "SubscriptionNCT4Gpus", "localizedValue": "Subscription NCT4 Gpus"},
+             "currentValue": 0, "limit": 0, "unit": "Count"},
+            {"name": {"value": "ManagedEnvironmentCount", "localizedValue": "Managed Environment Count"},
+             "currentValue": 0, "limit": 15, "unit": "Count"}]
         self.runner = runner
         self.script = script
         self.processing_s = 0.2
@@ -205,6 +213,9 @@ class FakeAzure:
             "AZURE_CLIENT_SECRET": "fake-client-secret",
             "AZURE_SUBSCRIPTION_ID": self.subscription,
         }
+
+    def usage(self, name: str) -> dict:
+        return next(u for u in self.usages if u["name"]["value"] == name)
 
     def fault(self, method: str, path: str, status: int, **kw) -> Fault:
         f = Fault(method, path, status, **kw)
