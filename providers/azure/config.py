@@ -173,9 +173,11 @@ class InfraConfig:
     registry_username: str | None = None
     registry_identity: str | None = None
     workload_profile: str | None = None  # the environment's GPU profile name, when it is not ours (reused)
+    adopted: bool = False  # resources AI Toolkit provisioned: its COMMANDS stay as it wrote them
+    foreign: bool = False  # read from a file only AI Toolkit filled: names beyond its keys still unknown
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "SUBSCRIPTION_ID": self.subscription_id,
             "RESOURCE_GROUP_NAME": self.resource_group,
             "STORAGE_ACCOUNT_NAME": self.storage_account,
@@ -194,7 +196,11 @@ class InfraConfig:
             "REGISTRY_USERNAME": self.registry_username,
             "REGISTRY_IDENTITY": self.registry_identity,
             "WORKLOAD_PROFILE_NAME": self.workload_profile,
+            "ADOPTED_FROM": "ai-toolkit" if self.adopted else None,
         }
+        if self.adopted:
+            del data["COMMANDS"]  # AI Toolkit's own command line for its job; ours is the default
+        return data
 
     @property
     def profile_name(self) -> str:
@@ -225,7 +231,11 @@ class InfraConfig:
         if missing:
             raise AitkError(f"{INFRA_FILE} lacks {', '.join(missing)}", "run `aitk azure provision`")
         suffix = name_suffix(data["SUBSCRIPTION_ID"], data["RESOURCE_GROUP_NAME"])
+        adopted = data.get("ADOPTED_FROM") == "ai-toolkit"
+        foreign = bool(data.get("ACA_JOB_NAME")) and not data.get("ACA_ENVIRONMENT_NAME") and not adopted
         image, commands = data.get("IMAGE") or DEFAULT_IMAGE, list(data.get("COMMANDS") or DEFAULT_COMMANDS)
+        if adopted or foreign:
+            commands = list(DEFAULT_COMMANDS)
         if image in RETIRED_IMAGES and commands in [list(c) for c in RETIRED_COMMANDS]:
             image, commands = DEFAULT_IMAGE, list(DEFAULT_COMMANDS)
         defaults = default_names(suffix)
@@ -241,7 +251,7 @@ class InfraConfig:
             timeout_s=int(data.get("TIMEOUT_SECONDS") or DEFAULT_TIMEOUT_S),
             commands=commands, registry_server=data.get("REGISTRY_SERVER"),
             registry_username=data.get("REGISTRY_USERNAME"), registry_identity=data.get("REGISTRY_IDENTITY"),
-            workload_profile=data.get("WORKLOAD_PROFILE_NAME"),
+            workload_profile=data.get("WORKLOAD_PROFILE_NAME"), adopted=adopted, foreign=foreign,
         )
 
 

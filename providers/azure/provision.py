@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.errors import AitkError
-from . import config, quota
+from . import config, quota, reuse
 from .clients import AzureContext
 from .config import InfraConfig
 from .errors import azure_call
@@ -119,6 +119,7 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
 
     say = progress or (lambda _: None)
     steps: list[Step] = []
+    cfg = reuse.resolve(ctx, project_root, cfg)  # an AI Toolkit project: its resources, not new ones
     if not cfg.location:
         raise AitkError("no Azure region chosen", "pass --location (e.g. westus3, swedencentral, australiaeast)")
     g = config.gpu(cfg.gpu)
@@ -158,10 +159,16 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
         except ResourceNotFoundError:
             rg_exists = False
     env = None
+    add_profile = False
     if rg_exists:
-        env = exists(lambda: ctx.apps.managed_environments.get(rg, cfg.environment),
-                     f"Container Apps environment {cfg.environment}")
-    warnings = quota.check(ctx, cfg, strict=False)[1] if env is None else []
+        named = exists(lambda: ctx.apps.managed_environments.get(rg, cfg.environment),
+                       f"Container Apps environment {cfg.environment}")
+        choice = reuse.choose_environment(ctx, cfg, named)
+        if choice is not None:
+            env = choice.env
+            reuse.adopt_environment(ctx, cfg, choice)
+            add_profile = choice.profile is None
+    warnings = quota.check(ctx, cfg, strict=False)[1] if env is None or add_profile else []
 
     # 2. Resource group.
     if rg_exists:
@@ -189,22 +196,27 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
             share_quota=1024))), "1 TiB quota")
 
     # 4. Log Analytics workspace.
+    reused_logs = env is not None and cfg.workspace_id and cfg.workspace in ("-", "")
     ws = exists(lambda: ctx.loganalytics.workspaces.get(rg, cfg.workspace),
-                f"Log Analytics workspace {cfg.workspace}") if rg_exists else None
-    ws = ensure("Log Analytics workspace", cfg.workspace, ws, lambda: ctx.loganalytics.workspaces.begin_create_or_update(
+                f"Log Analytics workspace {cfg.workspace}") if rg_exists and not reused_logs else None
+    if reused_logs:
+        step("Log Analytics workspace", cfg.workspace_id, "exists", "the environment's, outside this group")
+    else:
+        ws = ensure("Log Analytics workspace", cfg.workspace, ws, lambda: ctx.loganalytics.workspaces.begin_create_or_update(
         rg, cfg.workspace, lm.Workspace(location=loc, tags={"created-by": "aitk"}, properties=lm.WorkspaceProperties(
             sku=lm.WorkspaceSku(name="PerGB2018"), retention_in_days=30))).result(), "PerGB2018, 30 days")
-    if ws is not None:
+    if ws is not None and not reused_logs:
         cfg.workspace_id = ws.properties.customer_id
 
     # 5. Container Apps environment with the GPU profile.
-    if env is not None:
-        types = {p.workload_profile_type: p.name for p in (env.properties.workload_profiles or [])}
-        if g.profile_type not in types:
-            raise AitkError(f"environment {cfg.environment} exists without the {g.profile_type} workload profile",
-                            "GPU profiles can only be set when an environment is created: delete it, or use a "
-                            "profile it has (" + (", ".join(types) or "none") + ")")
-        step("Container Apps environment", cfg.environment, "exists", f"GPU profile {types[g.profile_type]}")
+    if env is not None and add_profile:
+        if dry_run:
+            step("Container Apps environment", cfg.environment, "would add", f"serverless profile {g.profile_type}")
+        else:
+            env = reuse.add_serverless_profile(ctx, cfg, env)
+            step("Container Apps environment", cfg.environment, "updated", f"added serverless profile {g.profile_type}")
+    elif env is not None:
+        step("Container Apps environment", cfg.environment, "exists", f"GPU profile {cfg.profile_name}")
     elif dry_run:
         step("Container Apps environment", cfg.environment, "would create", f"GPU profile {g.profile_type}")
     else:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ...core.errors import AitkError
 from ...core.jobs import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, SUCCEEDED, JobRecord, JobStore, pid_alive
-from . import auth, bundle, config
+from . import auth, bundle, config, reuse
 from .clients import AzureContext
 from .config import InfraConfig
 from .errors import azure_call
@@ -89,6 +89,11 @@ def submit(store: JobStore, project_root: Path, *, params: dict | None = None, p
         say("note: you signed in for this session only; the background watcher cannot use that sign-in. "
             "`aitk azure login --remember` lets it follow the job after this process ends")
     ctx = context(cfg, notify)
+    if cfg.foreign:  # an AI Toolkit project's resources: found once, then named in the file
+        cfg = reuse.resolve(ctx, project.root, cfg)
+        config.save_infra(project.root, cfg)
+        say(f"reusing AI Toolkit's resources: job {cfg.job} in environment {cfg.environment} "
+            f"(profile {cfg.profile_name})")
     # Sign-in, permissions and a deleted job fail here, before anything is queued.
     scope = f"job {cfg.job} in resource group {cfg.resource_group}"
     with azure_call(f"read Container Apps job {cfg.job}", scope=scope):

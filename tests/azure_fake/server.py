@@ -418,7 +418,8 @@ class FakeAzure:
     def _profiles(self, loc: str) -> list[dict]:
         names = [("Consumption", 4, 8, 0), ("D4", 4, 16, 0)]
         if loc in GPU_REGIONS:
-            names += [("Consumption-GPU-NC24-A100", 24, 220, 1), ("Consumption-GPU-NC8as-T4", 8, 56, 1)]
+            names += [("Consumption-GPU-NC24-A100", 24, 220, 1), ("Consumption-GPU-NC8as-T4", 8, 56, 1),
+                      ("NC24-A100", 24, 220, 1)]  # dedicated: its own quota (SubscriptionNCA100Gpus)
         return [{"id": f"/subscriptions/{self.subscription}/providers/Microsoft.App/locations/{loc}/"
                        f"availableManagedEnvironmentsWorkloadProfileTypes/{n}", "name": n, "location": loc,
                  "properties": {"category": "GPU" if g else "GeneralPurpose", "applicability": "LocationDefault",
@@ -469,9 +470,31 @@ class FakeAzure:
             return self._send(h, 200, state["final"]) if state.get("final") else self._send(h, 204)
         return self._send(h, 200, {"status": "Succeeded", "name": op})
 
+    def _public(self, res: dict) -> dict:
+        """A resource as GET shows it: secret values and keys never come back."""
+        out = copy.deepcopy(res)
+        props = out.get("properties") or {}
+        for s in (props.get("configuration") or {}).get("secrets") or []:
+            s.pop("value", None)
+        la = (props.get("appLogsConfiguration") or {}).get("logAnalyticsConfiguration")
+        if la:
+            la.pop("sharedKey", None)
+        (props.get("azureFile") or {}).pop("accountKey", None)
+        return out
+
+    def _list(self, h: _Handler, parent_rid: str) -> None:
+        """GET of a collection: the resources directly under `parent_rid` (one level)."""
+        prefix = parent_rid.lower().rstrip("/") + "/"
+        depth = prefix.count("/")
+        items = [self._public(r) for rid, r in self.resources.items()
+                 if rid.startswith(prefix) and rid.count("/") == depth]
+        return self._send(h, 200, {"value": items})
+
     def _provider_resource(self, h: _Handler, rg: str, ppath: str) -> None:
         segs = ppath.split("/")
         ns_type = "/".join(segs[:2]).lower()
+        if len(segs) == 2 and h.command == "GET":  # list by resource group
+            return self._list(h, self._rid(rg, ppath))
         if ns_type == "microsoft.storage/storageaccounts":
             return self._storage_account(h, rg, segs)
         if ns_type == "microsoft.operationalinsights/workspaces":
@@ -588,8 +611,31 @@ class FakeAzure:
                                                              f"resourceGroups/{rg}/managedEnvironments/{name}/eventstream"}}
                 self._put(rid, new)
                 return self._lro_accepted(h, 201, new)
+            if h.command == "PATCH":
+                if not res:
+                    return self._arm_error(h, 404, "ResourceNotFound", f"environment {name} not found")
+                body = json.loads(h._data)
+                new_profiles = (body.get("properties") or {}).get("workloadProfiles")
+                if new_profiles is not None:
+                    old = {p["name"]: p for p in res["properties"].get("workloadProfiles") or []}
+                    avail = {p["name"]: p for p in self._profiles(res["location"])}
+                    for wp in new_profiles:
+                        t = wp["workloadProfileType"]
+                        if t not in avail and not t.startswith("NC"):
+                            return self._arm_error(h, 400, "WorkloadProfileTypeNotSupported",
+                                                   f"Workload profile type {t} is not supported in {res['location']}.")
+                        if wp["name"] not in old and not t.startswith("Consumption"):
+                            # Only serverless (Consumption*) profiles can be added to an existing environment.
+                            return self._arm_error(h, 400, "ManagedEnvironmentWorkloadProfileNotUpdatable",
+                                                   f"Dedicated workload profile {wp['name']} ({t}) can only be set "
+                                                   "when the environment is created.")
+                new = _merge_patch(res, body)
+                self._put(rid, new)
+                return self._lro_accepted(h, 200, self._public(new))
         if not res:
             return self._arm_error(h, 404, "ResourceNotFound", f"environment {name} not found")
+        if len(segs) == 4 and segs[3] == "storages" and h.command == "GET":
+            return self._list(h, rid + "/storages")
         if len(segs) == 5 and segs[3] == "storages":
             srid = rid + f"/storages/{segs[4]}"
             sres = self._get(srid)
@@ -632,8 +678,15 @@ class FakeAzure:
                     if not self._rg_exists(h, rg):
                         return None
                     env_id = body.get("properties", {}).get("environmentId", "")
-                    if not self._get(env_id):
+                    env_res = self._get(env_id)
+                    if not env_res:
                         return self._arm_error(h, 400, "ManagedEnvironmentNotFound", f"{env_id} not found")
+                    wpn = body.get("properties", {}).get("workloadProfileName")
+                    names = [p["name"] for p in env_res["properties"].get("workloadProfiles") or []]
+                    if wpn and wpn not in names:
+                        return self._arm_error(h, 400, "WorkloadProfileNameNotFound",
+                                               f"Workload profile '{wpn}' does not exist in the managed environment. "
+                                               f"Available profiles: {', '.join(names)}")
                     new = {"id": rid, "name": name, "type": "Microsoft.App/jobs", "location": body["location"],
                            "properties": body.get("properties", {})}
                 for s in new["properties"].get("configuration", {}).get("secrets") or []:
