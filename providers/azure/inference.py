@@ -42,7 +42,6 @@ CONTAINER = "server"
 API_KEY_SECRET = "api-key"
 API_KEY_ENV = "AITK_API_KEY"
 DEPLOYS = "deploys"
-LOCAL_DIR = "/tmp/aitk-deploy"
 CPU_PROFILE = "Consumption"
 CPU_RESOURCES = (2.0, "4Gi")
 INFERENCE_FILE = Path("infra") / "inference.config.json"
