@@ -50,6 +50,7 @@ def _reset_fake(request):
         f.usage("SubscriptionConsumptionNCA100Gpus")["limit"] = 1
         f.usage("SubscriptionConsumptionNCT4Gpus")["limit"] = 1
         f.wait_for_stream = True
+        f.hold_status = None
 
 
 def ctx_for(fake, notes=None):

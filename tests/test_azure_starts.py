@@ -96,3 +96,22 @@ def test_two_runs_started_at_once_each_get_their_own_inputs(fake, project):
     mb = json.loads((share / "runs" / recs["b"].id / "manifest.json").read_text())
     rel = str(project.settings.data.dataset)
     assert ma["files"][rel]["sha256"] != mb["files"][rel]["sha256"]
+
+
+def test_an_execution_stuck_in_unknown_ends_with_a_clear_message_after_the_deadline(fake, project, monkeypatch):
+    from aitk.core.jobs import JobStore
+    from aitk.providers.azure import run as remote, watch
+
+    fake.hold_status = "Unknown"
+    monkeypatch.setenv("AITK_AZURE_STUCK_S", "0.5")
+    store = JobStore()
+    rec = remote.submit(store, project.root, spawn=False)
+    assert watch.run(rec.id) == 1  # the watcher itself, in this process: it returns when it gives up
+    final = store.get(rec.id)
+    assert final.status == "failed"
+    assert "stayed Unknown for more than" in final.error and "without a running replica" in final.error
+    log = store.log_path(rec.id).read_text()
+    assert "aitk azure quota" in log and "STUCK_TIMEOUT_SECONDS" in log
+    exe = fake.executions[rec.params["execution"]]
+    wait_done(exe)
+    assert exe.status == "Stopped"  # and the execution was stopped, not left holding a GPU request

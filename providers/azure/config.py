@@ -143,6 +143,9 @@ DEFAULT_IMAGE = "docker.io/pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime"
 RETIRED_IMAGES = ("ghcr.io/aitk-tui/aitk-train:0.1.0",)
 RETIRED_COMMANDS = (["cd /mount", "python3 /opt/aitk/entry.py"],)
 DEFAULT_TIMEOUT_S = 3 * 3600
+# How long an execution may stay Processing/Unknown (no replica running) before the watcher gives up:
+# a GPU replica plus a multi-GB image pull takes minutes, not the better part of an hour.
+DEFAULT_STUCK_S = 45 * 60
 # The first line turns a missing share mount into one clear log line instead of "can't open file".
 DEFAULT_COMMANDS = [f"test -f {ENTRY} || {{ echo '[aitk-job] failed: the file share is not mounted at {MOUNT}'; exit 3; }}",
                     f"cd {MOUNT}", f"python3 {ENTRY}"]
@@ -166,6 +169,7 @@ class InfraConfig:
     gpu: str = DEFAULT_GPU
     image: str = DEFAULT_IMAGE
     timeout_s: int = DEFAULT_TIMEOUT_S
+    stuck_s: int = DEFAULT_STUCK_S  # STUCK_TIMEOUT_SECONDS; AITK_AZURE_STUCK_S overrides (tests)
     commands: list[str] = field(default_factory=lambda: list(DEFAULT_COMMANDS))
     # A private image's registry: login server, and either a username (its password is the job
     # secret `registry-password`) or a managed identity ("system" or a user-assigned identity's id).
@@ -192,6 +196,7 @@ class InfraConfig:
             "GPU": self.gpu,
             "IMAGE": self.image,
             "TIMEOUT_SECONDS": self.timeout_s,
+            "STUCK_TIMEOUT_SECONDS": self.stuck_s,
             "REGISTRY_SERVER": self.registry_server,
             "REGISTRY_USERNAME": self.registry_username,
             "REGISTRY_IDENTITY": self.registry_identity,
@@ -249,6 +254,7 @@ class InfraConfig:
             workspace_id=data.get("LOG_ANALYTICS_WORKSPACE_ID"),
             gpu=data.get("GPU") or DEFAULT_GPU, image=image,
             timeout_s=int(data.get("TIMEOUT_SECONDS") or DEFAULT_TIMEOUT_S),
+            stuck_s=int(data.get("STUCK_TIMEOUT_SECONDS") or DEFAULT_STUCK_S),
             commands=commands, registry_server=data.get("REGISTRY_SERVER"),
             registry_username=data.get("REGISTRY_USERNAME"), registry_identity=data.get("REGISTRY_IDENTITY"),
             workload_profile=data.get("WORKLOAD_PROFILE_NAME"), adopted=adopted, foreign=foreign,

@@ -168,6 +168,7 @@ class FakeAzure:
         self.runner = runner
         self.script = script
         self.processing_s = 0.2
+        self.hold_status: str | None = None  # executions stay in this state (Unknown, Processing) until stopped
         self.lro_polls = 1  # "InProgress" answers before an operation succeeds
         self.stream_drops: list[int] = []  # per connection: close after this many lines
         self.stream_tail_cap = 300  # the most lines a (re)connection replays
@@ -916,6 +917,10 @@ class FakeAzure:
 
     def _run_execution(self, exe: Execution, res: dict) -> None:
         time.sleep(self.processing_s)
+        if self.hold_status:  # no replica ever runs (no capacity, an image that cannot be pulled)
+            exe.status = self.hold_status
+            while not exe.stop_requested:
+                time.sleep(0.02)
         if exe.stop_requested:
             return self._finish(exe, "Stopped")
         secrets = {s["name"]: s.get("value") for s in
