@@ -128,6 +128,10 @@ def test_stream_lines_parse_timestamps_formats_and_system_lines():
         ("2026-01-02T03:04:05.500000000", "hello")
     assert parse_stream_line("2026-01-02T03:04:05Z stdout F hi")[1] == "hi"
     assert parse_stream_line("no timestamp at all") == (None, "no timestamp at all", False)
+    # 7 fractional digits with an explicit offset, in both the text and the JSON form.
+    assert parse_stream_line("2026-01-02T03:04:05.1234567+00:00 stdout F x")[:2] == ("2026-01-02T03:04:05.123456700", "x")
+    assert parse_stream_line('{"TimeStamp":"2026-01-02T03:04:05.1234567+00:00","Log":"stdout F y"}')[:2] == \
+        ("2026-01-02T03:04:05.123456700", "y")
     # Sorts like time, whatever the precision or offset.
     assert ts_key("2026-01-02T03:04:05.9Z") > ts_key("2026-01-02T03:04:05.123456789Z")
     assert ts_key("2026-01-02T05:04:05+02:00") == ts_key("2026-01-02T03:04:05Z")
@@ -527,6 +531,28 @@ def test_log_stream_drop_reconnects_without_losing_or_repeating_lines(fake, proj
     lines = console_lines(provider.store, rec.id)
     assert [ln for ln in lines if ln.startswith("training line")] == [f"training line {i}" for i in range(1, 21)]
     assert len([x for x in provider.store.metrics(rec.id)]) == 20
+
+
+@pytest.mark.parametrize("fmt", ["json", "cri"])
+def test_json_and_cri_stream_lines_with_7_digit_offsets_parse_and_reconnect_cleanly(fake, project, fmt):
+    """Streams as the service may send them: JSON `TimeStamp`/`Log` with 7 digits and +00:00, or a
+    CRI `stdout F` prefix; a drop mid-way still loses and repeats nothing."""
+    from aitk.providers.azure.provider import AzureProvider
+
+    fake.run_env.update({"FAKE_STEPS": "8", "FAKE_SLEEP": "0.04"})
+    fake.stream_format = fmt
+    fake.stream_drops[:] = [5]
+    try:
+        provider = AzureProvider()
+        rec = provider.submit("finetune", project.root)
+        final, _ = wait_final(provider, rec.id)
+    finally:
+        fake.stream_format = "text"
+    assert final.status == "succeeded"
+    lines = console_lines(provider.store, rec.id)
+    assert [ln for ln in lines if ln.startswith("training line")] == [f"training line {i}" for i in range(1, 9)]
+    assert not any(ln.startswith(("{", "F ", "stdout")) for ln in lines)
+    assert [m["step"] for m in provider.store.metrics(rec.id)] == list(range(10, 90, 10))
 
 
 def test_gap_after_reconnect_is_filled_from_log_analytics(fake, project):

@@ -168,6 +168,7 @@ class FakeAzure:
         self.runner = runner
         self.script = script
         self.processing_s = 0.2
+        self.stream_format = "text"  # text | json ({"TimeStamp","Log"}, 7 digits, +00:00) | cri ("stdout F ")
         self.hold_status: str | None = None  # executions stay in this state (Unknown, Processing) until stopped
         self.lro_polls = 1  # "InProgress" answers before an operation succeeds
         self.stream_drops: list[int] = []  # per connection: close after this many lines
@@ -738,7 +739,7 @@ class FakeAzure:
                                                             f"providers/Fake.Operations/operations/{self._done_op()}",
                                                 "Retry-After": "0"})
             if len(segs) == 6 and segs[5] == "replicas" and h.command == "GET":
-                reps = [] if exe.done or exe.status == "Processing" else [{
+                reps = [] if exe.done else [{
                     "id": f"{rid}/executions/{exe.name}/replicas/{exe.replica}", "name": exe.replica,
                     "properties": {"containers": [{"name": exe.container, "ready": True, "started": True}]}}]
                 return self._send(h, 200, {"value": reps})
@@ -987,6 +988,9 @@ class FakeAzure:
         exe = self.app_replicas.get(mo.group(3)) if app else self.executions.get(mo.group(2))
         if exe is None or exe.replica != mo.group(3) or exe.done:
             return self._send(h, 404, f"replica {mo.group(3)} not found", ctype="text/plain")
+        if exe.status in ("Processing", "Unknown"):  # listed, but its container is not running yet
+            return self._send(h, 400, f"container {mo.group(4)} is not running yet (replica {exe.replica} is "
+                                      "pending)", ctype="text/plain")
         follow = h._query.get("follow", "false").lower() == "true"
         tail = min(int(h._query.get("tailLines") or 20), self.stream_tail_cap)
         drop = self.stream_drops.pop(0) if self.stream_drops else None
@@ -1019,13 +1023,22 @@ class FakeAzure:
                     h.close_connection = True
                     h.connection.shutdown(2) if hasattr(h.connection, "shutdown") else None
                     return
-                chunk(f"{_now_iso(t)} {text}\n")
+                chunk(self._stream_line(t, text))
                 sent += 1
             pos += len(batch)
             if finished and pos >= len(exe.lines):
                 break
         h.wfile.write(b"0\r\n\r\n")
         h.wfile.flush()
+
+    def _stream_line(self, t: float, text: str) -> str:
+        if self.stream_format == "json":  # 7 fractional digits and an explicit offset, as real streams send
+            stamp = dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + \
+                f"{int(t * 1e7) % 10}+00:00"
+            return json.dumps({"TimeStamp": stamp, "Log": f"F {text}"}) + "\n"
+        if self.stream_format == "cri":
+            return f"{_now_iso(t)} stdout F {text}\n"
+        return f"{_now_iso(t)} {text}\n"
 
     # -- Log Analytics --------------------------------------------------------------------------
     def _la_query(self, h: _Handler) -> None:
