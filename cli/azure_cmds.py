@@ -62,10 +62,27 @@ def _prompt(verification_uri: str, user_code: str, expires_on) -> None:
 
 
 # -- sign-in ------------------------------------------------------------------------------------
+def cmd_login_check() -> int:
+    from ..providers.azure import auth
+
+    rows = auth.check_sources()
+    width = max(len(n) for n, _, _ in rows)
+    for name, state, detail in rows:
+        print(f"{name:<{width}}  {state:<11}  {detail}")
+    who = next(((n, d) for n, s, d in rows if s == "answered"), None)
+    if who:
+        print(f"signed in through {who[0]}: {who[1]}")
+        return 0
+    print("no silent sign-in answered: `aitk azure login` signs in with a device code")
+    return 1
+
+
 def cmd_login(args) -> int:
     from ..providers.azure import auth, config
     from ..providers.azure.clients import AzureContext
 
+    if args.check:
+        return cmd_login_check()
     ident = auth.login(device_code=args.device_code, prompt=_prompt, remember=args.remember,
                        allow_unencrypted=args.allow_unencrypted, tenant=args.tenant)
     print(f"signed in as {ident.display} (tenant {ident.tenant_id}) via {ident.source}")
@@ -374,6 +391,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("login", help="sign in (env / az / azd silently, else a device code)")
     p.add_argument("--device-code", action="store_true", help="sign in with a device code even if a silent way works")
+    p.add_argument("--check", action="store_true", help="try each silent sign-in source in order (environment, "
+                   "workload identity, managed identity, Azure CLI, azd, remembered) and say which one answered")
     p.add_argument("--remember", action="store_true", help="persist the token cache (your consent) so background "
                    "watchers and later sessions stay signed in")
     p.add_argument("--allow-unencrypted", action="store_true",

@@ -249,7 +249,7 @@ def test_remembered_sign_in_needs_consent_and_then_works_in_other_processes(fake
         assert "keyring" in first["error"] and "--allow-unencrypted" in first["error"]
         assert probe("silent") == {"error": "CredentialUnavailableError"}
         assert probe("login", "1")["source"] == "device-code sign-in (remembered)"
-    assert probe("silent") == {"used": "saved device-code sign-in"}  # another process, silently
+    assert probe("silent") == {"used": "remembered device-code sign-in"}  # another process, silently
     record = (tmp_path / "cfg" / "azure-auth-record.json").read_text()
     assert "ada@contoso.example" in record and "token" not in record.lower()
 
@@ -280,7 +280,7 @@ def test_after_a_remembered_sign_in_doctor_and_the_status_bar_say_signed_in(fake
     found = doctor_azure()
     assert [(f["level"], f["title"]) for f in found] == [
         ("ok", "Azure: signed in as ada@contoso.example (remembered device-code sign-in)")]
-    assert json.loads(run("-c", LOGIN_PROBE, "silent").strip().splitlines()[-1]) == {"used": "saved device-code sign-in"}
+    assert json.loads(run("-c", LOGIN_PROBE, "silent").strip().splitlines()[-1]) == {"used": "remembered device-code sign-in"}
 
     from aitk.tui import testing
     from aitk.tui.app import AitkApp

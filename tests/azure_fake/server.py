@@ -151,6 +151,8 @@ class FakeAzure:
         self.tokens: dict[str, float] = {}  # access token -> expiry
         self.log_tokens: set[str] = set()
         self.device_codes: dict[str, int] = {}  # device code -> polls left before approval
+        self.federated_tokens: set[str] = set()  # workload identity assertions Entra ID trusts
+        self.identity_header = "fake-identity-header-" + uuid.uuid4().hex[:8]  # the managed identity endpoint's
         # As the usages API names them: serverless (Consumption) and dedicated GPU quotas apart, and
         # dedicated A100 at 0 as on most subscriptions. `usage(name)` finds one for a test to change.
         self.usages = [
@@ -310,6 +312,8 @@ class FakeAzure:
         p, m = h._path, h.command
         if re.match(rf"^/{re.escape(self.tenant)}/", p) or p.startswith("/organizations/"):
             return self._aad(h)
+        if p == "/msi/token":
+            return self._managed_identity(h)
         if p.startswith("/v1/workspaces/"):
             return self._la_query(h)
         if self._is_storage(p):
@@ -371,7 +375,13 @@ class FakeAzure:
         if p.endswith("/oauth2/v2.0/token"):
             grant = form.get("grant_type", "")
             user = None
-            if grant == "client_credentials":
+            if grant == "client_credentials" and "client_assertion" in form:  # workload identity (federated)
+                if form["client_assertion"] not in self.federated_tokens:
+                    return self._send(h, 401, {"error": "invalid_client", "error_description": "AADSTS700211: No "
+                                               "matching federated identity record found for presented assertion.",
+                                               "error_codes": [700211]})
+                claims = {"oid": "wi-object-id", "appid": form.get("client_id"), "tid": self.tenant, "idtyp": "app"}
+            elif grant == "client_credentials":
                 if form.get("client_secret") != "fake-client-secret":
                     return self._send(h, 401, {"error": "invalid_client", "error_description": "AADSTS7000215: "
                                                "Invalid client secret provided.", "error_codes": [7000215]})
@@ -406,6 +416,18 @@ class FakeAzure:
                 body["client_info"] = _b64url(json.dumps({"uid": claims["oid"], "utid": self.tenant}).encode())
             return self._send(h, 200, body)
         return self._send(h, 404, {"error": "not_found"})
+
+    def _managed_identity(self, h: _Handler) -> None:
+        """The App Service / Container Apps managed identity endpoint (IDENTITY_ENDPOINT, 2019-08-01)."""
+        if h.headers.get("X-IDENTITY-HEADER") != self.identity_header:
+            return self._send(h, 401, {"error": "invalid_request", "error_description": "bad X-IDENTITY-HEADER"})
+        access = self._token({"oid": "mi-object-id", "tid": self.tenant, "idtyp": "app",
+                              "appid": h._query.get("client_id") or "system-assigned",
+                              "aud": "https://management.azure.com"})
+        with self.lock:
+            self.tokens[access] = time.time() + 3600
+        return self._send(h, 200, {"access_token": access, "expires_on": str(int(time.time()) + 3600),
+                                   "resource": h._query.get("resource", ""), "token_type": "Bearer"})
 
     # -- ARM ------------------------------------------------------------------------------------
     def _rid(self, rg: str, provider_path: str) -> str:
