@@ -257,8 +257,27 @@ def _with_job(args, command):
 
 
 def cmd_run(args) -> int:
+    from ..providers.azure import config, estimate
     from .jobs_cmds import submit_and_follow
 
+    project = _project(args)
+    cfg = config.load_infra(project.root, required=False)
+    est = estimate.for_project(project, cfg)
+    print(f"estimate: {est.line()}")
+    for src in est.sources():
+        print(f"  {src}")
+    limit = (cfg.ask_above_usd if cfg is not None and cfg.ask_above_usd is not None
+             else estimate.DEFAULT_ASK_ABOVE_USD)
+    if est.cost is not None and est.cost > limit and not args.yes:
+        print(f"this run is expected to cost more than ${limit:.2f} (ASK_ABOVE_USD in "
+              f"{config.INFRA_FILE}). Start it? [y/N] ", end="", flush=True)
+        try:
+            answer = input().strip().lower()
+        except EOFError:
+            answer = ""
+        if answer not in ("y", "yes"):
+            print("not started")
+            return 1
     return submit_and_follow("finetune", args, on="azure")
 
 
@@ -447,6 +466,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     _project_arg(p)
     p.add_argument("--detach", "-d", action="store_true", help="submit and return")
     p.add_argument("--verbose", "-v", action="store_true", help="print the whole log, not just progress")
+    p.add_argument("--yes", "-y", action="store_true", help="start without asking, whatever the cost estimate")
     p.set_defaults(func=cmd_run)
 
     from .jobs_cmds import add_logs_args, add_show_args

@@ -177,6 +177,8 @@ class InfraConfig:
     registry_username: str | None = None
     registry_identity: str | None = None
     workload_profile: str | None = None  # the environment's GPU profile name, when it is not ours (reused)
+    price_per_hour: float | None = None  # GPU_PRICE_PER_HOUR: your price, over estimate.PRICES
+    ask_above_usd: float | None = None  # ASK_ABOVE_USD: `aitk azure run` asks before a run expected above it
     adopted: bool = False  # resources AI Toolkit provisioned: its COMMANDS stay as it wrote them
     foreign: bool = False  # read from a file only AI Toolkit filled: names beyond its keys still unknown
 
@@ -202,6 +204,8 @@ class InfraConfig:
             "REGISTRY_IDENTITY": self.registry_identity,
             "WORKLOAD_PROFILE_NAME": self.workload_profile,
             "ADOPTED_FROM": "ai-toolkit" if self.adopted else None,
+            "GPU_PRICE_PER_HOUR": self.price_per_hour,
+            "ASK_ABOVE_USD": self.ask_above_usd,
         }
         if self.adopted:
             del data["COMMANDS"]  # AI Toolkit's own command line for its job; ours is the default
@@ -258,7 +262,17 @@ class InfraConfig:
             commands=commands, registry_server=data.get("REGISTRY_SERVER"),
             registry_username=data.get("REGISTRY_USERNAME"), registry_identity=data.get("REGISTRY_IDENTITY"),
             workload_profile=data.get("WORKLOAD_PROFILE_NAME"), adopted=adopted, foreign=foreign,
+            price_per_hour=_number(data.get("GPU_PRICE_PER_HOUR")), ask_above_usd=_number(data.get("ASK_ABOVE_USD")),
         )
+
+
+def _number(value) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise AitkError(f"{INFRA_FILE}: {value!r} is not a number", "write a plain number, e.g. 3.5") from None
 
 
 def infra_path(project_root: Path) -> Path:
