@@ -163,3 +163,57 @@ def test_an_ai_toolkit_projects_provisioned_resources_are_reused_not_duplicated(
     share = fake.share_root / names["storage"] / names["share"]
     assert (share / "runs" / rec.id / "output" / "adapter" / "adapter_config.json").is_file()
     assert envs_in(fake, rg) == [names["env"]]
+
+
+def test_a_private_image_gets_its_registry_wired_into_the_job(fake, tmp_path):
+    """ACR through a managed identity, or a username whose password is a job secret (never in files)."""
+    from aitk.providers.azure.provision import plan_config, provision
+
+    rg = "rg-private-image"
+    cfg = plan_config(subscription_id=fake.subscription, resource_group=rg, location="westus3", gpu="a100",
+                      image="myacr.azurecr.io/aitk-train:1", timeout_s=None, existing=None,
+                      registry_server="myacr.azurecr.io", registry_username="puller")
+    polls_before = sum(1 for r in fake.requests if "/Fake.Operations/" in r[1])
+    cfg, _, _ = provision(ctx_for(fake), tmp_path, cfg, registry_password="s3cret-pull")
+    # The environment went through its provisioning states (several polls) before the job could use it.
+    assert sum(1 for r in fake.requests if "/Fake.Operations/" in r[1]) - polls_before >= len(fake.env_states) + 1
+    job = fake._get(fake._rid(rg, f"Microsoft.App/jobs/{cfg.job}"))["properties"]
+    assert job["configuration"]["registries"] == [{"server": "myacr.azurecr.io", "username": "puller",
+                                                   "passwordSecretRef": "registry-password"}]
+    assert {"name": "registry-password", "value": "s3cret-pull"} in job["configuration"]["secrets"]
+    assert "s3cret-pull" not in (tmp_path / "infra" / "finetuning.config.json").read_text()
+
+    rg2 = "rg-private-acr"
+    ident = f"/subscriptions/{fake.subscription}/resourceGroups/{rg2}/providers/Microsoft.ManagedIdentity/" \
+            "userAssignedIdentities/aitk-pull"
+    cfg2 = plan_config(subscription_id=fake.subscription, resource_group=rg2, location="westus3", gpu="a100",
+                       image="myacr.azurecr.io/aitk-train:1", timeout_s=None, existing=None,
+                       registry_server="myacr.azurecr.io", registry_identity=ident)
+    cfg2, _, _ = provision(ctx_for(fake), tmp_path / "acr", cfg2)
+    res = fake._get(fake._rid(rg2, f"Microsoft.App/jobs/{cfg2.job}"))
+    assert res["properties"]["configuration"]["registries"] == [{"server": "myacr.azurecr.io", "identity": ident}]
+    assert res["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {ident: {}}}
+
+
+def test_job_names_are_checked_as_the_service_checks_them(fake, tmp_path):
+    """Length, a leading digit and `--` are refused before any call, in the service's terms; the fake
+    refuses the same names (so a name our check let through would fail there too)."""
+    from azure.core.exceptions import HttpResponseError
+
+    from aitk.core.errors import AitkError
+    from aitk.providers.azure import config
+
+    for bad in ("1job", "my--job", "a" * 33, "Job", "job-", "j"):
+        with pytest.raises(AitkError, match="not a valid Container Apps job name"):
+            config.check_app_name(bad, "Container Apps job")
+    config.check_app_name("a" * 32, "Container Apps job")
+    config.check_app_name("ft-2", "Container Apps job")
+    ctx = ctx_for(fake)
+    env_rid = make_environment(fake, "rg-names", "env-names", [{"name": "Consumption", "workloadProfileType": "Consumption"}])
+    for bad in ("1job", "my--job"):
+        with pytest.raises(HttpResponseError) as e:
+            ctx.arm_request("PUT", f"/subscriptions/{fake.subscription}/resourceGroups/rg-names/providers/"
+                                   f"Microsoft.App/jobs/{bad}", "2025-01-01",
+                            {"location": "westus3", "properties": {"environmentId": env_rid, "configuration": {
+                                "triggerType": "Manual", "replicaTimeout": 60}, "template": {"containers": []}}})
+        assert e.value.status_code == 400 and "cannot have '--'" in str(e.value)

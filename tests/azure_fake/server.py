@@ -172,6 +172,7 @@ class FakeAzure:
         self.processing_s = 0.2
         self.stream_format = "text"  # text | json ({"TimeStamp","Log"}, 7 digits, +00:00) | cri ("stdout F ")
         self.hold_status: str | None = None  # executions stay in this state (Unknown, Processing) until stopped
+        self.env_states = ["InitializationInProgress", "InfrastructureSetupInProgress"]  # an environment's, polled through
         self.lro_polls = 1  # "InProgress" answers before an operation succeeds
         self.stream_drops: list[int] = []  # per connection: close after this many lines
         self.stream_tail_cap = 300  # the most lines a (re)connection replays
@@ -331,6 +332,9 @@ class FakeAzure:
                 "The access token expiry UTC time is earlier than current UTC time.",
                 {"WWW-Authenticate": f'Bearer authorization_uri="{self.url}/{self.tenant}", error="invalid_token", '
                                      'error_description="The access token has expired."'})
+        if "api-version" not in h._query and "/Fake.Operations/" not in p:
+            return self._arm_error(h, 400, "MissingApiVersionParameter",
+                                   "The api-version query parameter (?api-version=) is required for all requests.")
         if p.rstrip("/") == "/subscriptions":
             return self._send(h, 200, {"value": [{
                 "id": f"/subscriptions/{self.subscription}", "subscriptionId": self.subscription,
@@ -468,9 +472,10 @@ class FakeAzure:
         return self._arm_error(h, 405, "MethodNotAllowed", h.command)
 
     def _lro_accepted(self, h: _Handler, status: int, final: dict | None, style: str = "async",
-                      on_done=None) -> None:
+                      on_done=None, on_poll=None, polls: int | None = None) -> None:
         op = uuid.uuid4().hex
-        self.operations[op] = {"left": self.lro_polls, "final": final, "on_done": on_done}
+        self.operations[op] = {"left": self.lro_polls if polls is None else polls, "final": final,
+                               "on_done": on_done, "on_poll": on_poll}
         url = f"{self.url}/subscriptions/{self.subscription}/providers/Fake.Operations/operations/{op}"
         if style == "location":
             return self._send(h, 202, b"", {"Location": url, "Retry-After": "0"})
@@ -485,6 +490,8 @@ class FakeAzure:
             return self._arm_error(h, 404, "OperationNotFound", op)
         if state["left"] > 0:
             state["left"] -= 1
+            if state.get("on_poll"):
+                state["on_poll"]()
             if state.get("location"):
                 return self._send(h, 202, b"", {"Location": self.url + h.path, "Retry-After": "0"})
             return self._send(h, 200, {"status": "InProgress"})
@@ -629,12 +636,22 @@ class FakeAzure:
                                                f"Workload profile type {wp['workloadProfileType']} is not "
                                                f"supported in {loc}.")
                 new = {"id": rid, "name": name, "type": "Microsoft.App/managedEnvironments", "location": loc,
-                       "properties": {**body.get("properties", {}), "provisioningState": "Succeeded",
+                       "properties": {**body.get("properties", {}), "provisioningState": "Waiting",
                                       "defaultDomain": f"{name}.{loc}.azurecontainerapps.io",
                                       "eventStreamEndpoint": f"{self.url}/subscriptions/{self.subscription}/"
                                                              f"resourceGroups/{rg}/managedEnvironments/{name}/eventstream"}}
                 self._put(rid, new)
-                return self._lro_accepted(h, 201, new)
+                # Environments take minutes, through several states; GETs meanwhile show each one.
+                states = iter(self.env_states)
+
+                def advance(res=new):
+                    res["properties"]["provisioningState"] = next(states, "InfrastructureSetupInProgress")
+
+                def done(res=new):
+                    res["properties"]["provisioningState"] = "Succeeded"
+
+                return self._lro_accepted(h, 201, self._public(new), on_poll=advance, on_done=done,
+                                          polls=len(self.env_states))
             if h.command == "PATCH":
                 if not res:
                     return self._arm_error(h, 404, "ResourceNotFound", f"environment {name} not found")
@@ -713,6 +730,8 @@ class FakeAzure:
                                                f"Available profiles: {', '.join(names)}")
                     new = {"id": rid, "name": name, "type": "Microsoft.App/jobs", "location": body["location"],
                            "properties": body.get("properties", {})}
+                    if body.get("identity"):
+                        new["identity"] = body["identity"]
                 for s in new["properties"].get("configuration", {}).get("secrets") or []:
                     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", s["name"]):
                         return self._arm_error(h, 400, "ContainerAppSecretInvalid",
@@ -724,6 +743,22 @@ class FakeAzure:
                                (res or {}).get("properties", {}).get("configuration", {}).get("secrets") or []}
                         if s["name"] in old:
                             s["value"] = old[s["name"]]
+                conf = new["properties"].get("configuration") or {}
+                names = {x["name"] for x in conf.get("secrets") or []}
+                refs = [e["secretRef"] for c in (new["properties"].get("template") or {}).get("containers") or []
+                        for e in c.get("env") or [] if e.get("secretRef")]
+                refs += [r["passwordSecretRef"] for r in conf.get("registries") or [] if r.get("passwordSecretRef")]
+                missing = [r for r in refs if r not in names]
+                if missing:
+                    return self._arm_error(h, 400, "ContainerAppSecretRefNotFound",
+                                           f"Secret(s) '{', '.join(missing)}' referenced by the job are not defined "
+                                           "in configuration.secrets.")
+                if h.command == "PUT" and not re.fullmatch(r"(?!.*--)[a-z][a-z0-9-]{0,30}[a-z0-9]", name):
+                    return self._arm_error(h, 400, "ContainerAppInvalidName",
+                                           f"Invalid ContainerApp name '{name}'. A name must consist of lower case "
+                                           "alphanumeric characters or '-', start with an alphabetic character, "
+                                           "and end with an alphanumeric character and cannot have '--'. The "
+                                           "length must not be more than 32 characters.")
                 new["properties"]["provisioningState"] = "Succeeded"
                 new["properties"]["eventStreamEndpoint"] = (
                     f"{self.url}/subscriptions/{self.subscription}/resourceGroups/{rg}/jobs/{name}/eventstream")
