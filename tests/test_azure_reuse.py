@@ -217,3 +217,25 @@ def test_job_names_are_checked_as_the_service_checks_them(fake, tmp_path):
                             {"location": "westus3", "properties": {"environmentId": env_rid, "configuration": {
                                 "triggerType": "Manual", "replicaTimeout": 60}, "template": {"containers": []}}})
         assert e.value.status_code == 400 and "cannot have '--'" in str(e.value)
+
+
+@pytest.mark.skipif(not TEMPLATES.is_dir(), reason="AI Toolkit templates not on this machine")
+def test_ai_toolkits_inference_file_with_a_bare_fqdn_names_a_usable_endpoint(fake, tmp_path):
+    from aitk.providers.azure import config
+    from aitk.providers.azure.inference import endpoint, existing_app_name
+
+    names = {"storage": "aistoragez1", "share": "aifileshare", "job": "aiacajobz1"}
+    fill_ai_toolkit_infra(tmp_path, fake, "rg-ai-inf", names)
+    p = tmp_path / "infra" / "inference.config.json"
+    data = json.loads(p.read_text())
+    data.update(SUBSCRIPTION_ID=fake.subscription, RESOURCE_GROUP_NAME="rg-ai-inf", STORAGE_ACCOUNT_NAME="aistoragez1",
+                FILE_SHARE_NAME="aifileshare", ACA_APP_NAME="aiacaappz1",
+                ACA_APP_ENDPOINT="aiacaappz1.happyhill-1234.westus3.azurecontainerapps.io")
+    p.write_text(json.dumps(data))
+    got = endpoint(None, tmp_path)
+    assert got["ACA_APP_ENDPOINT"] == "https://aiacaappz1.happyhill-1234.westus3.azurecontainerapps.io"
+    assert got["OPENAI_BASE_URL"] == got["ACA_APP_ENDPOINT"] + "/v1"
+    cfg = config.InfraConfig(subscription_id=fake.subscription, resource_group="rg-ai-inf", location="westus3",
+                             storage_account="aistoragez1", file_share="aifileshare", job="aiacajobz1",
+                             environment="e", environment_storage="s", workspace="w")
+    assert existing_app_name(tmp_path, cfg) == "aiacaappz1"  # a deploy updates their app, not a second one

@@ -208,7 +208,7 @@ def deploy(ctx: AzureContext, project, cfg: InfraConfig, *, adapter: str = "tune
     if adapter not in ADAPTERS:
         raise AitkError(f"unknown adapter {adapter!r}", f"choose one of: {', '.join(ADAPTERS)}")
     deploy_manifest(project)  # fail before anything is created or uploaded
-    name = app_name(cfg)
+    name = existing_app_name(project.root, cfg) or app_name(cfg)
     app, _ = provision_app(ctx, cfg, gpu=gpu, api_key=api_key, name=name, progress=say)
     deploy_id = new_deploy_id()
     deploy_dir = f"{DEPLOYS}/{deploy_id}"
@@ -223,8 +223,14 @@ def deploy(ctx: AzureContext, project, cfg: InfraConfig, *, adapter: str = "tune
         "template": {"revisionSuffix": deploy_id,
                      "containers": [container(cfg, gpu=gpu, deploy_dir=deploy_dir, adapter=adapter,
                                               with_key=with_key, bundle_dir=bundle_dir)]}}}
+    conf = {}
+    ingress = app.properties.configuration.ingress if app.properties and app.properties.configuration else None
+    if ingress is not None and ingress.target_port != PORT:  # an adopted app (AI Toolkit's Gradio: 7860)
+        conf["ingress"] = {"targetPort": PORT}
     if api_key:  # otherwise `secrets` is left out: Azure keeps the stored ones (values never read back)
-        patch["properties"]["configuration"] = {"secrets": [{"name": API_KEY_SECRET, "value": api_key}]}
+        conf["secrets"] = [{"name": API_KEY_SECRET, "value": api_key}]
+    if conf:
+        patch["properties"]["configuration"] = conf
     say(f"rolling out revision {name}--{deploy_id}")
     with azure_call(f"update Container App {name}", **_scope(cfg)):
         app = ctx.apps.container_apps.begin_update(cfg.resource_group, name, patch).result()
@@ -268,7 +274,29 @@ def load_inference(project_root: Path) -> dict:
         raise AitkError(f"{p} is not valid JSON: {e}", "rerun `aitk azure deploy`") from None
     if not data.get("ACA_APP_NAME"):
         raise AitkError(f"{p} has no ACA_APP_NAME yet", "run `aitk azure deploy`")
+    return normalize_endpoint(data)
+
+
+def normalize_endpoint(data: dict) -> dict:
+    """AI Toolkit writes ACA_APP_ENDPOINT as a bare FQDN: give it the scheme (and the OpenAI base URL)."""
+    ep = (data.get("ACA_APP_ENDPOINT") or "").strip().rstrip("/")
+    if ep and "://" not in ep:
+        ep = "https://" + ep
+    if ep:
+        data = {**data, "ACA_APP_ENDPOINT": ep}
+        data.setdefault("OPENAI_BASE_URL", ep + "/v1")
     return data
+
+
+def existing_app_name(project_root: Path, cfg: InfraConfig) -> str | None:
+    """The app a project's inference file names in the same group (AI Toolkit's, or ours): reused."""
+    try:
+        data = json.loads(inference_path(project_root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = data.get("RESOURCE_GROUP_NAME") in (None, cfg.resource_group) and \
+        data.get("SUBSCRIPTION_ID") in (None, cfg.subscription_id)
+    return data.get("ACA_APP_NAME") if same and data.get("ACA_APP_NAME") else None
 
 
 def endpoint(ctx: AzureContext | None, project_root: Path, cfg: InfraConfig | None = None) -> dict:
