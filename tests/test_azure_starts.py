@@ -115,3 +115,17 @@ def test_an_execution_stuck_in_unknown_ends_with_a_clear_message_after_the_deadl
     exe = fake.executions[rec.params["execution"]]
     wait_done(exe)
     assert exe.status == "Stopped"  # and the execution was stopped, not left holding a GPU request
+
+
+def test_a_new_workspace_without_its_table_yet_reads_as_no_lines(tmp_path):
+    """Log Analytics answers "Failed to resolve table" until the first log arrives: no lines, no error."""
+    from azure_fake import running
+
+    from aitk.providers.azure import auth
+    from aitk.providers.azure.clients import AzureContext
+    from aitk.providers.azure.logs import query_logs
+
+    with running(tmp_path / "fresh") as fresh:
+        ctx = AzureContext(auth.credential(), fresh.subscription)
+        assert query_logs(ctx, "00000000-0000-0000-0000-000000000000", "aitk-ft-x-abc1234") == []
+        assert any(r[1].startswith("/v1/workspaces/") and r[2] == 400 for r in fresh.requests)

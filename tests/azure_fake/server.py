@@ -1108,8 +1108,16 @@ class FakeAzure:
         prefix = mo.group(1) if mo else ""
         bounds = re.findall(r"TimeGenerated\s*(>=|>|<=|<)\s*datetime\(([^)]+)\)", query)
         now = time.time()
+        everything = list(self.executions.values()) + list(self.app_replicas.values())
+        if not any(t <= now - self.la_delay_s for exe in everything for t, _ in list(exe.lines)):
+            # A new workspace has no table until its first log line is ingested.
+            return self._send(h, 400, {"error": {
+                "code": "BadArgumentError", "message": "The request had some invalid properties",
+                "innererror": {"code": "SemanticError", "message": "A semantic error occurred.",
+                               "innererror": {"code": "SEM0100", "message": "'where' operator: Failed to resolve "
+                                              "table or column expression named 'ContainerAppConsoleLogs_CL'"}}}})
         rows = []
-        for exe in list(self.executions.values()) + list(self.app_replicas.values()):
+        for exe in everything:
             if not exe.replica.startswith(prefix):
                 continue
             for t, text in list(exe.lines):
