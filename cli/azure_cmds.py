@@ -62,10 +62,27 @@ def _prompt(verification_uri: str, user_code: str, expires_on) -> None:
 
 
 # -- sign-in ------------------------------------------------------------------------------------
+def cmd_login_check() -> int:
+    from ..providers.azure import auth
+
+    rows = auth.check_sources()
+    width = max(len(n) for n, _, _ in rows)
+    for name, state, detail in rows:
+        print(f"{name:<{width}}  {state:<11}  {detail}")
+    who = next(((n, d) for n, s, d in rows if s == "answered"), None)
+    if who:
+        print(f"signed in through {who[0]}: {who[1]}")
+        return 0
+    print("no silent sign-in answered: `aitk azure login` signs in with a device code")
+    return 1
+
+
 def cmd_login(args) -> int:
     from ..providers.azure import auth, config
     from ..providers.azure.clients import AzureContext
 
+    if args.check:
+        return cmd_login_check()
     ident = auth.login(device_code=args.device_code, prompt=_prompt, remember=args.remember,
                        allow_unencrypted=args.allow_unencrypted, tenant=args.tenant)
     print(f"signed in as {ident.display} (tenant {ident.tenant_id}) via {ident.source}")
@@ -137,11 +154,21 @@ def cmd_provision(args) -> int:
         or f"aitk-{project.name.lower()}"
     location = args.location or (existing.location if existing else None) or settings.get("location")
     cfg = plan_config(subscription_id=sub, resource_group=rg, location=location, gpu=args.gpu, image=args.image,
-                      timeout_s=args.timeout, existing=existing, storage_account=args.storage_account, job=args.job)
+                      timeout_s=args.timeout, existing=existing, storage_account=args.storage_account, job=args.job,
+                      registry_server=args.registry_server, registry_username=args.registry_username,
+                      registry_identity=args.registry_identity)
+    password = None
+    if cfg.registry_server and cfg.registry_username and not cfg.registry_identity and not args.dry_run:
+        password = os.environ.get(args.registry_password_env) if args.registry_password_env else \
+            getpass.getpass(f"password for {cfg.registry_username} at {cfg.registry_server} (hidden): ")
+        if not password:
+            raise AitkError("no registry password given", "set it in the variable named by --registry-password-env, "
+                            "or type it when asked; or use --registry-identity for ACR")
     ctx = AzureContext(cred, sub, notify=_err)
     print(("planning" if args.dry_run else "provisioning") + f" in subscription {sub}, resource group {rg}, "
           f"{cfg.location or '?'}, GPU {config.gpu(cfg.gpu).profile_type}")
-    cfg, steps, warnings = provision(ctx, project.root, cfg, dry_run=args.dry_run, progress=lambda s: print("  " + s))
+    cfg, steps, warnings = provision(ctx, project.root, cfg, dry_run=args.dry_run, progress=lambda s: print("  " + s),
+                                     registry_password=password)
     for w in warnings:
         print(f"warning: {w}")
     created = sum(s.state == "created" for s in steps)
@@ -151,6 +178,40 @@ def cmd_provision(args) -> int:
         print(f"done: {created} created, {len(steps) - created} already there; names in {config.infra_path(project.root)}")
         if created:
             print("next: `aitk azure secret set hf-token` (for gated models), then `aitk azure run`")
+    return 0
+
+
+def cmd_quota(args) -> int:
+    from ..providers.azure import auth, config, quota
+    from ..providers.azure.clients import AzureContext
+
+    project = _project(args)
+    cfg = config.load_infra(project.root, required=False)
+    settings = config.load_settings()
+    if cfg is None:
+        sub = args.subscription or auth.resolve_subscription(None, AzureContext(auth.credential(), None))
+        location = args.location or settings.get("location")
+        if not location:
+            raise AitkError("no Azure region chosen", "pass --location (e.g. westus3, swedencentral, australiaeast)")
+        cfg = config.InfraConfig(subscription_id=sub, resource_group="-", location=location, storage_account="-",
+                                 file_share="-", job="-", environment="-", environment_storage="-", workspace="-")
+    if args.location:
+        cfg.location = args.location
+    if args.gpu:
+        cfg.gpu = args.gpu
+    rep = quota.report(AzureContext(auth.credential(), cfg.subscription_id, notify=_err), cfg)
+    for line in rep.lines():
+        print(line)
+    for key, q in rep.other.items():
+        print(f"serverless {q.line()}")
+    try:
+        quota.check(AzureContext(auth.credential(), cfg.subscription_id, notify=_err), cfg, strict=False,
+                    dedicated_profile=bool(cfg.workload_profile))
+        print(f"ok: a {rep.gpu.key.upper()} run can start in {cfg.location}")
+    except AitkError as e:
+        print(f"blocked: {e}")
+        print(f"next: {e.hint}")
+        return 1
     return 0
 
 
@@ -196,8 +257,27 @@ def _with_job(args, command):
 
 
 def cmd_run(args) -> int:
+    from ..providers.azure import config, estimate
     from .jobs_cmds import submit_and_follow
 
+    project = _project(args)
+    cfg = config.load_infra(project.root, required=False)
+    est = estimate.for_project(project, cfg)
+    print(f"estimate: {est.line()}")
+    for src in est.sources():
+        print(f"  {src}")
+    limit = (cfg.ask_above_usd if cfg is not None and cfg.ask_above_usd is not None
+             else estimate.DEFAULT_ASK_ABOVE_USD)
+    if est.cost is not None and est.cost > limit and not args.yes:
+        print(f"this run is expected to cost more than ${limit:.2f} (ASK_ABOVE_USD in "
+              f"{config.INFRA_FILE}). Start it? [y/N] ", end="", flush=True)
+        try:
+            answer = input().strip().lower()
+        except EOFError:
+            answer = ""
+        if answer not in ("y", "yes"):
+            print("not started")
+            return 1
     return submit_and_follow("finetune", args, on="azure")
 
 
@@ -330,6 +410,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("login", help="sign in (env / az / azd silently, else a device code)")
     p.add_argument("--device-code", action="store_true", help="sign in with a device code even if a silent way works")
+    p.add_argument("--check", action="store_true", help="try each silent sign-in source in order (environment, "
+                   "workload identity, managed identity, Azure CLI, azd, remembered) and say which one answered")
     p.add_argument("--remember", action="store_true", help="persist the token cache (your consent) so background "
                    "watchers and later sessions stay signed in")
     p.add_argument("--allow-unencrypted", action="store_true",
@@ -354,7 +436,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--storage-account", help="storage account name (default derived from the group)")
     p.add_argument("--job", help="Container Apps job name (default derived from the group)")
     p.add_argument("--dry-run", action="store_true", help="show what exists and what would be created")
+    p.add_argument("--registry-server", metavar="HOST", help="a private --image's registry, e.g. myacr.azurecr.io")
+    p.add_argument("--registry-identity", metavar="ID", help="pull with a managed identity: 'system' or a "
+                   "user-assigned identity's resource id (give it AcrPull on the registry)")
+    p.add_argument("--registry-username", metavar="USER", help="pull with a username; the password is asked "
+                   "(hidden) and stored as the job secret registry-password")
+    p.add_argument("--registry-password-env", metavar="VAR", help="take the registry password from this variable")
     p.set_defaults(func=cmd_provision)
+
+    p = sub.add_parser("quota", help="GPU quota (serverless and dedicated), usage and the profiles a region offers")
+    _project_arg(p)
+    p.add_argument("--subscription", metavar="ID", help="Azure subscription id")
+    p.add_argument("--location", "-l", metavar="REGION", help="Azure region (default: the project's)")
+    p.add_argument("--gpu", choices=["a100", "t4"], help="GPU to check (default: the project's, else a100)")
+    p.set_defaults(func=cmd_quota)
 
     secret = sub.add_parser("secret", help="job secrets (hf-token -> $HF_TOKEN)").add_subparsers(
         dest="secret_command", metavar="COMMAND", required=True)
@@ -371,6 +466,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     _project_arg(p)
     p.add_argument("--detach", "-d", action="store_true", help="submit and return")
     p.add_argument("--verbose", "-v", action="store_true", help="print the whole log, not just progress")
+    p.add_argument("--yes", "-y", action="store_true", help="start without asking, whatever the cost estimate")
     p.set_defaults(func=cmd_run)
 
     from .jobs_cmds import add_logs_args, add_show_args

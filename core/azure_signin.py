@@ -1,12 +1,15 @@
 """Is there an Azure sign-in? The one check doctor, the app's status bar and the Azure back end use.
 
 Found cheaply (no Azure SDK import, no network, no subprocess), in the order the back end's
-silent sign-in tries them: a service principal or workload identity in the environment
-(AZURE_CLIENT_ID and AZURE_TENANT_ID with a secret, certificate or federated token file), a
-device-code sign-in the user chose to remember (`aitk azure login --remember`: its non-secret
-authentication record plus the consent in azure.json), then an `az login` profile
-(`azureProfile.json` under AZURE_CONFIG_DIR or ~/.azure) with a subscription. Tokens may still
-have expired: the Azure commands find that out when they run.
+silent sign-in tries them (SOURCES): a service principal in the environment (AZURE_CLIENT_ID and
+AZURE_TENANT_ID with a secret or certificate), workload identity (the same with
+AZURE_FEDERATED_TOKEN_FILE), a managed identity whose endpoint the platform announces
+(IDENTITY_ENDPOINT / MSI_ENDPOINT; a VM's metadata service needs a network probe, so only the back
+end sees it), an `az login` profile (`azureProfile.json` under AZURE_CONFIG_DIR or ~/.azure) with a
+subscription, an `azd auth login` (its auth folder under AZD_CONFIG_DIR or ~/.azd), then a device-code
+sign-in the user chose to remember (`aitk azure login --remember`: its non-secret authentication
+record plus the consent in azure.json). Tokens may still have expired: the Azure commands find that
+out when they run.
 
 The file names live here, below providers/, so the back end that writes them and the checks that
 read them share one definition.
@@ -23,8 +26,23 @@ from pathlib import Path
 
 from . import paths
 
-SECRET_VARS = ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE")
-ENVIRONMENT, REMEMBERED, AZ_CLI = "environment", "remembered device-code sign-in", "Azure CLI"
+SECRET_VARS = ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH")
+ENVIRONMENT, WORKLOAD, MANAGED = "environment", "workload identity", "managed identity"
+AZ_CLI, AZD, REMEMBERED = "Azure CLI", "Azure Developer CLI", "remembered device-code sign-in"
+SOURCES = (ENVIRONMENT, WORKLOAD, MANAGED, AZ_CLI, AZD, REMEMBERED)  # the silent chain's order
+
+
+def managed_identity_endpoint(env: Mapping[str, str] | None = None) -> str | None:
+    """The managed identity endpoint App Service, Functions, Container Apps or Arc announce."""
+    env = os.environ if env is None else env
+    return env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT") or None
+
+
+def azd_signed_in(env: Mapping[str, str] | None = None, home: Path | None = None) -> bool:
+    env = os.environ if env is None else env
+    root = Path(env["AZD_CONFIG_DIR"]).expanduser() if env.get("AZD_CONFIG_DIR") else (home or Path.home()) / ".azd"
+    auth = root / "auth"
+    return auth.is_dir() and any(auth.iterdir())
 
 
 def settings_path() -> Path:
@@ -92,7 +110,7 @@ def az_profile(env: Mapping[str, str] | None = None, home: Path | None = None) -
 class AzureSignIn:
     signed_in: bool
     who: str = ""
-    source: str = ""  # ENVIRONMENT, REMEMBERED or AZ_CLI
+    source: str = ""  # one of SOURCES
     secret_kind: str | None = None  # service principal: which variable holds its credential
     client_id: str | None = None
     profile: AzProfile | None = None  # the az CLI's, whichever source signed in
@@ -111,14 +129,21 @@ def detect(env: Mapping[str, str] | None = None, home: Path | None = None) -> Az
     client_id = env.get("AZURE_CLIENT_ID")
     if client_id and env.get("AZURE_TENANT_ID") and secret_kind:
         found.append((ENVIRONMENT, f"app {client_id[:8]}…"))
-    record = remembered_record()
-    if record is not None:
-        found.append((REMEMBERED, str(record.get("username") or f"tenant {record['tenantId'][:8]}…")))
+    if client_id and env.get("AZURE_TENANT_ID") and env.get("AZURE_FEDERATED_TOKEN_FILE"):
+        found.append((WORKLOAD, f"app {client_id[:8]}… (federated)"))
+        secret_kind = secret_kind or "AZURE_FEDERATED_TOKEN_FILE"
+    if managed_identity_endpoint(env):
+        found.append((MANAGED, "managed identity" + (f" {client_id[:8]}…" if client_id else "")))
     profile = az_profile(env, home)
     default = profile.default if profile else None
     if default is not None:
         user = default.get("user") if isinstance(default.get("user"), dict) else {}
         found.append((AZ_CLI, str(user.get("name") or default.get("name") or "az login")))
+    if azd_signed_in(env, home):
+        found.append((AZD, "azd auth login"))
+    record = remembered_record()
+    if record is not None:
+        found.append((REMEMBERED, str(record.get("username") or f"tenant {record['tenantId'][:8]}…")))
     az = shutil.which("az")
     if not found:
         return AzureSignIn(False, profile=profile, az=az, secret_kind=secret_kind, client_id=client_id)

@@ -410,6 +410,16 @@ def _check_azure() -> list[Finding]:
                            + (f"subscription {mask(sub)} (AZURE_SUBSCRIPTION_ID)." if sub else
                               "no AZURE_SUBSCRIPTION_ID set."),
                            None if sub else "set AZURE_SUBSCRIPTION_ID to the subscription to run jobs in"))
+    if azure_signin.WORKLOAD in sources:
+        out.append(Finding("ok", "azure", "Azure: workload identity (federated token) in the environment",
+                           f"AZURE_CLIENT_ID {mask(st.client_id or '')} with AZURE_FEDERATED_TOKEN_FILE.", None))
+    if azure_signin.MANAGED in sources:
+        out.append(Finding("ok", "azure", "Azure: managed identity endpoint announced by the platform",
+                           f"{'IDENTITY_ENDPOINT' if os.environ.get('IDENTITY_ENDPOINT') else 'MSI_ENDPOINT'}; "
+                           "`aitk azure login --check` asks it for a token.", None))
+    if azure_signin.AZD in sources:
+        out.append(Finding("ok", "azure", "Azure Developer CLI signed in (azd auth login)",
+                           "not checked online: the sign-in may have expired.", None))
     if azure_signin.REMEMBERED in sources:
         record = azure_signin.remembered_record() or {}
         out.append(Finding("ok", "azure", f"Azure: signed in as {record.get('username') or '?'} "

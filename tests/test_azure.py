@@ -47,8 +47,10 @@ def _reset_fake(request):
         f.stream_drops.clear()
         f.stream_tail_cap = 300
         f.run_env.clear()
-        f.usages[0]["limit"] = 1
+        f.usage("SubscriptionConsumptionNCA100Gpus")["limit"] = 1
+        f.usage("SubscriptionConsumptionNCT4Gpus")["limit"] = 1
         f.wait_for_stream = True
+        f.hold_status = None
 
 
 def ctx_for(fake, notes=None):
@@ -126,6 +128,10 @@ def test_stream_lines_parse_timestamps_formats_and_system_lines():
         ("2026-01-02T03:04:05.500000000", "hello")
     assert parse_stream_line("2026-01-02T03:04:05Z stdout F hi")[1] == "hi"
     assert parse_stream_line("no timestamp at all") == (None, "no timestamp at all", False)
+    # 7 fractional digits with an explicit offset, in both the text and the JSON form.
+    assert parse_stream_line("2026-01-02T03:04:05.1234567+00:00 stdout F x")[:2] == ("2026-01-02T03:04:05.123456700", "x")
+    assert parse_stream_line('{"TimeStamp":"2026-01-02T03:04:05.1234567+00:00","Log":"stdout F y"}')[:2] == \
+        ("2026-01-02T03:04:05.123456700", "y")
     # Sorts like time, whatever the precision or offset.
     assert ts_key("2026-01-02T03:04:05.9Z") > ts_key("2026-01-02T03:04:05.123456789Z")
     assert ts_key("2026-01-02T05:04:05+02:00") == ts_key("2026-01-02T03:04:05Z")
@@ -243,7 +249,7 @@ def test_remembered_sign_in_needs_consent_and_then_works_in_other_processes(fake
         assert "keyring" in first["error"] and "--allow-unencrypted" in first["error"]
         assert probe("silent") == {"error": "CredentialUnavailableError"}
         assert probe("login", "1")["source"] == "device-code sign-in (remembered)"
-    assert probe("silent") == {"used": "saved device-code sign-in"}  # another process, silently
+    assert probe("silent") == {"used": "remembered device-code sign-in"}  # another process, silently
     record = (tmp_path / "cfg" / "azure-auth-record.json").read_text()
     assert "ada@contoso.example" in record and "token" not in record.lower()
 
@@ -274,7 +280,7 @@ def test_after_a_remembered_sign_in_doctor_and_the_status_bar_say_signed_in(fake
     found = doctor_azure()
     assert [(f["level"], f["title"]) for f in found] == [
         ("ok", "Azure: signed in as ada@contoso.example (remembered device-code sign-in)")]
-    assert json.loads(run("-c", LOGIN_PROBE, "silent").strip().splitlines()[-1]) == {"used": "saved device-code sign-in"}
+    assert json.loads(run("-c", LOGIN_PROBE, "silent").strip().splitlines()[-1]) == {"used": "remembered device-code sign-in"}
 
     from aitk.tui import testing
     from aitk.tui.app import AitkApp
@@ -342,18 +348,43 @@ def test_provision_dry_run_and_unavailable_gpu_region_create_nothing(fake, tmp_p
     assert fake.mutations()[before:] == []
 
 
-def test_zero_gpu_quota_is_explained_before_anything_is_created(fake, tmp_path):
+def test_quota_tells_serverless_from_dedicated_and_names_the_next_step(fake, tmp_path):
+    """Dedicated A100 at 0 (as the fake, like most subscriptions, reports it) does not block a
+    serverless run; both at 0 refuses before anything is created, saying what to do."""
+    from aitk.providers.azure import quota
     from aitk.providers.azure.provision import plan_config, provision
 
-    fake.usages[0]["limit"] = 0
-    before = len(fake.mutations())
-    cfg = plan_config(subscription_id=fake.subscription, resource_group="rg-noquota", location="westus3", gpu="a100",
+    cfg = plan_config(subscription_id=fake.subscription, resource_group="rg-quota", location="westus3", gpu="a100",
                       image=None, timeout_s=None, existing=None)
+    assert fake.usage("SubscriptionNCA100Gpus")["limit"] == 0
+    rep, warnings = quota.check(ctx_for(fake), cfg, strict=True)
+    assert warnings == [] and rep.serverless.limit == 1 and rep.dedicated.limit == 0
+    lines = rep.lines()
+    assert "Consumption-GPU-NC24-A100" in lines[0] and "Consumption-GPU-NC8as-T4" in lines[0]
+    assert lines[1] == "serverless Subscription Consumption NCA100 Gpus (SubscriptionConsumptionNCA100Gpus): 0 of 1 in use"
+    assert lines[2] == "dedicated Subscription NCA100 Gpus (SubscriptionNCA100Gpus): 0 of 0 in use"
+    _, steps, _ = provision(ctx_for(fake), tmp_path, cfg, dry_run=True)
+    assert steps[-1].state == "would create"
+
+    fake.usage("SubscriptionConsumptionNCA100Gpus")["limit"] = 0
+    before = len(fake.mutations())
     with pytest.raises(AitkError) as e:
         provision(ctx_for(fake), tmp_path, cfg)
-    assert "quota for Managed Environment Consumption NCA100 Gpus in westus3 is 0" in str(e.value)
-    assert "Quotas" in e.value.hint and "support request" in e.value.hint and "--gpu t4" in e.value.hint
+    assert "serverless A100 GPU quota in westus3 is 0" in str(e.value) and "0 of 0 in use" in str(e.value)
+    assert "--gpu t4" in e.value.hint  # T4's serverless quota is there: the next step says so
+    fake.usage("SubscriptionConsumptionNCT4Gpus")["limit"] = 0
+    with pytest.raises(AitkError) as e:
+        provision(ctx_for(fake), tmp_path, cfg)
+    assert "Quotas" in e.value.hint and "support request" in e.value.hint and "another region" in e.value.hint
     assert fake.mutations()[before:] == []
+
+
+def test_aitk_azure_quota_shows_usage_limit_and_profiles(fake, project, monkeypatch):
+    monkeypatch.chdir(project.root)
+    code, out, err = run_cli("azure", "quota")
+    assert code == 0, err
+    assert "SubscriptionConsumptionNCA100Gpus): 0 of 1 in use" in out and "SubscriptionNCA100Gpus): 0 of 0" in out
+    assert "GPU profiles offered" in out
 
 
 # -- errors from Azure --------------------------------------------------------------------------
@@ -476,7 +507,9 @@ def test_secret_then_run_streams_metrics_fetches_adapter_and_never_leaks_the_tok
     assert (project.adapter_dir / "adapter_config.json").is_file()  # published: export/chat use it
     exe = fake_execution(fake, final)
     env = {e["name"]: e.get("value") or e.get("secretRef") for e in exe.template["containers"][0]["env"]}
-    assert env["AITK_RUN"] == f"runs/{rec.id}" and env["HF_TOKEN"] == "hf-token"
+    # Started as defined (no override, so the share stays mounted); the run came from the share.
+    assert not exe.overridden and "AITK_RUN" not in env and env["HF_TOKEN"] == "hf-token"
+    assert f"[aitk-job] run folder runs/{rec.id}" in lines
     # The token is in no file the app (or the fake container) wrote.
     leaks = [str(p) for base in (session_root, fake.root, project.root)
              for p in Path(base).rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
@@ -498,6 +531,28 @@ def test_log_stream_drop_reconnects_without_losing_or_repeating_lines(fake, proj
     lines = console_lines(provider.store, rec.id)
     assert [ln for ln in lines if ln.startswith("training line")] == [f"training line {i}" for i in range(1, 21)]
     assert len([x for x in provider.store.metrics(rec.id)]) == 20
+
+
+@pytest.mark.parametrize("fmt", ["json", "cri"])
+def test_json_and_cri_stream_lines_with_7_digit_offsets_parse_and_reconnect_cleanly(fake, project, fmt):
+    """Streams as the service may send them: JSON `TimeStamp`/`Log` with 7 digits and +00:00, or a
+    CRI `stdout F` prefix; a drop mid-way still loses and repeats nothing."""
+    from aitk.providers.azure.provider import AzureProvider
+
+    fake.run_env.update({"FAKE_STEPS": "8", "FAKE_SLEEP": "0.04"})
+    fake.stream_format = fmt
+    fake.stream_drops[:] = [5]
+    try:
+        provider = AzureProvider()
+        rec = provider.submit("finetune", project.root)
+        final, _ = wait_final(provider, rec.id)
+    finally:
+        fake.stream_format = "text"
+    assert final.status == "succeeded"
+    lines = console_lines(provider.store, rec.id)
+    assert [ln for ln in lines if ln.startswith("training line")] == [f"training line {i}" for i in range(1, 9)]
+    assert not any(ln.startswith(("{", "F ", "stdout")) for ln in lines)
+    assert [m["step"] for m in provider.store.metrics(rec.id)] == list(range(10, 90, 10))
 
 
 def test_gap_after_reconnect_is_filled_from_log_analytics(fake, project):
@@ -656,7 +711,7 @@ def test_cli_login_whoami_provision_secret_run_status_logs_fetch(fake, project, 
     code, out, err = run_cli("azure", "run", "-P", str(project.root))
     assert code == 0, out + err
     assert "step 60/60  loss 0.5" in out and "succeeded" in out.splitlines()[-1]
-    job_id = out.split()[1]
+    job_id = next(ln for ln in out.splitlines() if ln.startswith("job ")).split()[1]
     code, out, _ = run_cli("azure", "status", job_id)  # = `aitk jobs show`, with the live execution
     assert code == 0 and "Succeeded" in out and "adapter" in out and "loss 3 -> 0.5 over 60 steps" in out
     assert "share " in out and "execution" in out

@@ -2,8 +2,8 @@
 
 provision -> secret -> run -> the log stream's `[aitk-metric]` lines become the job's metrics ->
 succeeded -> fetch -> export -> chat with the fetched adapter on the tiny model. The fake's
-execution runs the training image's entry script (infra/docker/entry.py) on the uploaded project
-copy in its share folder, so what comes back is a real adapter. Then a grep proves the HF token
+execution runs the job's own command (the entry script on the share, which installs aitk's bundle,
+with the default public image's path) on the uploaded project copy in its share folder, so what comes back is a real adapter. Then a grep proves the HF token
 is in no file the app (or the "container") wrote.
 """
 
@@ -75,6 +75,11 @@ def test_full_remote_run_then_chat_with_the_fetched_adapter(fake, tmp_path, tiny
     assert len(losses) >= 9 and losses[-1] < losses[0]
     assert recorded[0]["event"] == "begin" and recorded[-1]["event"] == "end"
     assert "lines from Log Analytics" not in log  # streamed live, not recovered afterwards
+    # The registry-free path: the job's own command ran the entry script from the share, which found
+    # its run there and installed aitk's wheel + dependency lock before training.
+    assert f"[aitk-job] run folder runs/{rec.id}" in log and "[aitk-job] installed aitk_tui-" in log
+    exe = fake.executions[rec.params["execution"]]
+    assert not exe.overridden and config.ENTRY in exe.template["containers"][0]["command"][-1]
 
     # Fetched like a local run's outputs, and published as the project's adapter.
     adapter = provider.outputs(rec.id)["adapter"]

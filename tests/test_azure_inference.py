@@ -60,7 +60,11 @@ def test_provision_app_creates_it_once_then_changes_nothing(fake, project):
     assert ing["external"] is True and ing["targetPort"] == 8000 and ing["fqdn"].startswith(name + ".")
     c = props["template"]["containers"][0]
     assert c["image"] == cfg.image == "registry.example/aitk-train:test"
-    assert "aitk serve" in c["command"][-1] and "--host 0.0.0.0 --port 8000" in c["command"][-1]
+    # No image of our own: the entry script on the share installs aitk's bundle, then `aitk serve`s.
+    cmd = c["command"][-1]
+    assert cmd.startswith(f"exec python3 {config.ENTRY} --serve - aitk/bundles/") and cmd.endswith(" 8000")
+    share = fake.share_root / cfg.storage_account / cfg.file_share
+    assert (share / cmd.split()[5] / "requirements.lock").is_file() and (share / "aitk" / "entry.py").is_file()
     probes = {p["type"]: p["httpGet"] for p in c["probes"]}
     assert probes["Liveness"] == probes["Readiness"] == {"path": "/health", "port": 8000, "scheme": "HTTP"}
     assert c["volumeMounts"] == [{"volumeName": "share", "mountPath": "/mount"}]
@@ -134,21 +138,21 @@ def test_endpoint_reads_the_file_and_the_live_app(fake, project):
 
 
 def test_the_container_lays_the_deploy_out_as_a_project(fake, project, tmp_path):
-    """What the app's command does before `aitk serve --project`: entry.py --layout, hash-checked."""
+    """What the app's command does before `aitk serve --project`: the deploy laid out, hash-checked."""
     import os
     import subprocess
     import sys
 
     from aitk.core.project import load_project
     from aitk.providers.azure import config
-    from aitk.providers.azure.inference import LOCAL_DIR, endpoint
+    from aitk.providers.azure.inference import endpoint
 
     cfg = config.load_infra(project.root)
     data = endpoint(None, project.root)
     props = app_res(fake, data["ACA_APP_NAME"])["properties"]
-    assert f"--layout {data['DEPLOY_FOLDER']} {LOCAL_DIR}" in props["template"]["containers"][0]["command"][-1]
+    assert f"--serve {data['DEPLOY_FOLDER']} aitk/bundles/" in props["template"]["containers"][0]["command"][-1]
     share = fake.share_root / cfg.storage_account / cfg.file_share
-    out = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "infra" / "docker" / "entry.py"),
+    out = subprocess.run([sys.executable, str(share / "aitk" / "entry.py"),
                           "--layout", data["DEPLOY_FOLDER"], str(tmp_path / "deploy")],
                          env={**os.environ, "AITK_MOUNT": str(share)}, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

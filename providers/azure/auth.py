@@ -1,8 +1,11 @@
 """Signing in to Azure without surprises.
 
-Silent first, in this order: service-principal / workload environment variables (AZURE_CLIENT_ID,
-...), a device-code sign-in the user chose to remember, the Azure CLI (`az login`), the Azure
-Developer CLI (`azd auth login`). When none works, a device-code sign-in: a code and a URL the
+Silent first, in this order (core/azure_signin.SOURCES, which doctor and the status bar share): a
+service principal in the environment (AZURE_CLIENT_ID + a secret or certificate), workload identity
+(AZURE_FEDERATED_TOKEN_FILE: GitHub Actions OIDC, AKS), a managed identity (App Service, Container
+Apps, Functions through IDENTITY_ENDPOINT; VMs through IMDS, probed in a fraction of a second), the
+Azure CLI (`az login`), the Azure Developer CLI (`azd auth login`), a device-code sign-in the user
+chose to remember. When none works, a device-code sign-in: a code and a URL the
 caller draws (CLI: two lines; TUI: a dialog), usable over SSH since the browser can be anywhere.
 
 Tokens stay in memory unless the user consents (`--remember`): then MSAL's cache is persisted,
@@ -111,18 +114,62 @@ class SilentChain:
         self._current = None
 
     def _build(self) -> list:
-        from azure.identity import AzureCliCredential, AzureDeveloperCliCredential, EnvironmentCredential
+        """(name, credential or None, why it is absent) per source, in the one order."""
+        from azure.identity import (AzureCliCredential, AzureDeveloperCliCredential, EnvironmentCredential,
+                                    ManagedIdentityCredential, WorkloadIdentityCredential)
 
         e = self.endpoints
         kw = _identity_kwargs(e)
-        sources = [("environment", EnvironmentCredential(**kw))]
-        saved = _saved_device_code(e)
-        if saved is not None:
-            sources.append(("saved device-code sign-in", saved))
+        env = os.environ
         tenant_kw = {"tenant_id": self.tenant} if self.tenant else {}
-        sources.append(("Azure CLI", AzureCliCredential(**tenant_kw, process_timeout=20)))
-        sources.append(("Azure Developer CLI", AzureDeveloperCliCredential(**tenant_kw, process_timeout=20)))
+        sources: list[tuple[str, object | None, str]] = [(azure_signin.ENVIRONMENT, EnvironmentCredential(**kw), "")]
+        if env.get("AZURE_FEDERATED_TOKEN_FILE") and env.get("AZURE_CLIENT_ID") and env.get("AZURE_TENANT_ID"):
+            sources.append((azure_signin.WORKLOAD, WorkloadIdentityCredential(
+                tenant_id=env["AZURE_TENANT_ID"], client_id=env["AZURE_CLIENT_ID"],
+                token_file_path=env["AZURE_FEDERATED_TOKEN_FILE"], **kw), ""))
+        else:
+            sources.append((azure_signin.WORKLOAD, None, "AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID or "
+                            "AZURE_TENANT_ID not set"))
+        if azure_signin.managed_identity_endpoint() or _imds_reachable():
+            mi_kw = {"client_id": env["AZURE_CLIENT_ID"]} if env.get("AZURE_CLIENT_ID") and not env.get(
+                "AZURE_CLIENT_SECRET") else {}
+            sources.append((azure_signin.MANAGED, ManagedIdentityCredential(
+                **mi_kw, connection_verify=e.verify), ""))
+        else:
+            sources.append((azure_signin.MANAGED, None, "no IDENTITY_ENDPOINT/MSI_ENDPOINT and no instance "
+                            "metadata service (not an Azure machine)"))
+        sources.append((azure_signin.AZ_CLI, AzureCliCredential(**tenant_kw, process_timeout=20), ""))
+        sources.append((azure_signin.AZD, AzureDeveloperCliCredential(**tenant_kw, process_timeout=20), ""))
+        saved = _saved_device_code(e)
+        sources.append((azure_signin.REMEMBERED, saved, "" if saved is not None else
+                        "none remembered (`aitk azure login --remember`)"))
         return sources
+
+    def check(self, scope: str) -> list[tuple[str, str, str]]:
+        """Each source in order: (name, answered | unavailable | not tried, detail); stops at the first
+        that answers, as a real sign-in would."""
+        from azure.identity import CredentialUnavailableError
+
+        out: list[tuple[str, str, str]] = []
+        answered = False
+        for name, cred, why in self._build():
+            if answered:
+                out.append((name, "not tried", "an earlier source answered"))
+                continue
+            if cred is None:
+                out.append((name, "unavailable", why))
+                continue
+            try:
+                token = cred.get_token(scope)
+            except CredentialUnavailableError as e:
+                out.append((name, "unavailable", (str(e).splitlines() or ["unavailable"])[0][:160]))
+                continue
+            except Exception as e:  # noqa: BLE001 - a source that exists but refused: say how
+                out.append((name, "failed", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"))
+                continue
+            answered = True
+            out.append((name, "answered", Identity.from_token(token.token, name).display))
+        return out
 
     def get_token(self, *scopes, **kwargs):
         from azure.identity import CredentialUnavailableError
@@ -132,7 +179,10 @@ class SilentChain:
         if self._sources is None:
             self._sources = self._build()
         why = []
-        for name, cred in self._sources:
+        for name, cred, absent in self._sources:
+            if cred is None:
+                why.append(f"{name}: {absent}")
+                continue
             try:
                 token = cred.get_token(*scopes, **kwargs)
             except CredentialUnavailableError as e:
@@ -148,11 +198,35 @@ class SilentChain:
         raise CredentialUnavailableError(message="no silent sign-in found (" + "; ".join(why) + ")")
 
     def close(self) -> None:
-        for _, cred in self._sources or []:
+        for _, cred, _ in self._sources or []:
             try:
-                cred.close()
+                cred.close() if cred is not None else None
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _imds_reachable(timeout_s: float = 0.3) -> bool:
+    """An Azure VM's instance metadata service answers on a link-local address; elsewhere a connect
+    fails or times out at once. Probed only when no earlier source answered (the chain is lazy)."""
+    import socket
+
+    if os.environ.get("AITK_AZURE_NO_IMDS"):
+        return False
+    try:
+        with socket.create_connection(("169.254.169.254", 80), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def check_sources(endpoints: Endpoints | None = None) -> list[tuple[str, str, str]]:
+    """`aitk azure login --check`: every silent source, in order, and which one answered."""
+    e = endpoints or Endpoints.from_env()
+    chain = SilentChain(e)
+    try:
+        return chain.check(e.arm_scope)
+    finally:
+        chain.close()
 
 
 def _cache_options(allow_unencrypted: bool):

@@ -72,16 +72,31 @@ class Gpu:
     profile_name: str  # its name inside our environment
     cpu: float
     memory: str
-    quota_pattern: str  # how its quota line is named in the usages API
-    quota_label: str  # how the portal names that quota
+    serverless_quota: str  # the usages API's name for the serverless (Consumption) GPU quota
+    dedicated_quota: str  # ... and for dedicated GPU workload profiles (a separate quota, often 0)
+    dedicated_types: tuple[str, ...]  # dedicated profile types with this GPU (AI Toolkit's Bicep: NC24-A100)
+    quota_label: str  # how the portal names the serverless quota
+
+    @property
+    def kind_re(self) -> str:
+        return "A100" if self.key == "a100" else "T4"
 
 
 GPUS = {
-    "a100": Gpu("a100", "Consumption-GPU-NC24-A100", "gpu-a100", 24.0, "220Gi", r"A100",
+    "a100": Gpu("a100", "Consumption-GPU-NC24-A100", "gpu-a100", 24.0, "220Gi", "SubscriptionConsumptionNCA100Gpus",
+                "SubscriptionNCA100Gpus", ("NC24-A100", "NC48-A100", "NC96-A100"),
                 "Managed Environment Consumption NCA100 Gpus"),
-    "t4": Gpu("t4", "Consumption-GPU-NC8as-T4", "gpu-t4", 8.0, "56Gi", r"T4",
-              "Managed Environment Consumption T4 Gpus"),
+    "t4": Gpu("t4", "Consumption-GPU-NC8as-T4", "gpu-t4", 8.0, "56Gi", "SubscriptionConsumptionNCT4Gpus",
+              "SubscriptionNCT4Gpus", (), "Managed Environment Consumption T4 Gpus"),
 }
+
+
+def gpu_of_profile_type(profile_type: str) -> Gpu | None:
+    """Which of our GPUs a workload profile type (serverless or dedicated) carries."""
+    for g in GPUS.values():
+        if profile_type == g.profile_type or profile_type in g.dedicated_types:
+            return g
+    return None
 DEFAULT_GPU = "a100"
 # Regions documented with serverless GPUs (the API is asked first; this only words the hint).
 GPU_REGIONS_HINT = ("westus3", "australiaeast", "swedencentral")
@@ -120,10 +135,21 @@ INFRA_FILE = Path("infra") / "finetuning.config.json"
 AITK_KEYS = ("SUBSCRIPTION_ID", "RESOURCE_GROUP_NAME", "STORAGE_ACCOUNT_NAME", "FILE_SHARE_NAME", "ACA_JOB_NAME",
              "COMMANDS")
 MOUNT = "/mount"
-ENTRY = "/opt/aitk/entry.py"
-DEFAULT_IMAGE = "ghcr.io/aitk-tui/aitk-train:0.1.0"
+ENTRY = f"{MOUNT}/aitk/entry.py"  # put on the share by each run (providers/azure/bundle.py)
+# A public CUDA PyTorch image, as AI Toolkit's own jobs use: no registry, nothing to build. aitk and
+# its locked dependencies are installed from the share at job start (pip's cache on the share).
+DEFAULT_IMAGE = "docker.io/pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime"
+# Defaults of earlier versions (an image that was never published): such files move to the new one.
+RETIRED_IMAGES = ("ghcr.io/aitk-tui/aitk-train:0.1.0",)
+RETIRED_COMMANDS = (["cd /mount", "python3 /opt/aitk/entry.py"],)
 DEFAULT_TIMEOUT_S = 3 * 3600
-DEFAULT_COMMANDS = [f"cd {MOUNT}", f"python3 {ENTRY}"]
+# How long an execution may stay Processing/Unknown (no replica running) before the watcher gives up:
+# a GPU replica plus a multi-GB image pull takes minutes, not the better part of an hour.
+DEFAULT_STUCK_S = 45 * 60
+# The first line turns a missing share mount into one clear log line instead of "can't open file".
+DEFAULT_COMMANDS = [f"test -f {ENTRY} || {{ echo '[aitk-job] failed: the file share is not mounted at {MOUNT}'; exit 3; }}",
+                    f"cd {MOUNT}", f"python3 {ENTRY}"]
+REGISTRY_PASSWORD_SECRET = "registry-password"
 
 
 @dataclass
@@ -143,10 +169,21 @@ class InfraConfig:
     gpu: str = DEFAULT_GPU
     image: str = DEFAULT_IMAGE
     timeout_s: int = DEFAULT_TIMEOUT_S
+    stuck_s: int = DEFAULT_STUCK_S  # STUCK_TIMEOUT_SECONDS; AITK_AZURE_STUCK_S overrides (tests)
     commands: list[str] = field(default_factory=lambda: list(DEFAULT_COMMANDS))
+    # A private image's registry: login server, and either a username (its password is the job
+    # secret `registry-password`) or a managed identity ("system" or a user-assigned identity's id).
+    registry_server: str | None = None
+    registry_username: str | None = None
+    registry_identity: str | None = None
+    workload_profile: str | None = None  # the environment's GPU profile name, when it is not ours (reused)
+    price_per_hour: float | None = None  # GPU_PRICE_PER_HOUR: your price, over estimate.PRICES
+    ask_above_usd: float | None = None  # ASK_ABOVE_USD: `aitk azure run` asks before a run expected above it
+    adopted: bool = False  # resources AI Toolkit provisioned: its COMMANDS stay as it wrote them
+    foreign: bool = False  # read from a file only AI Toolkit filled: names beyond its keys still unknown
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "SUBSCRIPTION_ID": self.subscription_id,
             "RESOURCE_GROUP_NAME": self.resource_group,
             "STORAGE_ACCOUNT_NAME": self.storage_account,
@@ -161,7 +198,41 @@ class InfraConfig:
             "GPU": self.gpu,
             "IMAGE": self.image,
             "TIMEOUT_SECONDS": self.timeout_s,
+            "STUCK_TIMEOUT_SECONDS": self.stuck_s,
+            "REGISTRY_SERVER": self.registry_server,
+            "REGISTRY_USERNAME": self.registry_username,
+            "REGISTRY_IDENTITY": self.registry_identity,
+            "WORKLOAD_PROFILE_NAME": self.workload_profile,
+            "ADOPTED_FROM": "ai-toolkit" if self.adopted else None,
+            "GPU_PRICE_PER_HOUR": self.price_per_hour,
+            "ASK_ABOVE_USD": self.ask_above_usd,
         }
+        if self.adopted:
+            del data["COMMANDS"]  # AI Toolkit's own command line for its job; ours is the default
+        return data
+
+    @property
+    def profile_name(self) -> str:
+        """The workload profile the job and a GPU app run on: the environment's own when reused."""
+        return self.workload_profile or gpu(self.gpu).profile_name
+
+    def registries(self) -> list[dict]:
+        """`configuration.registries` for the job and the inference app (REST shape); [] for public images."""
+        if not self.registry_server:
+            return []
+        if self.registry_identity:
+            return [{"server": self.registry_server, "identity": self.registry_identity}]
+        return [{"server": self.registry_server, "username": self.registry_username,
+                 "passwordSecretRef": REGISTRY_PASSWORD_SECRET}]
+
+    def identity(self) -> dict | None:
+        """The managed identity a registry pull through `identity` needs on the job/app (REST shape)."""
+        ident = self.registry_identity
+        if not ident:
+            return None
+        if ident.lower() == "system":
+            return {"type": "SystemAssigned"}
+        return {"type": "UserAssigned", "userAssignedIdentities": {ident: {}}}
 
     @classmethod
     def from_json(cls, data: dict) -> "InfraConfig":
@@ -169,6 +240,13 @@ class InfraConfig:
         if missing:
             raise AitkError(f"{INFRA_FILE} lacks {', '.join(missing)}", "run `aitk azure provision`")
         suffix = name_suffix(data["SUBSCRIPTION_ID"], data["RESOURCE_GROUP_NAME"])
+        adopted = data.get("ADOPTED_FROM") == "ai-toolkit"
+        foreign = bool(data.get("ACA_JOB_NAME")) and not data.get("ACA_ENVIRONMENT_NAME") and not adopted
+        image, commands = data.get("IMAGE") or DEFAULT_IMAGE, list(data.get("COMMANDS") or DEFAULT_COMMANDS)
+        if adopted or foreign:
+            commands = list(DEFAULT_COMMANDS)
+        if image in RETIRED_IMAGES and commands in [list(c) for c in RETIRED_COMMANDS]:
+            image, commands = DEFAULT_IMAGE, list(DEFAULT_COMMANDS)
         defaults = default_names(suffix)
         return cls(
             subscription_id=data["SUBSCRIPTION_ID"], resource_group=data["RESOURCE_GROUP_NAME"],
@@ -178,10 +256,23 @@ class InfraConfig:
             environment_storage=data.get("ACA_ENVIRONMENT_STORAGE_NAME") or defaults["environment_storage"],
             workspace=data.get("LOG_ANALYTICS_WORKSPACE_NAME") or defaults["workspace"],
             workspace_id=data.get("LOG_ANALYTICS_WORKSPACE_ID"),
-            gpu=data.get("GPU") or DEFAULT_GPU, image=data.get("IMAGE") or DEFAULT_IMAGE,
+            gpu=data.get("GPU") or DEFAULT_GPU, image=image,
             timeout_s=int(data.get("TIMEOUT_SECONDS") or DEFAULT_TIMEOUT_S),
-            commands=list(data.get("COMMANDS") or DEFAULT_COMMANDS),
+            stuck_s=int(data.get("STUCK_TIMEOUT_SECONDS") or DEFAULT_STUCK_S),
+            commands=commands, registry_server=data.get("REGISTRY_SERVER"),
+            registry_username=data.get("REGISTRY_USERNAME"), registry_identity=data.get("REGISTRY_IDENTITY"),
+            workload_profile=data.get("WORKLOAD_PROFILE_NAME"), adopted=adopted, foreign=foreign,
+            price_per_hour=_number(data.get("GPU_PRICE_PER_HOUR")), ask_above_usd=_number(data.get("ASK_ABOVE_USD")),
         )
+
+
+def _number(value) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise AitkError(f"{INFRA_FILE}: {value!r} is not a number", "write a plain number, e.g. 3.5") from None
 
 
 def infra_path(project_root: Path) -> Path:
@@ -249,6 +340,15 @@ def check_names(cfg: InfraConfig) -> None:
     if not re.fullmatch(r"[a-z0-9]{3,24}", cfg.storage_account):
         raise AitkError(f"{cfg.storage_account!r} is not a valid storage account name",
                         "use 3-24 lowercase letters and digits")
-    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", cfg.job):
-        raise AitkError(f"{cfg.job!r} is not a valid Container Apps job name",
-                        "use up to 32 lowercase letters, digits and '-', starting and ending with a letter or digit")
+    check_app_name(cfg.job, "Container Apps job")
+
+
+# What the service (and azure-cli's validator) accepts for job and app names.
+APP_NAME_RE = re.compile(r"(?!.*--)[a-z][a-z0-9-]{0,30}[a-z0-9]")
+
+
+def check_app_name(name: str, what: str) -> None:
+    if not APP_NAME_RE.fullmatch(name or ""):
+        raise AitkError(f"{name!r} is not a valid {what} name",
+                        "use 2-32 lowercase letters, digits and '-', starting with a letter, ending with a letter "
+                        "or digit, without '--'")

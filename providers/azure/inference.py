@@ -42,7 +42,6 @@ CONTAINER = "server"
 API_KEY_SECRET = "api-key"
 API_KEY_ENV = "AITK_API_KEY"
 DEPLOYS = "deploys"
-LOCAL_DIR = "/tmp/aitk-deploy"
 CPU_PROFILE = "Consumption"
 CPU_RESOURCES = (2.0, "4Gi")
 INFERENCE_FILE = Path("infra") / "inference.config.json"
@@ -59,12 +58,18 @@ def inference_path(project_root: Path) -> Path:
     return Path(project_root) / INFERENCE_FILE
 
 
-def serve_command(deploy_dir: str | None) -> list[str]:
-    serve = f"aitk serve --host 0.0.0.0 --port {PORT}"
-    if not deploy_dir:  # provisioned, nothing deployed yet: the built-in tiny model answers
-        return ["/bin/bash", "-c", f"exec {serve}"]
-    return ["/bin/bash", "-c", f"python3 {config.ENTRY} --layout {deploy_dir} {LOCAL_DIR} && "
-                               f"exec aitk serve --project {LOCAL_DIR} --host 0.0.0.0 --port {PORT}"]
+def serve_command(deploy_dir: str | None, bundle_dir: str) -> list[str]:
+    """The entry script on the share installs aitk's bundle on the image's Python, lays the deploy
+    out (none yet: the built-in tiny model answers) and execs `aitk serve`: no image of our own."""
+    return ["/bin/bash", "-c", f"exec python3 {config.ENTRY} --serve {deploy_dir or '-'} {bundle_dir} {PORT}"]
+
+
+def upload_bundle(ctx: AzureContext, cfg: InfraConfig) -> str:
+    from . import bundle
+    from .run import share_files
+
+    with azure_call(f"upload aitk's bundle to share {cfg.file_share}", scope=f"storage account {cfg.storage_account}"):
+        return bundle.upload(share_files(ctx, cfg), bundle.build())
 
 
 def _probe(kind: str, delay: int, period: int, failures: int) -> dict:
@@ -72,34 +77,43 @@ def _probe(kind: str, delay: int, period: int, failures: int) -> dict:
             "initialDelaySeconds": delay, "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": 5}
 
 
-def container(cfg: InfraConfig, *, gpu: bool, deploy_dir: str | None, adapter: str, with_key: bool) -> dict:
+def container(cfg: InfraConfig, *, gpu: bool, deploy_dir: str | None, adapter: str, with_key: bool,
+              bundle_dir: str) -> dict:
     cpu, memory = (config.gpu(cfg.gpu).cpu, config.gpu(cfg.gpu).memory) if gpu else CPU_RESOURCES
     env = [{"name": "AITK_MOUNT", "value": config.MOUNT}, {"name": "AITK_DEPLOY", "value": deploy_dir or ""},
            {"name": "AITK_ADAPTER", "value": adapter}]
     if with_key:
         env.append({"name": API_KEY_ENV, "secretRef": API_KEY_SECRET})
-    return {"name": CONTAINER, "image": cfg.image, "command": serve_command(deploy_dir), "env": env,
+    return {"name": CONTAINER, "image": cfg.image, "command": serve_command(deploy_dir, bundle_dir), "env": env,
             "resources": {"cpu": cpu, "memory": memory},
             "probes": [_probe("Startup", 5, 10, 60), _probe("Liveness", 0, 30, 3), _probe("Readiness", 0, 10, 3)],
             "volumeMounts": [{"volumeName": VOLUME, "mountPath": config.MOUNT}]}
 
 
-def app_body(cfg: InfraConfig, env_id: str, *, gpu: bool, api_key: str | None, deploy_dir: str | None = None,
-             adapter: str = "tuned") -> dict:
+def app_body(cfg: InfraConfig, env_id: str, *, gpu: bool, api_key: str | None, bundle_dir: str,
+             deploy_dir: str | None = None, adapter: str = "tuned", registry_password: str | None = None) -> dict:
     conf = {"activeRevisionsMode": "Single",
             "ingress": {"external": True, "targetPort": PORT, "transport": "auto", "allowInsecure": False,
                         "traffic": [{"latestRevision": True, "weight": 100}]}}
-    if api_key:
-        conf["secrets"] = [{"name": API_KEY_SECRET, "value": api_key}]
-    return {"location": cfg.location, "tags": {"created-by": "aitk"}, "properties": {
+    secrets = [{"name": API_KEY_SECRET, "value": api_key}] if api_key else []
+    if registry_password:
+        secrets.append({"name": config.REGISTRY_PASSWORD_SECRET, "value": registry_password})
+    if secrets:
+        conf["secrets"] = secrets
+    if cfg.registries():
+        conf["registries"] = cfg.registries()
+    body = {"location": cfg.location, "tags": {"created-by": "aitk"}, "properties": {
         "environmentId": env_id,
-        "workloadProfileName": config.gpu(cfg.gpu).profile_name if gpu else CPU_PROFILE,
+        "workloadProfileName": cfg.profile_name if gpu else CPU_PROFILE,
         "configuration": conf,
         "template": {"containers": [container(cfg, gpu=gpu, deploy_dir=deploy_dir, adapter=adapter,
-                                              with_key=bool(api_key))],
+                                              with_key=bool(api_key), bundle_dir=bundle_dir)],
                      "scale": {"minReplicas": 1, "maxReplicas": 1},
                      "volumes": [{"name": VOLUME, "storageType": "AzureFile",
                                   "storageName": cfg.environment_storage}]}}}
+    if cfg.identity():
+        body["identity"] = cfg.identity()
+    return body
 
 
 def _scope(cfg: InfraConfig) -> dict:
@@ -120,7 +134,8 @@ def get_app(ctx: AzureContext, cfg: InfraConfig, name: str | None = None):
 
 
 def provision_app(ctx: AzureContext, cfg: InfraConfig, *, gpu: bool = False, api_key: str | None = None,
-                  name: str | None = None, progress: Callable[[str], None] | None = None) -> tuple[object, Step]:
+                  name: str | None = None, progress: Callable[[str], None] | None = None,
+                  registry_password: str | None = None) -> tuple[object, Step]:
     """Create the inference app if it is missing (needs `aitk azure provision` first); else change nothing."""
     name = name or app_name(cfg)
     app = get_app(ctx, cfg, name)
@@ -135,11 +150,13 @@ def provision_app(ctx: AzureContext, cfg: InfraConfig, *, gpu: bool = False, api
             except ResourceNotFoundError:
                 raise AitkError(f"environment {cfg.environment} does not exist",
                                 "run `aitk azure provision` first") from None
+        bundle_dir = upload_bundle(ctx, cfg)
+        body = app_body(cfg, env.id, gpu=gpu, api_key=api_key, bundle_dir=bundle_dir,
+                        registry_password=registry_password)
         with azure_call(f"create Container App {name}", **_scope(cfg)):
-            app = ctx.apps.container_apps.begin_create_or_update(
-                cfg.resource_group, name, app_body(cfg, env.id, gpu=gpu, api_key=api_key)).result()
+            app = ctx.apps.container_apps.begin_create_or_update(cfg.resource_group, name, body).result()
         step = Step("Container App", name, "created",
-                    f"{'GPU ' + config.gpu(cfg.gpu).profile_name if gpu else 'CPU (Consumption)'}, port {PORT}")
+                    f"{'GPU ' + cfg.profile_name if gpu else 'CPU (Consumption)'}, port {PORT}")
     if progress:
         progress(step.line())
     return app, step
@@ -191,22 +208,29 @@ def deploy(ctx: AzureContext, project, cfg: InfraConfig, *, adapter: str = "tune
     if adapter not in ADAPTERS:
         raise AitkError(f"unknown adapter {adapter!r}", f"choose one of: {', '.join(ADAPTERS)}")
     deploy_manifest(project)  # fail before anything is created or uploaded
-    name = app_name(cfg)
+    name = existing_app_name(project.root, cfg) or app_name(cfg)
     app, _ = provision_app(ctx, cfg, gpu=gpu, api_key=api_key, name=name, progress=say)
     deploy_id = new_deploy_id()
     deploy_dir = f"{DEPLOYS}/{deploy_id}"
+    bundle_dir = upload_bundle(ctx, cfg)
     with azure_call(f"upload the model to share {cfg.file_share}", scope=f"storage account {cfg.storage_account}"):
         _, stats = upload_deploy(share_files(ctx, cfg), project, deploy_dir, say)
     secrets = [s.name for s in (app.properties.configuration.secrets or [])] \
         if app.properties and app.properties.configuration else []
     with_key = bool(api_key) or API_KEY_SECRET in secrets
     patch = {"properties": {
-        "workloadProfileName": config.gpu(cfg.gpu).profile_name if gpu else CPU_PROFILE,
+        "workloadProfileName": cfg.profile_name if gpu else CPU_PROFILE,
         "template": {"revisionSuffix": deploy_id,
                      "containers": [container(cfg, gpu=gpu, deploy_dir=deploy_dir, adapter=adapter,
-                                              with_key=with_key)]}}}
+                                              with_key=with_key, bundle_dir=bundle_dir)]}}}
+    conf = {}
+    ingress = app.properties.configuration.ingress if app.properties and app.properties.configuration else None
+    if ingress is not None and ingress.target_port != PORT:  # an adopted app (AI Toolkit's Gradio: 7860)
+        conf["ingress"] = {"targetPort": PORT}
     if api_key:  # otherwise `secrets` is left out: Azure keeps the stored ones (values never read back)
-        patch["properties"]["configuration"] = {"secrets": [{"name": API_KEY_SECRET, "value": api_key}]}
+        conf["secrets"] = [{"name": API_KEY_SECRET, "value": api_key}]
+    if conf:
+        patch["properties"]["configuration"] = conf
     say(f"rolling out revision {name}--{deploy_id}")
     with azure_call(f"update Container App {name}", **_scope(cfg)):
         app = ctx.apps.container_apps.begin_update(cfg.resource_group, name, patch).result()
@@ -221,7 +245,7 @@ def deploy(ctx: AzureContext, project, cfg: InfraConfig, *, adapter: str = "tune
         "ACA_APP_NAME": name, "ACA_APP_ENDPOINT": f"https://{fqdn}",
         "LOCATION": cfg.location, "ACA_ENVIRONMENT_NAME": cfg.environment, "ACA_REVISION": revision,
         "DEPLOY_FOLDER": deploy_dir, "ADAPTER": adapter, "IMAGE": cfg.image,
-        "WORKLOAD_PROFILE": config.gpu(cfg.gpu).profile_name if gpu else CPU_PROFILE,
+        "WORKLOAD_PROFILE": cfg.profile_name if gpu else CPU_PROFILE,
         "API_KEY_SECRET": API_KEY_SECRET if with_key else None, "API_KEY_ENV": API_KEY_ENV if with_key else None,
         "OPENAI_BASE_URL": f"https://{fqdn}/v1", "DEPLOYED_AT": dt.datetime.now(dt.timezone.utc).isoformat(),
         "UPLOADED_FILES": stats.uploaded, "REUSED_FILES": stats.reused,
@@ -250,7 +274,29 @@ def load_inference(project_root: Path) -> dict:
         raise AitkError(f"{p} is not valid JSON: {e}", "rerun `aitk azure deploy`") from None
     if not data.get("ACA_APP_NAME"):
         raise AitkError(f"{p} has no ACA_APP_NAME yet", "run `aitk azure deploy`")
+    return normalize_endpoint(data)
+
+
+def normalize_endpoint(data: dict) -> dict:
+    """AI Toolkit writes ACA_APP_ENDPOINT as a bare FQDN: give it the scheme (and the OpenAI base URL)."""
+    ep = (data.get("ACA_APP_ENDPOINT") or "").strip().rstrip("/")
+    if ep and "://" not in ep:
+        ep = "https://" + ep
+    if ep:
+        data = {**data, "ACA_APP_ENDPOINT": ep}
+        data.setdefault("OPENAI_BASE_URL", ep + "/v1")
     return data
+
+
+def existing_app_name(project_root: Path, cfg: InfraConfig) -> str | None:
+    """The app a project's inference file names in the same group (AI Toolkit's, or ours): reused."""
+    try:
+        data = json.loads(inference_path(project_root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = data.get("RESOURCE_GROUP_NAME") in (None, cfg.resource_group) and \
+        data.get("SUBSCRIPTION_ID") in (None, cfg.subscription_id)
+    return data.get("ACA_APP_NAME") if same and data.get("ACA_APP_NAME") else None
 
 
 def endpoint(ctx: AzureContext | None, project_root: Path, cfg: InfraConfig | None = None) -> dict:

@@ -144,7 +144,14 @@ def query_logs(ctx, workspace_id: str, execution: str, *, after: str | None = No
              + " | project TimeGenerated, Log_s | order by TimeGenerated asc")
     start = since or (key_to_datetime(after) - dt.timedelta(minutes=5) if after else None)
     timespan = (start, dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)) if start else dt.timedelta(days=30)
-    result = ctx.logs_query.query_workspace(workspace_id, query, timespan=timespan)
+    from azure.core.exceptions import HttpResponseError
+
+    try:
+        result = ctx.logs_query.query_workspace(workspace_id, query, timespan=timespan)
+    except HttpResponseError as e:
+        if "Failed to resolve table" in str(e):  # a new workspace: no table until its first log arrives
+            return []
+        raise
     tables = result.tables if result.status == LogsQueryStatus.SUCCESS else result.partial_data
     out = []
     for table in tables or []:

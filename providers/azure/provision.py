@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.errors import AitkError
-from . import config
+from . import config, quota, reuse
 from .clients import AzureContext
 from .config import InfraConfig
-from .errors import azure_call, quota_hint
+from .errors import azure_call
 
 CONTAINER = "trainer"
 VOLUME = "share"
@@ -39,7 +39,8 @@ class Step:
 
 def plan_config(*, subscription_id: str, resource_group: str, location: str | None, gpu: str | None,
                 image: str | None, timeout_s: int | None, existing: InfraConfig | None,
-                storage_account: str | None = None, job: str | None = None) -> InfraConfig:
+                storage_account: str | None = None, job: str | None = None, registry_server: str | None = None,
+                registry_username: str | None = None, registry_identity: str | None = None) -> InfraConfig:
     """Names and settings: the project's existing file wins, then options, then derived defaults."""
     if existing and (existing.subscription_id != subscription_id or existing.resource_group != resource_group):
         existing = None  # another subscription/group: a new set of resources
@@ -60,60 +61,56 @@ def plan_config(*, subscription_id: str, resource_group: str, location: str | No
         base.storage_account = storage_account
     if job:
         base.job = job
+    if registry_server:
+        base.registry_server = registry_server.strip().removeprefix("https://").rstrip("/")
+        base.registry_username, base.registry_identity = registry_username, registry_identity
+        if not (registry_username or registry_identity):
+            raise AitkError(f"--registry-server {registry_server} needs a way to sign in to it",
+                            "add --registry-identity (ACR: 'system' or a user-assigned identity's id) or "
+                            "--registry-username")
     config.check_names(base)
     return base
 
 
-def job_env(extra: dict[str, str] | None = None) -> list[dict]:
+def job_template(cfg: InfraConfig, existing=None) -> dict:
+    """The job's own template (REST shape): image, command, env and the share's mount, all of it.
+
+    Runs start it as it is (see run.py); env entries the job already has beyond ours (secret refs
+    such as HF_TOKEN from `aitk azure secret set`) are kept.
+    """
+    g = config.gpu(cfg.gpu)
     env = [{"name": "AITK_MOUNT", "value": config.MOUNT}]
-    for k, v in (extra or {}).items():
-        env.append({"name": k, "value": v})
-    return env
+    name = CONTAINER
+    if existing is not None and existing.properties and existing.properties.template:
+        old = (existing.properties.template.containers or [None])[0]
+        if old is not None:
+            name = old.name or CONTAINER
+            for e in old.env or []:
+                if e.name not in ("AITK_MOUNT", "AITK_RUN"):
+                    env.append({"name": e.name, **({"secretRef": e.secret_ref} if e.secret_ref else {"value": e.value})})
+    return {"containers": [{"name": name, "image": cfg.image, "command": ["/bin/bash", "-c", "; ".join(cfg.commands)],
+                            "env": env, "resources": {"cpu": g.cpu, "memory": g.memory},
+                            "volumeMounts": [{"volumeName": VOLUME, "mountPath": config.MOUNT}]}],
+            "volumes": [{"name": VOLUME, "storageType": "AzureFile", "storageName": cfg.environment_storage}]}
 
 
-def container_spec(cfg: InfraConfig, env: list) -> dict:
-    g = config.gpu(cfg.gpu)
-    return {"name": CONTAINER, "image": cfg.image, "command": ["/bin/bash", "-c", "; ".join(cfg.commands)],
-            "env": env, "resources": {"cpu": g.cpu, "memory": g.memory}}
-
-
-def check_gpu(ctx: AzureContext, cfg: InfraConfig, *, strict_quota: bool) -> list[str]:
-    """Fail early (with the way out) if the region lacks the GPU profile or the quota is 0; returns warnings."""
-    g = config.gpu(cfg.gpu)
-    with azure_call(f"list the workload profiles offered in {cfg.location}", scope=f"subscription {cfg.subscription_id}"):
-        offered = [p.name for p in ctx.apps.available_workload_profiles.get(cfg.location)]
-    if g.profile_type not in offered:
-        gpus = sorted(n for n in offered if "GPU" in n.upper())
-        other = [k for k, v in config.GPUS.items() if v.profile_type in offered]
-        raise AitkError(
-            f"{cfg.location} does not offer the serverless GPU profile {g.profile_type}"
-            + (f" (it offers: {', '.join(gpus)})" if gpus else " (no serverless GPUs there)"),
-            (f"use --gpu {other[0]}, or " if other else "") + "choose a region with serverless GPUs, e.g. --location "
-            + " / ".join(config.GPU_REGIONS_HINT))
-    warnings = []
-    with azure_call(f"read the Container Apps quotas in {cfg.location}", scope=f"subscription {cfg.subscription_id}"):
-        usages = list(ctx.apps.usages.list(cfg.location))
-    import re
-
-    for u in usages:
-        label = f"{u.name.value or ''} {u.name.localized_value or ''}"
-        if re.search(g.quota_pattern, label, re.I) and re.search("gpu", label, re.I):
-            free = (u.limit or 0) - (u.current_value or 0)
-            if (u.limit or 0) < 1:
-                raise AitkError(f"your subscription's quota for {g.quota_label} in {cfg.location} is "
-                                f"{int(u.limit or 0)}: no {g.key.upper()} GPU can start",
-                                quota_hint(g.quota_label, cfg.location, cfg.subscription_id))
-            if free < 1:
-                msg = (f"all {int(u.limit)} {g.quota_label} in {cfg.location} are in use right now; "
-                       "a run will wait for one")
-                if strict_quota:
-                    raise AitkError(msg, quota_hint(g.quota_label, cfg.location, cfg.subscription_id))
-                warnings.append(msg)
-    return warnings
+def job_body(cfg: InfraConfig, env_id: str, registry_password: str | None = None) -> dict:
+    conf = {"triggerType": "Manual", "replicaTimeout": cfg.timeout_s, "replicaRetryLimit": 0,
+            "manualTriggerConfig": {"replicaCompletionCount": 1, "parallelism": 1}}
+    if cfg.registries():
+        conf["registries"] = cfg.registries()
+    if registry_password:
+        conf["secrets"] = [{"name": config.REGISTRY_PASSWORD_SECRET, "value": registry_password}]
+    body = {"location": cfg.location, "tags": {"created-by": "aitk"}, "properties": {
+        "environmentId": env_id, "workloadProfileName": cfg.profile_name, "configuration": conf,
+        "template": job_template(cfg)}}
+    if cfg.identity():
+        body["identity"] = cfg.identity()
+    return body
 
 
 def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_run: bool = False,
-              progress: Callable[[str], None] | None = None) -> tuple[InfraConfig, list[Step], list[str]]:
+              progress: Callable[[str], None] | None = None, registry_password: str | None = None) -> tuple[InfraConfig, list[Step], list[str]]:
     """Make every resource in `cfg` exist; write the project's infra file (not in a dry run)."""
     from azure.core.exceptions import ResourceNotFoundError
     from azure.mgmt.appcontainers import models as am
@@ -122,6 +119,7 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
 
     say = progress or (lambda _: None)
     steps: list[Step] = []
+    cfg = reuse.resolve(ctx, project_root, cfg)  # an AI Toolkit project: its resources, not new ones
     if not cfg.location:
         raise AitkError("no Azure region chosen", "pass --location (e.g. westus3, swedencentral, australiaeast)")
     g = config.gpu(cfg.gpu)
@@ -161,10 +159,16 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
         except ResourceNotFoundError:
             rg_exists = False
     env = None
+    add_profile = False
     if rg_exists:
-        env = exists(lambda: ctx.apps.managed_environments.get(rg, cfg.environment),
-                     f"Container Apps environment {cfg.environment}")
-    warnings = check_gpu(ctx, cfg, strict_quota=False) if env is None else []
+        named = exists(lambda: ctx.apps.managed_environments.get(rg, cfg.environment),
+                       f"Container Apps environment {cfg.environment}")
+        choice = reuse.choose_environment(ctx, cfg, named)
+        if choice is not None:
+            env = choice.env
+            reuse.adopt_environment(ctx, cfg, choice)
+            add_profile = choice.profile is None
+    warnings = quota.check(ctx, cfg, strict=False)[1] if env is None or add_profile else []
 
     # 2. Resource group.
     if rg_exists:
@@ -192,22 +196,27 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
             share_quota=1024))), "1 TiB quota")
 
     # 4. Log Analytics workspace.
+    reused_logs = env is not None and cfg.workspace_id and cfg.workspace in ("-", "")
     ws = exists(lambda: ctx.loganalytics.workspaces.get(rg, cfg.workspace),
-                f"Log Analytics workspace {cfg.workspace}") if rg_exists else None
-    ws = ensure("Log Analytics workspace", cfg.workspace, ws, lambda: ctx.loganalytics.workspaces.begin_create_or_update(
+                f"Log Analytics workspace {cfg.workspace}") if rg_exists and not reused_logs else None
+    if reused_logs:
+        step("Log Analytics workspace", cfg.workspace_id, "exists", "the environment's, outside this group")
+    else:
+        ws = ensure("Log Analytics workspace", cfg.workspace, ws, lambda: ctx.loganalytics.workspaces.begin_create_or_update(
         rg, cfg.workspace, lm.Workspace(location=loc, tags={"created-by": "aitk"}, properties=lm.WorkspaceProperties(
             sku=lm.WorkspaceSku(name="PerGB2018"), retention_in_days=30))).result(), "PerGB2018, 30 days")
-    if ws is not None:
+    if ws is not None and not reused_logs:
         cfg.workspace_id = ws.properties.customer_id
 
     # 5. Container Apps environment with the GPU profile.
-    if env is not None:
-        types = {p.workload_profile_type: p.name for p in (env.properties.workload_profiles or [])}
-        if g.profile_type not in types:
-            raise AitkError(f"environment {cfg.environment} exists without the {g.profile_type} workload profile",
-                            "GPU profiles can only be set when an environment is created: delete it, or use a "
-                            "profile it has (" + (", ".join(types) or "none") + ")")
-        step("Container Apps environment", cfg.environment, "exists", f"GPU profile {types[g.profile_type]}")
+    if env is not None and add_profile:
+        if dry_run:
+            step("Container Apps environment", cfg.environment, "would add", f"serverless profile {g.profile_type}")
+        else:
+            env = reuse.add_serverless_profile(ctx, cfg, env)
+            step("Container Apps environment", cfg.environment, "updated", f"added serverless profile {g.profile_type}")
+    elif env is not None:
+        step("Container Apps environment", cfg.environment, "exists", f"GPU profile {cfg.profile_name}")
     elif dry_run:
         step("Container Apps environment", cfg.environment, "would create", f"GPU profile {g.profile_type}")
     else:
@@ -245,20 +254,7 @@ def provision(ctx: AzureContext, project_root: Path, cfg: InfraConfig, *, dry_ru
     job = exists(lambda: ctx.apps.jobs.get(rg, cfg.job), f"Container Apps job {cfg.job}") \
         if env is not None and rg_exists else None
     def create_job():
-        spec = container_spec(cfg, job_env())
-        job_model = am.Job(location=loc, tags={"created-by": "aitk"}, properties=am.JobProperties(
-            environment_id=env.id, workload_profile_name=g.profile_name,
-            configuration=am.JobConfiguration(
-                trigger_type="Manual", replica_timeout=cfg.timeout_s, replica_retry_limit=0,
-                manual_trigger_config=am.JobConfigurationManualTriggerConfig(replica_completion_count=1, parallelism=1)),
-            template=am.JobTemplate(
-                containers=[am.Container(
-                    name=spec["name"], image=spec["image"], command=spec["command"],
-                    env=[am.EnvironmentVar(name=e["name"], value=e["value"]) for e in spec["env"]],
-                    resources=am.ContainerResources(cpu=spec["resources"]["cpu"], memory=spec["resources"]["memory"]),
-                    volume_mounts=[am.VolumeMount(volume_name=VOLUME, mount_path=config.MOUNT)])],
-                volumes=[am.Volume(name=VOLUME, storage_type="AzureFile", storage_name=cfg.environment_storage)])))
-        return ctx.apps.jobs.begin_create_or_update(rg, cfg.job, job_model).result()
+        return ctx.apps.jobs.begin_create_or_update(rg, cfg.job, job_body(cfg, env.id, registry_password)).result()
 
     ensure("Container Apps job", cfg.job, job, create_job, f"manual, {cfg.timeout_s} s timeout, image {cfg.image}",
            f"image {job.properties.template.containers[0].image}"

@@ -20,13 +20,15 @@ from pathlib import Path
 
 from ...core.errors import AitkError
 from ...core.jobs import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, STARTING, SUCCEEDED, JobRecord, JobStore, pid_alive
-from . import auth, config
+from . import auth, bundle, config, reuse
 from .clients import AzureContext
 from .config import InfraConfig
 from .errors import azure_call
-from .files import RUNS, ShareFiles
+from .files import RUNS, ShareFiles, project_manifest
 from .logs import JobLog
-from .provision import CONTAINER, container_spec
+from .provision import job_template
+
+EXECUTIONS = "runs/executions"  # <execution>.json -> its run folder (read by the container's entry point)
 
 # Execution states -> job states. Degraded/Unknown leave the job where it is.
 STATUS_MAP = {"Processing": STARTING, "Running": RUNNING, "Succeeded": SUCCEEDED, "Failed": FAILED,
@@ -87,6 +89,11 @@ def submit(store: JobStore, project_root: Path, *, params: dict | None = None, p
         say("note: you signed in for this session only; the background watcher cannot use that sign-in. "
             "`aitk azure login --remember` lets it follow the job after this process ends")
     ctx = context(cfg, notify)
+    if cfg.foreign:  # an AI Toolkit project's resources: found once, then named in the file
+        cfg = reuse.resolve(ctx, project.root, cfg)
+        config.save_infra(project.root, cfg)
+        say(f"reusing AI Toolkit's resources: job {cfg.job} in environment {cfg.environment} "
+            f"(profile {cfg.profile_name})")
     # Sign-in, permissions and a deleted job fail here, before anything is queued.
     scope = f"job {cfg.job} in resource group {cfg.resource_group}"
     with azure_call(f"read Container Apps job {cfg.job}", scope=scope):
@@ -103,24 +110,23 @@ def submit(store: JobStore, project_root: Path, *, params: dict | None = None, p
     try:
         say(f"uploading {project.name} to {cfg.storage_account}/{cfg.file_share}/{run_dir} (only changed files)")
         with azure_call(f"upload the project to share {cfg.file_share}", scope=f"storage account {cfg.storage_account}"):
-            _, stats = share.upload_project(project.root, run_dir, extra_skip=_project_skip(project), progress=None)
+            bundle_dir = bundle.upload(share, bundle.build())
+            manifest = project_manifest(project.root, _project_skip(project))
+            manifest["bundle"] = bundle_dir
+            stats = share.upload_manifest(project.root, manifest, run_dir)
         log.note(f"uploaded: {stats.line()}")
         say(f"uploaded: {stats.line()}")
-        # The job's container as defined (its env carries the secretRefs), plus this run's folder.
-        defined = (job.properties.template.containers or [None])[0]
-        env = [am.EnvironmentVar(name=e.name, value=e.value, secret_ref=e.secret_ref)
-               for e in ((defined.env if defined else None) or []) if e.name not in ("AITK_RUN", "AITK_MOUNT")]
-        env += [am.EnvironmentVar(name="AITK_MOUNT", value=config.MOUNT), am.EnvironmentVar(name="AITK_RUN", value=run_dir)]
-        spec = container_spec(cfg, [])
-        template = am.JobExecutionTemplate(containers=[am.JobExecutionContainer(
-            name=(defined.name if defined and defined.name else CONTAINER), image=spec["image"],
-            command=spec["command"], env=env,
-            resources=am.ContainerResources(cpu=spec["resources"]["cpu"], memory=spec["resources"]["memory"]))])
+        # Per-run values never go into a start-time template: such a start loses the job's volume
+        # mounts. The job's own template is made current (PATCH) and started as defined; the run
+        # is then named in runs/executions/<execution>.json, which the entry point waits for.
+        sync_job_template(ctx, cfg, job, log.note)
         with azure_call(f"start an execution of job {cfg.job}", scope=scope,
                         gpu_label=config.gpu(cfg.gpu).quota_label, location=cfg.location,
                         subscription=cfg.subscription_id):
-            started = ctx.apps.jobs.begin_start(cfg.resource_group, cfg.job, template, polling=False).result()
+            started = ctx.apps.jobs.begin_start(cfg.resource_group, cfg.job, polling=False).result()
         execution = started.name
+        with azure_call(f"assign run {run_dir} to execution {execution}", scope=f"storage account {cfg.storage_account}"):
+            share.put_file(f"{EXECUTIONS}/{execution}.json", json.dumps({"run": run_dir, "job": rec.id}).encode())
         store.update(rec.id, only_if=(QUEUED,), status=STARTING,
                      params={**store.get(rec.id).params, "execution": execution})
         log.note(f"started execution {execution}; waiting for a GPU replica (image pull and start can take minutes)")
@@ -133,6 +139,29 @@ def submit(store: JobStore, project_root: Path, *, params: dict | None = None, p
     if spawn:
         spawn_watcher(store, rec.id)
     return store.get(rec.id)
+
+
+def sync_job_template(ctx: AzureContext, cfg: InfraConfig, job, note: Callable[[str], None]) -> None:
+    """PATCH the job's template when its image, command, env names or share mount differ from what
+    this version runs (a new default, `--image`, an adopted AI Toolkit job). Secret refs are kept."""
+    want = job_template(cfg, existing=job)
+    have = job.properties.template.as_dict() if job.properties and job.properties.template else {}
+
+    def shape(t):
+        c = (t.get("containers") or [{}])[0]
+        mounts = [(m.get("volume_name") or m.get("volumeName"), m.get("mount_path") or m.get("mountPath"))
+                  for m in c.get("volume_mounts") or c.get("volumeMounts") or []]
+        env = sorted((e.get("name"), e.get("value"), e.get("secret_ref") or e.get("secretRef")) for e in c.get("env") or [])
+        return c.get("image"), list(c.get("command") or []), env, sorted(mounts)
+
+    if shape(have) == shape(want):
+        return
+    note(f"updating job {cfg.job}'s template (image {cfg.image}, command, share mount) before starting")
+    body = {"properties": {"template": want}}
+    if cfg.registries():
+        body["properties"]["configuration"] = {"registries": cfg.registries()}
+    with azure_call(f"update the template of job {cfg.job}", scope=f"job {cfg.job} in resource group {cfg.resource_group}"):
+        ctx.apps.jobs.begin_update(cfg.resource_group, cfg.job, body).result()
 
 
 def spawn_watcher(store: JobStore, job_id: str) -> int:

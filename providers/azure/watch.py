@@ -63,6 +63,8 @@ def run(job_id: str) -> int:
     status = None
     exe = None
     log.note(f"watcher {os.getpid()} following execution {execution}")
+    stuck_s = float(os.environ.get("AITK_AZURE_STUCK_S") or cfg.stuck_s)
+    waiting_since = time.time()  # since when no replica has been running (Processing / Unknown)
     while True:
         try:
             exe = ctx.apps.job_execution(cfg.resource_group, cfg.job, execution)
@@ -90,13 +92,20 @@ def run(job_id: str) -> int:
         props = exe.properties
         status = remote.status_text(props.status) if props else None
         if status != last_status:
-            log.note(f"execution {execution}: {status}")
+            log.note(f"execution {execution}: {status}" + (
+                " (a replica failed or is restarting; Azure keeps the execution going, the watcher follows on)"
+                if status == "Degraded" else ""))
             last_status = status
             mapped = remote.STATUS_MAP.get(status or "")
             if mapped == STARTING:
                 store.update(rec.id, only_if=(QUEUED,), status=STARTING)
             elif mapped == RUNNING:
                 store.update(rec.id, only_if=(QUEUED, STARTING), status=RUNNING, started=time.time())
+        if status in ("Processing", "Unknown", None):
+            if time.time() - waiting_since > stuck_s:
+                return _give_up(store, rec, ctx, cfg, execution, log, status, stuck_s, ACTIVE, FAILED)
+        else:
+            waiting_since = time.time()
         if status in ("Running", "Degraded"):
             if stream_thread is None:
                 follower.started_key = follower.started_key or _key(props.start_time)
@@ -155,6 +164,24 @@ def run(job_id: str) -> int:
     except Exception:  # noqa: BLE001 - never let scheduling turn a finished job into a crash
         traceback.print_exc()
     return 0 if final_rec.status == SUCCEEDED else 1
+
+
+def _give_up(store, rec, ctx, cfg, execution, log, status, stuck_s, active, failed) -> int:
+    """An execution that never got a running replica within the deadline: stop it, fail the job."""
+    from .errors import info
+
+    minutes = stuck_s / 60
+    msg = (f"execution {execution} stayed {status or 'without a status'} for more than "
+           + (f"{minutes:.0f} min" if minutes >= 1 else f"{stuck_s:g} s")
+           + " without a running replica (no GPU capacity, or the image cannot be pulled); it was stopped")
+    try:
+        ctx.apps.jobs.begin_stop_execution(cfg.resource_group, cfg.job, execution, polling=False).result()
+    except Exception as e:  # noqa: BLE001 - the job fails either way; say that the stop did not go through
+        log.note(f"could not stop execution {execution}: {info(e).line()}")
+    log.note(msg + ". Check `aitk azure quota`, try another region or --gpu, or raise STUCK_TIMEOUT_SECONDS "
+             "in infra/finetuning.config.json")
+    store.update(rec.id, only_if=active, status=failed, finished=time.time(), exit_code=1, error=msg)
+    return 1
 
 
 def _key(t):

@@ -1,21 +1,33 @@
 """Quick stand-ins for the training image's entry script (the "script" runner of FakeAzure).
 
-FAST_TRAIN behaves like infra/docker/entry.py seen from outside, in a second: it reads the run's
-manifest on the mounted share, prints `[aitk-metric]` lines as the trainer does, and writes
+FAST_TRAIN behaves like the job's entry script (providers/azure/container_entry.py) seen from
+outside, in a second: it finds its run as the entry script does (with that script's own code, from
+the copy on the mounted share, so a missing mount or a missing run assignment fails as it would),
+reads the run's manifest, prints `[aitk-metric]` lines as the trainer does, and writes
 log.txt, metrics.jsonl, output/adapter/ and status.json into the run folder. Env knobs:
 FAKE_STEPS (lines of progress), FAKE_SLEEP (seconds between them), FAKE_FAIL=1 (exit 1 midway).
 """
 
 FAST_TRAIN = r'''
-import json, os, sys, time
+import importlib.util, json, os, sys, time
 from pathlib import Path
-mount = Path(os.environ["AITK_MOUNT"]); run = mount / os.environ["AITK_RUN"]
+mount = Path(os.environ["AITK_MOUNT"])
+if not (mount / "aitk" / "entry.py").is_file():
+    print("[aitk-job] failed: the file share is not mounted at /mount", flush=True); sys.exit(3)
+spec = importlib.util.spec_from_file_location("aitk_entry", mount / "aitk" / "entry.py")
+entry = importlib.util.module_from_spec(spec); spec.loader.exec_module(entry)
+try:
+    run_rel = entry.resolve_run(mount)
+except entry.RunError as e:
+    print(f"[aitk-job] failed: {e}", flush=True); sys.exit(2)
+run = mount / run_rel
 steps = int(os.environ.get("FAKE_STEPS", "10")); pause = float(os.environ.get("FAKE_SLEEP", "0.05"))
 fail = os.environ.get("FAKE_FAIL") == "1"
 manifest = json.loads((run / "manifest.json").read_text())
 log = open(run / "log.txt", "a")
 def out(line):
     print(line, flush=True); log.write(line + "\n"); log.flush()
+out(f"[aitk-job] run folder {run_rel}")
 out(f"[aitk-job] project laid out: {len(manifest['files'])} files")
 out("[aitk-job] hf token present: " + ("yes" if os.environ.get("HF_TOKEN") else "no"))
 metrics = []

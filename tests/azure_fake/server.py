@@ -34,7 +34,7 @@ from xml.sax.saxutils import escape
 from .certs import make_certs
 
 REPO = Path(__file__).resolve().parents[2]
-ENTRY_SCRIPT = REPO / "infra" / "docker" / "entry.py"
+ENTRY_SCRIPT = REPO / "providers" / "azure" / "container_entry.py"
 GPU_REGIONS = {"westus3", "swedencentral", "australiaeast"}
 
 
@@ -98,6 +98,7 @@ class Execution:
     cond: threading.Condition = field(default_factory=threading.Condition)
     reason: str | None = None
     streamed: threading.Event = field(default_factory=threading.Event)  # a log stream has connected
+    overridden: bool = False  # started with a template override: the job's volume mounts are lost
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -150,15 +151,28 @@ class FakeAzure:
         self.tokens: dict[str, float] = {}  # access token -> expiry
         self.log_tokens: set[str] = set()
         self.device_codes: dict[str, int] = {}  # device code -> polls left before approval
-        self.usages = [{"name": {"value": "ManagedEnvironmentConsumptionNCA100Gpus",
-                                 "localizedValue": "Managed Environment Consumption NCA100 Gpus"},
-                        "currentValue": 0, "limit": 1, "unit": "Count"},
-                       {"name": {"value": "ManagedEnvironmentConsumptionT4Gpus",
-                                 "localizedValue": "Managed Environment Consumption T4 Gpus"},
-                        "currentValue": 0, "limit": 1, "unit": "Count"}]
+        self.federated_tokens: set[str] = set()  # workload identity assertions Entra ID trusts
+        self.identity_header = "fake-identity-header-" + uuid.uuid4().hex[:8]  # the managed identity endpoint's
+        # As the usages API names them: serverless (Consumption) and dedicated GPU quotas apart, and
+        # dedicated A100 at 0 as on most subscriptions. `usage(name)` finds one for a test to change.
+        self.usages = [
+            {"name": {"value": "SubscriptionConsumptionNCA100Gpus",
+                      "localizedValue": "Subscription Consumption NCA100 Gpus"}, "currentValue": 0, "limit": 1,
+             "unit": "Count"},
+            {"name": {"value": "SubscriptionNCA100Gpus", "localizedValue": "Subscription NCA100 Gpus"},
+             "currentValue": 0, "limit": 0, "unit": "Count"},
+            {"name": {"value": "SubscriptionConsumptionNCT4Gpus", "localizedValue": "Subscription Consumption NCT4 Gpus"},
+             "currentValue": 0, "limit": 1, "unit": "Count"},
+            {"name": {"value": "SubscriptionNCT4Gpus", "localizedValue": "Subscription NCT4 Gpus"},
+             "currentValue": 0, "limit": 0, "unit": "Count"},
+            {"name": {"value": "ManagedEnvironmentCount", "localizedValue": "Managed Environment Count"},
+             "currentValue": 0, "limit": 15, "unit": "Count"}]
         self.runner = runner
         self.script = script
         self.processing_s = 0.2
+        self.stream_format = "text"  # text | json ({"TimeStamp","Log"}, 7 digits, +00:00) | cri ("stdout F ")
+        self.hold_status: str | None = None  # executions stay in this state (Unknown, Processing) until stopped
+        self.env_states = ["InitializationInProgress", "InfrastructureSetupInProgress"]  # an environment's, polled through
         self.lro_polls = 1  # "InProgress" answers before an operation succeeds
         self.stream_drops: list[int] = []  # per connection: close after this many lines
         self.stream_tail_cap = 300  # the most lines a (re)connection replays
@@ -204,6 +218,9 @@ class FakeAzure:
             "AZURE_CLIENT_SECRET": "fake-client-secret",
             "AZURE_SUBSCRIPTION_ID": self.subscription,
         }
+
+    def usage(self, name: str) -> dict:
+        return next(u for u in self.usages if u["name"]["value"] == name)
 
     def fault(self, method: str, path: str, status: int, **kw) -> Fault:
         f = Fault(method, path, status, **kw)
@@ -296,6 +313,8 @@ class FakeAzure:
         p, m = h._path, h.command
         if re.match(rf"^/{re.escape(self.tenant)}/", p) or p.startswith("/organizations/"):
             return self._aad(h)
+        if p == "/msi/token":
+            return self._managed_identity(h)
         if p.startswith("/v1/workspaces/"):
             return self._la_query(h)
         if self._is_storage(p):
@@ -313,6 +332,9 @@ class FakeAzure:
                 "The access token expiry UTC time is earlier than current UTC time.",
                 {"WWW-Authenticate": f'Bearer authorization_uri="{self.url}/{self.tenant}", error="invalid_token", '
                                      'error_description="The access token has expired."'})
+        if "api-version" not in h._query and "/Fake.Operations/" not in p:
+            return self._arm_error(h, 400, "MissingApiVersionParameter",
+                                   "The api-version query parameter (?api-version=) is required for all requests.")
         if p.rstrip("/") == "/subscriptions":
             return self._send(h, 200, {"value": [{
                 "id": f"/subscriptions/{self.subscription}", "subscriptionId": self.subscription,
@@ -357,7 +379,13 @@ class FakeAzure:
         if p.endswith("/oauth2/v2.0/token"):
             grant = form.get("grant_type", "")
             user = None
-            if grant == "client_credentials":
+            if grant == "client_credentials" and "client_assertion" in form:  # workload identity (federated)
+                if form["client_assertion"] not in self.federated_tokens:
+                    return self._send(h, 401, {"error": "invalid_client", "error_description": "AADSTS700211: No "
+                                               "matching federated identity record found for presented assertion.",
+                                               "error_codes": [700211]})
+                claims = {"oid": "wi-object-id", "appid": form.get("client_id"), "tid": self.tenant, "idtyp": "app"}
+            elif grant == "client_credentials":
                 if form.get("client_secret") != "fake-client-secret":
                     return self._send(h, 401, {"error": "invalid_client", "error_description": "AADSTS7000215: "
                                                "Invalid client secret provided.", "error_codes": [7000215]})
@@ -393,6 +421,18 @@ class FakeAzure:
             return self._send(h, 200, body)
         return self._send(h, 404, {"error": "not_found"})
 
+    def _managed_identity(self, h: _Handler) -> None:
+        """The App Service / Container Apps managed identity endpoint (IDENTITY_ENDPOINT, 2019-08-01)."""
+        if h.headers.get("X-IDENTITY-HEADER") != self.identity_header:
+            return self._send(h, 401, {"error": "invalid_request", "error_description": "bad X-IDENTITY-HEADER"})
+        access = self._token({"oid": "mi-object-id", "tid": self.tenant, "idtyp": "app",
+                              "appid": h._query.get("client_id") or "system-assigned",
+                              "aud": "https://management.azure.com"})
+        with self.lock:
+            self.tokens[access] = time.time() + 3600
+        return self._send(h, 200, {"access_token": access, "expires_on": str(int(time.time()) + 3600),
+                                   "resource": h._query.get("resource", ""), "token_type": "Bearer"})
+
     # -- ARM ------------------------------------------------------------------------------------
     def _rid(self, rg: str, provider_path: str) -> str:
         return f"/subscriptions/{self.subscription}/resourceGroups/{rg}/providers/{provider_path}"
@@ -406,7 +446,8 @@ class FakeAzure:
     def _profiles(self, loc: str) -> list[dict]:
         names = [("Consumption", 4, 8, 0), ("D4", 4, 16, 0)]
         if loc in GPU_REGIONS:
-            names += [("Consumption-GPU-NC24-A100", 24, 220, 1), ("Consumption-GPU-NC8as-T4", 8, 56, 1)]
+            names += [("Consumption-GPU-NC24-A100", 24, 220, 1), ("Consumption-GPU-NC8as-T4", 8, 56, 1),
+                      ("NC24-A100", 24, 220, 1)]  # dedicated: its own quota (SubscriptionNCA100Gpus)
         return [{"id": f"/subscriptions/{self.subscription}/providers/Microsoft.App/locations/{loc}/"
                        f"availableManagedEnvironmentsWorkloadProfileTypes/{n}", "name": n, "location": loc,
                  "properties": {"category": "GPU" if g else "GeneralPurpose", "applicability": "LocationDefault",
@@ -431,9 +472,10 @@ class FakeAzure:
         return self._arm_error(h, 405, "MethodNotAllowed", h.command)
 
     def _lro_accepted(self, h: _Handler, status: int, final: dict | None, style: str = "async",
-                      on_done=None) -> None:
+                      on_done=None, on_poll=None, polls: int | None = None) -> None:
         op = uuid.uuid4().hex
-        self.operations[op] = {"left": self.lro_polls, "final": final, "on_done": on_done}
+        self.operations[op] = {"left": self.lro_polls if polls is None else polls, "final": final,
+                               "on_done": on_done, "on_poll": on_poll}
         url = f"{self.url}/subscriptions/{self.subscription}/providers/Fake.Operations/operations/{op}"
         if style == "location":
             return self._send(h, 202, b"", {"Location": url, "Retry-After": "0"})
@@ -448,6 +490,8 @@ class FakeAzure:
             return self._arm_error(h, 404, "OperationNotFound", op)
         if state["left"] > 0:
             state["left"] -= 1
+            if state.get("on_poll"):
+                state["on_poll"]()
             if state.get("location"):
                 return self._send(h, 202, b"", {"Location": self.url + h.path, "Retry-After": "0"})
             return self._send(h, 200, {"status": "InProgress"})
@@ -457,9 +501,31 @@ class FakeAzure:
             return self._send(h, 200, state["final"]) if state.get("final") else self._send(h, 204)
         return self._send(h, 200, {"status": "Succeeded", "name": op})
 
+    def _public(self, res: dict) -> dict:
+        """A resource as GET shows it: secret values and keys never come back."""
+        out = copy.deepcopy(res)
+        props = out.get("properties") or {}
+        for s in (props.get("configuration") or {}).get("secrets") or []:
+            s.pop("value", None)
+        la = (props.get("appLogsConfiguration") or {}).get("logAnalyticsConfiguration")
+        if la:
+            la.pop("sharedKey", None)
+        (props.get("azureFile") or {}).pop("accountKey", None)
+        return out
+
+    def _list(self, h: _Handler, parent_rid: str) -> None:
+        """GET of a collection: the resources directly under `parent_rid` (one level)."""
+        prefix = parent_rid.lower().rstrip("/") + "/"
+        depth = prefix.count("/")
+        items = [self._public(r) for rid, r in self.resources.items()
+                 if rid.startswith(prefix) and rid.count("/") == depth]
+        return self._send(h, 200, {"value": items})
+
     def _provider_resource(self, h: _Handler, rg: str, ppath: str) -> None:
         segs = ppath.split("/")
         ns_type = "/".join(segs[:2]).lower()
+        if len(segs) == 2 and h.command == "GET":  # list by resource group
+            return self._list(h, self._rid(rg, ppath))
         if ns_type == "microsoft.storage/storageaccounts":
             return self._storage_account(h, rg, segs)
         if ns_type == "microsoft.operationalinsights/workspaces":
@@ -570,14 +636,47 @@ class FakeAzure:
                                                f"Workload profile type {wp['workloadProfileType']} is not "
                                                f"supported in {loc}.")
                 new = {"id": rid, "name": name, "type": "Microsoft.App/managedEnvironments", "location": loc,
-                       "properties": {**body.get("properties", {}), "provisioningState": "Succeeded",
+                       "properties": {**body.get("properties", {}), "provisioningState": "Waiting",
                                       "defaultDomain": f"{name}.{loc}.azurecontainerapps.io",
                                       "eventStreamEndpoint": f"{self.url}/subscriptions/{self.subscription}/"
                                                              f"resourceGroups/{rg}/managedEnvironments/{name}/eventstream"}}
                 self._put(rid, new)
-                return self._lro_accepted(h, 201, new)
+                # Environments take minutes, through several states; GETs meanwhile show each one.
+                states = iter(self.env_states)
+
+                def advance(res=new):
+                    res["properties"]["provisioningState"] = next(states, "InfrastructureSetupInProgress")
+
+                def done(res=new):
+                    res["properties"]["provisioningState"] = "Succeeded"
+
+                return self._lro_accepted(h, 201, self._public(new), on_poll=advance, on_done=done,
+                                          polls=len(self.env_states))
+            if h.command == "PATCH":
+                if not res:
+                    return self._arm_error(h, 404, "ResourceNotFound", f"environment {name} not found")
+                body = json.loads(h._data)
+                new_profiles = (body.get("properties") or {}).get("workloadProfiles")
+                if new_profiles is not None:
+                    old = {p["name"]: p for p in res["properties"].get("workloadProfiles") or []}
+                    avail = {p["name"]: p for p in self._profiles(res["location"])}
+                    for wp in new_profiles:
+                        t = wp["workloadProfileType"]
+                        if t not in avail and not t.startswith("NC"):
+                            return self._arm_error(h, 400, "WorkloadProfileTypeNotSupported",
+                                                   f"Workload profile type {t} is not supported in {res['location']}.")
+                        if wp["name"] not in old and not t.startswith("Consumption"):
+                            # Only serverless (Consumption*) profiles can be added to an existing environment.
+                            return self._arm_error(h, 400, "ManagedEnvironmentWorkloadProfileNotUpdatable",
+                                                   f"Dedicated workload profile {wp['name']} ({t}) can only be set "
+                                                   "when the environment is created.")
+                new = _merge_patch(res, body)
+                self._put(rid, new)
+                return self._lro_accepted(h, 200, self._public(new))
         if not res:
             return self._arm_error(h, 404, "ResourceNotFound", f"environment {name} not found")
+        if len(segs) == 4 and segs[3] == "storages" and h.command == "GET":
+            return self._list(h, rid + "/storages")
         if len(segs) == 5 and segs[3] == "storages":
             srid = rid + f"/storages/{segs[4]}"
             sres = self._get(srid)
@@ -620,10 +719,19 @@ class FakeAzure:
                     if not self._rg_exists(h, rg):
                         return None
                     env_id = body.get("properties", {}).get("environmentId", "")
-                    if not self._get(env_id):
+                    env_res = self._get(env_id)
+                    if not env_res:
                         return self._arm_error(h, 400, "ManagedEnvironmentNotFound", f"{env_id} not found")
+                    wpn = body.get("properties", {}).get("workloadProfileName")
+                    names = [p["name"] for p in env_res["properties"].get("workloadProfiles") or []]
+                    if wpn and wpn not in names:
+                        return self._arm_error(h, 400, "WorkloadProfileNameNotFound",
+                                               f"Workload profile '{wpn}' does not exist in the managed environment. "
+                                               f"Available profiles: {', '.join(names)}")
                     new = {"id": rid, "name": name, "type": "Microsoft.App/jobs", "location": body["location"],
                            "properties": body.get("properties", {})}
+                    if body.get("identity"):
+                        new["identity"] = body["identity"]
                 for s in new["properties"].get("configuration", {}).get("secrets") or []:
                     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", s["name"]):
                         return self._arm_error(h, 400, "ContainerAppSecretInvalid",
@@ -635,6 +743,22 @@ class FakeAzure:
                                (res or {}).get("properties", {}).get("configuration", {}).get("secrets") or []}
                         if s["name"] in old:
                             s["value"] = old[s["name"]]
+                conf = new["properties"].get("configuration") or {}
+                names = {x["name"] for x in conf.get("secrets") or []}
+                refs = [e["secretRef"] for c in (new["properties"].get("template") or {}).get("containers") or []
+                        for e in c.get("env") or [] if e.get("secretRef")]
+                refs += [r["passwordSecretRef"] for r in conf.get("registries") or [] if r.get("passwordSecretRef")]
+                missing = [r for r in refs if r not in names]
+                if missing:
+                    return self._arm_error(h, 400, "ContainerAppSecretRefNotFound",
+                                           f"Secret(s) '{', '.join(missing)}' referenced by the job are not defined "
+                                           "in configuration.secrets.")
+                if h.command == "PUT" and not re.fullmatch(r"(?!.*--)[a-z][a-z0-9-]{0,30}[a-z0-9]", name):
+                    return self._arm_error(h, 400, "ContainerAppInvalidName",
+                                           f"Invalid ContainerApp name '{name}'. A name must consist of lower case "
+                                           "alphanumeric characters or '-', start with an alphabetic character, "
+                                           "and end with an alphanumeric character and cannot have '--'. The "
+                                           "length must not be more than 32 characters.")
                 new["properties"]["provisioningState"] = "Succeeded"
                 new["properties"]["eventStreamEndpoint"] = (
                     f"{self.url}/subscriptions/{self.subscription}/resourceGroups/{rg}/jobs/{name}/eventstream")
@@ -672,7 +796,7 @@ class FakeAzure:
                                                             f"providers/Fake.Operations/operations/{self._done_op()}",
                                                 "Retry-After": "0"})
             if len(segs) == 6 and segs[5] == "replicas" and h.command == "GET":
-                reps = [] if exe.done or exe.status == "Processing" else [{
+                reps = [] if exe.done else [{
                     "id": f"{rid}/executions/{exe.name}/replicas/{exe.replica}", "name": exe.replica,
                     "properties": {"containers": [{"name": exe.container, "ready": True, "started": True}]}}]
                 return self._send(h, 200, {"value": reps})
@@ -821,8 +945,10 @@ class FakeAzure:
         given = {c.get("name"): c for c in body.get("containers") or []}
         for c in containers:
             c.update({k: v for k, v in given.get(c.get("name"), {}).items() if v is not None})
+        # As the service does (microsoft/azure-container-apps #909, #1044): an execution template's
+        # containers carry no volumeMounts, so a start with an override runs without the share.
         exe = Execution(name=f"{job}-{uuid.uuid4().hex[:7]}", job_id=res["id"], rg=rg, job=job,
-                        template={"containers": containers})
+                        template={"containers": containers}, overridden=bool(body.get("containers")))
         exe.replica = f"{exe.name}-{uuid.uuid4().hex[:5]}"
         exe.container = containers[0]["name"] if containers else job
         self.executions[exe.name] = exe
@@ -849,6 +975,10 @@ class FakeAzure:
 
     def _run_execution(self, exe: Execution, res: dict) -> None:
         time.sleep(self.processing_s)
+        if self.hold_status:  # no replica ever runs (no capacity, an image that cannot be pulled)
+            exe.status = self.hold_status
+            while not exe.stop_requested:
+                time.sleep(0.02)
         if exe.stop_requested:
             return self._finish(exe, "Stopped")
         secrets = {s["name"]: s.get("value") for s in
@@ -861,12 +991,21 @@ class FakeAzure:
                     env[e["name"]] = secrets[e["secretRef"]]
             elif e.get("value") is not None:
                 env[e["name"]] = e["value"]
-        mount = self._mount_dir(res)
-        if mount is not None:
-            env["AITK_MOUNT"] = str(mount)  # the share, "mounted" where the container would see /mount
+        mount = None if exe.overridden else self._mount_dir(res)
+        if mount is None:  # what the container sees at /mount without the share: an empty folder
+            mount = self.root / "unmounted" / exe.name
+            mount.mkdir(parents=True, exist_ok=True)
+        env["AITK_MOUNT"] = str(mount)  # the share, "mounted" where the container would see /mount
         env["AITK_WORK"] = str(self.root / "work" / exe.name)
+        env["CONTAINER_APP_JOB_NAME"] = exe.job  # as Container Apps sets them in a job's containers
+        env["CONTAINER_APP_JOB_EXECUTION_NAME"] = exe.name
+        env["AITK_CLAIM_POLL_S"] = "0.05"
         if self.runner == "engine":
-            cmd = [sys.executable, str(ENTRY_SCRIPT)]
+            # The job's own command, with /mount where the share lies and this Python as python3.
+            command = container.get("command") or []
+            script = command[-1] if command[:2] == ["/bin/bash", "-c"] else " ".join(command)
+            env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+            cmd = ["/bin/bash", "-c", script.replace("/mount", str(mount))]
         else:
             cmd = [sys.executable, "-c", self.script or "print('hello from the fake container')"]
         exe.status = "Running"
@@ -906,6 +1045,9 @@ class FakeAzure:
         exe = self.app_replicas.get(mo.group(3)) if app else self.executions.get(mo.group(2))
         if exe is None or exe.replica != mo.group(3) or exe.done:
             return self._send(h, 404, f"replica {mo.group(3)} not found", ctype="text/plain")
+        if exe.status in ("Processing", "Unknown"):  # listed, but its container is not running yet
+            return self._send(h, 400, f"container {mo.group(4)} is not running yet (replica {exe.replica} is "
+                                      "pending)", ctype="text/plain")
         follow = h._query.get("follow", "false").lower() == "true"
         tail = min(int(h._query.get("tailLines") or 20), self.stream_tail_cap)
         drop = self.stream_drops.pop(0) if self.stream_drops else None
@@ -938,13 +1080,22 @@ class FakeAzure:
                     h.close_connection = True
                     h.connection.shutdown(2) if hasattr(h.connection, "shutdown") else None
                     return
-                chunk(f"{_now_iso(t)} {text}\n")
+                chunk(self._stream_line(t, text))
                 sent += 1
             pos += len(batch)
             if finished and pos >= len(exe.lines):
                 break
         h.wfile.write(b"0\r\n\r\n")
         h.wfile.flush()
+
+    def _stream_line(self, t: float, text: str) -> str:
+        if self.stream_format == "json":  # 7 fractional digits and an explicit offset, as real streams send
+            stamp = dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + \
+                f"{int(t * 1e7) % 10}+00:00"
+            return json.dumps({"TimeStamp": stamp, "Log": f"F {text}"}) + "\n"
+        if self.stream_format == "cri":
+            return f"{_now_iso(t)} stdout F {text}\n"
+        return f"{_now_iso(t)} {text}\n"
 
     # -- Log Analytics --------------------------------------------------------------------------
     def _la_query(self, h: _Handler) -> None:
@@ -957,8 +1108,16 @@ class FakeAzure:
         prefix = mo.group(1) if mo else ""
         bounds = re.findall(r"TimeGenerated\s*(>=|>|<=|<)\s*datetime\(([^)]+)\)", query)
         now = time.time()
+        everything = list(self.executions.values()) + list(self.app_replicas.values())
+        if not any(t <= now - self.la_delay_s for exe in everything for t, _ in list(exe.lines)):
+            # A new workspace has no table until its first log line is ingested.
+            return self._send(h, 400, {"error": {
+                "code": "BadArgumentError", "message": "The request had some invalid properties",
+                "innererror": {"code": "SemanticError", "message": "A semantic error occurred.",
+                               "innererror": {"code": "SEM0100", "message": "'where' operator: Failed to resolve "
+                                              "table or column expression named 'ContainerAppConsoleLogs_CL'"}}}})
         rows = []
-        for exe in list(self.executions.values()) + list(self.app_replicas.values()):
+        for exe in everything:
             if not exe.replica.startswith(prefix):
                 continue
             for t, text in list(exe.lines):

@@ -19,6 +19,17 @@ from aitk.tui.wizard.step import Step
 from aitk.tui.wizard.step_target import azure_available
 
 
+def azure_estimate_text(settings) -> Text:
+    """GPU time and cost on Azure's default GPU, with where the numbers come from (dim)."""
+    from aitk.providers.azure import config, estimate
+
+    est = estimate.estimate(settings, config.DEFAULT_GPU)
+    out = Text(est.line())
+    for src in est.sources():
+        out.append("\n" + src, style="dim")
+    return out
+
+
 class SummaryStep(Step):
     TITLE = "Summary"
     FOCUS = "#wiz-start"
@@ -73,6 +84,8 @@ class SummaryStep(Step):
                                  f"{f.compute_dtype}")
         grid.add_row("Target", f"{s.target.where} · {s.target.device} (runs on {device})")
         grid.add_row("", estimate_text(st.entry, s, self.app.device))
+        if s.target.where == "azure" and azure_available():
+            grid.add_row("Azure", azure_estimate_text(s))
         parts = [grid, Text("\nEquivalent commands", style="bold"), Syntax(command_line(st), "bash",
                                                                              word_wrap=True, theme="ansi_dark")]
         try:
