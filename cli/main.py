@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build_tiny)
 
     project = sub.add_parser("project", help="create and inspect projects").add_subparsers(dest="sub", required=True)
+    from .aitk_project_cmds import register_project_commands; register_project_commands(project)  # noqa: E702
     p = project.add_parser("new", help="create a project folder")
     p.add_argument("dir")
     p.add_argument("--model", default="tiny", help="catalog id of the base model (default: tiny)")
