@@ -19,6 +19,9 @@ TEMPLATES = {
                "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
                "<|start_header_id|>assistant<|end_header_id|>\n\n"),
     "mistral": ("[INST] {question} [/INST] {answer}</s>", "[INST] {} [/INST]"),
+    "zephyr": ("<|user|>\n{question}</s>\n<|assistant|>\n{answer}</s>", "<|user|>\n{}</s>\n<|assistant|>\n"),
+    # Base models without a chat template: AI Toolkit's templates prompt them with `###` headings.
+    "plain": ("### Question: {question}\n### Answer: {answer}", "### Question: {}\n### Answer:"),
 }
 
 
