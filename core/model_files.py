@@ -127,3 +127,46 @@ def check_model_consistency(model, root: Path | None = None) -> None:
         if archs and entry.architecture not in archs:
             raise AitkError(f"model.path {path} holds a {archs[0]} but model.id {model.id!r} is a "
                             f"{entry.architecture}", hint)
+
+
+def require_local(model, root: Path) -> None:
+    """Refuse a local job whose base model is not on this machine and cannot be fetched by it,
+    naming the model and what to do, before the job is queued (not a ConnectError in the job)."""
+    import difflib
+
+    from . import hub
+
+    path = model.path
+    folder = local_dir(path, root)
+    if folder is not None:
+        if not has_weights(folder):
+            raise AitkError(f"base model folder {folder} has no weights (config.json + *.safetensors)",
+                            "point model.path at a complete model folder, or pull it: "
+                            f"`aitk model pull {model.id}`")
+        return
+    if not cat.REPO_RE.match(path):
+        raise AitkError(f"base model folder {root / path} is not there",
+                        "download it there, or set model.path to a Hugging Face repo id "
+                        "(`aitk project set model.path=OWNER/NAME`)")
+    catalog = cat.load()
+    entry = catalog.find(path) or catalog.find(model.id)
+    name = f"{entry.id} ({path})" if entry else path
+    if entry is None:
+        known = {e.repo: e.id for e in catalog if e.repo}
+        near = difflib.get_close_matches(path, list(known), n=1, cutoff=0.85)
+        if near:
+            raise AitkError(f"base model {path} is not on this machine and not in the catalog: "
+                            f"did you mean {near[0]} ({known[near[0]]})?",
+                            f"`aitk project set model.id={known[near[0]]} model.path={near[0]}`, or if {path} "
+                            f"is right, `aitk model pull {path}` first")
+    pull = f"`aitk model pull {entry.id if entry else path}`"
+    gated = entry is not None and entry.gated and hub.hf_token() is None
+    if gated:
+        where = entry.license_url or f"https://huggingface.co/{path}"
+        raise AitkError(f"base model {name} is gated and not on this machine, and no Hugging Face token is set",
+                        f"accept its licence at {where}, set HF_TOKEN (or `hf auth login`; token page "
+                        f"{hub.TOKEN_URL}), then {pull}")
+    if hub.is_offline():
+        raise AitkError(f"base model {name} is not on this machine and Hugging Face is in offline mode "
+                        "(HF_HUB_OFFLINE)", f"{pull} while online (unset HF_HUB_OFFLINE), or point "
+                        "model.path at a local model folder")

@@ -116,11 +116,13 @@ def generated_files(root: Path) -> tuple[Path, Path, Path]:
     return OLIVE_CONFIG, CHAT_SCRIPT, Path("README.md")
 
 
-def _write_generated(root: Path, settings: ProjectSettings, layout: tuple[Path, Path, Path]) -> None:
-    """Everything derived from the settings, at the places `layout` names; rewritten by `regenerate`."""
+def _write_generated(root: Path, settings: ProjectSettings, layout: tuple[Path, Path, Path],
+                     project_root: Path | None = None) -> None:
+    """Everything derived from the settings, at the places `layout` names; rewritten by `regenerate`
+    (into a staging folder `root` of the project at `project_root`)."""
     from .model_files import check_model_consistency
 
-    check_model_consistency(settings.model, root)
+    check_model_consistency(settings.model, project_root or root)
     olive_file, chat_file, readme = layout
     device = detect().best if settings.target.device == "auto" else settings.target.device
     config = olive_config.build(settings, device)
@@ -207,7 +209,7 @@ def regenerate(project: Project) -> None:
                             f"move it aside (e.g. `mv {blocker} {blocker}.old`), then run the command again")
     staging = Path(tempfile.mkdtemp(prefix=".regen-", dir=project.root))
     try:
-        _write_generated(staging, project.settings, layout)
+        _write_generated(staging, project.settings, layout, project.root)
         for rel in generated:
             (project.root / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / rel, project.root / rel)
