@@ -155,3 +155,33 @@ def test_an_unfilled_placeholder_is_taken_from_the_form(tmp_path):
     assert code == 0, err
     assert "setup/project-settings.json <output_dir>" in out
     assert tomllib.loads((root / "aitk.toml").read_text())["finetune"]["checkpoint_dir"] == "models/checkpoints"
+
+
+@pytest.mark.slow
+def test_an_imported_phi3_project_switched_to_the_tiny_model_finetunes_exports_and_chats(tmp_path, tiny_test_model):
+    root = tmp_path / "phi3"
+    materialise("Phi-3-mini-4k-instruct", root)
+    before = digests(root)
+    assert aitk("project", "import", str(root))[0] == 0
+    # The tiny model instead of Phi-3; the imported QLoRA settings otherwise, shortened for 2 CPU cores.
+    code, _, err = aitk("project", "set", "-P", str(root), "model.id=tiny", f"model.path={tiny_test_model}",
+                        "finetune.max_steps=8", "data.source_max_len=64", "finetune.per_device_eval_batch_size=64")
+    assert code == 0, err
+    code, out, err = aitk("finetune", "-P", str(root))
+    assert code == 0, out + err
+    job = out.split("job ", 1)[1].split()[0]
+    from aitk.core import paths
+
+    ran = json.loads((paths.data_dir() / "jobs" / job / "olive-config.json").read_text())
+    ft = ran["passes"]["finetune"]
+    assert ft["type"] == "QLoRA" and ft["r"] == 64 and ft["quant_type"] == "nf4"
+    assert {k: ft["training_args"][k] for k in ("max_grad_norm", "adam_beta2", "group_by_length")} == \
+        {"max_grad_norm": 0.3, "adam_beta2": 0.999, "group_by_length": True}
+    assert ran["data_configs"][1]["load_dataset_config"]["data_files"].endswith("dataset/aitk-eval.jsonl")
+    code, out, err = aitk("export", "-P", str(root))
+    assert code == 0, out + err
+    assert (root / "models/onnx/int4/adapters/tuned.onnx_adapter").is_file()
+    code, out, err = aitk("chat", "-P", str(root), "-p", "I'm thrilled to start my new job!")
+    assert code == 0 and out.strip(), err
+    # AI Toolkit's own files are still as generated, after all of that.
+    assert {rel: d for rel, d in digests(root).items() if rel in before} == before
