@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .aitk_project_cmds import register_project_commands
 from .common import project_arg
 
 
@@ -111,6 +112,7 @@ def cmd_project_regen(args) -> int:
 
 def register(sub) -> None:
     project = sub.add_parser("project", help="create and inspect projects").add_subparsers(dest="sub", required=True)
+    register_project_commands(project)  # import / export-aitk: AI Toolkit projects
     p = project.add_parser("new", help="create a project folder")
     p.add_argument("dir")
     p.add_argument("--model", default="tiny", help="catalog id of the base model (default: tiny)")

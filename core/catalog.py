@@ -129,7 +129,8 @@ class CatalogEntry(_Strict):
     license_url: str | None = None
     gated: bool = Field(description="Hugging Face asks users to accept terms before downloading.")
     context_length: int = Field(gt=0)
-    chat_template: str = Field(description="Prompt format family: phi3, phi4, chatml, llama3, mistral.")
+    chat_template: str = Field(description="Prompt format family: phi3, phi4, chatml, llama3, mistral, zephyr, or "
+                               "plain (a base model without a chat template).")
     lora_targets: list[str] = Field(min_length=1, description="Suggested LoRA target modules.")
     tasks: list[str] = Field(default_factory=lambda: ["chat"])
     hidden_size: int = Field(gt=0)

@@ -19,7 +19,18 @@ TEMPLATES = {
                "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
                "<|start_header_id|>assistant<|end_header_id|>\n\n"),
     "mistral": ("[INST] {question} [/INST] {answer}</s>", "[INST] {} [/INST]"),
+    "zephyr": ("<|user|>\n{question}</s>\n<|assistant|>\n{answer}</s>", "<|user|>\n{}</s>\n<|assistant|>\n"),
+    # Base models without a chat template: AI Toolkit's templates prompt them with `###` headings.
+    "plain": ("### Question: {question}\n### Answer: {answer}", "### Question: {}\n### Answer:"),
 }
+
+
+def _own_facts(model_id: str) -> tuple[list[str], tuple[str, str] | None] | None:
+    """A model outside the catalog: (LoRA targets, chat templates) from its own files on disk."""
+    from .model_files import chat_templates, local_dir, target_modules
+
+    folder = local_dir(model_id)
+    return None if folder is None else (target_modules(folder), chat_templates(folder))
 
 
 def default_settings(name: str, model_id: str = tiny.TINY_ID, device: str = "cpu") -> ProjectSettings:
@@ -39,15 +50,19 @@ def default_settings(name: str, model_id: str = tiny.TINY_ID, device: str = "cpu
             raise
         entry = None  # a Hugging Face repo id that is not in the catalog: taken as it is
     settings.model = ModelSettings(id=model_id, path=entry.repo if entry and entry.repo else model_id)
-    family = entry.chat_template if entry else "phi3"
-    settings.data.text_template = TEMPLATES.get(family, TEMPLATES["phi3"])[0]
-    settings.inference.prompt_template = TEMPLATES.get(family, TEMPLATES["phi3"])[1]
+    own = None if entry else _own_facts(model_id)
+    if own and own[1]:
+        settings.data.text_template, settings.inference.prompt_template = own[1]
+    else:
+        family = entry.chat_template if entry else "phi3"
+        settings.data.text_template = TEMPLATES.get(family, TEMPLATES["phi3"])[0]
+        settings.inference.prompt_template = TEMPLATES.get(family, TEMPLATES["phi3"])[1]
     cuda = device == "cuda"
     settings.finetune = FinetuneSettings(
         method="qlora" if cuda else "lora",
         compute_dtype="bfloat16" if cuda else "float32",
         lora_r=64, lora_alpha=64.0, lora_dropout=0.1,
-        target_modules=list(entry.lora_targets) if entry else [],
+        target_modules=list(entry.lora_targets) if entry else (own[0] if own else []),
         per_device_train_batch_size=1, per_device_eval_batch_size=1,
         gradient_accumulation_steps=4, gradient_checkpointing=True,
         learning_rate=1e-4, num_train_epochs=3.0, max_steps=1200,

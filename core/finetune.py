@@ -92,6 +92,10 @@ def publish_adapter(project: Project, adapter: Path) -> str:
 
 def preflight(kind: str, project: Project, device: str, params: dict, parent: str | None) -> None:
     """Refuse a job that cannot succeed, before it is queued, naming what would work."""
+    if kind in ("finetune", "export", "evaluate"):
+        from .model_files import require_local
+
+        require_local(project.settings.model, project.root)
     if kind == "finetune":
         olive_config.pass_config(project.settings, device)
     elif kind == "export":

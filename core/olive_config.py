@@ -81,6 +81,9 @@ def pass_config(s: ProjectSettings, device: str) -> dict:
         "report_to": "none",
         # The paged optimizer QLoRA defaults to exists only on CUDA.
         "optim": "paged_adamw_32bit" if device == "cuda" and f.method == "qlora" else "adamw_torch",
+        # Arguments the settings do not model (an imported AI Toolkit project's max_grad_norm...);
+        # settings validation keeps them clear of the keys above.
+        **f.extra_training_args,
     }
     p = {
         "type": "LoftQ" if f.loftq else {"lora": "LoRA", "qlora": "QLoRA"}[f.method],

@@ -17,7 +17,7 @@ from pathlib import Path
 import tomli_w
 from pydantic import ValidationError
 
-from . import known_projects, olive_config, paths, tiny
+from . import aitk_layout, known_projects, olive_config, paths, tiny
 from .datasets import local_file
 from .devices import detect
 from .errors import AitkError
@@ -108,15 +108,29 @@ def text_template_around(start: str | Path | None = None) -> tuple[str, str] | N
     return None if project is None else (project.name, project.settings.data.text_template)
 
 
-def _write_generated(root: Path, settings: ProjectSettings) -> None:
-    """Everything derived from the settings; rewritten by `regenerate`."""
+def generated_files(root: Path) -> tuple[Path, Path, Path]:
+    """(Olive config, chat script, README) relative to the project: AI Toolkit's own names are
+    left to it in a folder it generated (an imported project still opens in AI Toolkit)."""
+    if aitk_layout.is_aitk_layout(root):
+        return aitk_layout.OWN_OLIVE_CONFIG, aitk_layout.OWN_CHAT_SCRIPT, aitk_layout.OWN_README
+    return OLIVE_CONFIG, CHAT_SCRIPT, Path("README.md")
+
+
+def _write_generated(root: Path, settings: ProjectSettings, layout: tuple[Path, Path, Path],
+                     project_root: Path | None = None) -> None:
+    """Everything derived from the settings, at the places `layout` names; rewritten by `regenerate`
+    (into a staging folder `root` of the project at `project_root`)."""
+    from .model_files import check_model_consistency
+
+    check_model_consistency(settings.model, project_root or root)
+    olive_file, chat_file, readme = layout
     device = detect().best if settings.target.device == "auto" else settings.target.device
     config = olive_config.build(settings, device)
-    (root / OLIVE_CONFIG).parent.mkdir(parents=True, exist_ok=True)
-    (root / OLIVE_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    (root / CHAT_SCRIPT).parent.mkdir(parents=True, exist_ok=True)
-    (root / CHAT_SCRIPT).write_text(_chat_script(settings), encoding="utf-8")
-    (root / "README.md").write_text(_readme(settings), encoding="utf-8")
+    (root / olive_file).parent.mkdir(parents=True, exist_ok=True)
+    (root / olive_file).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (root / chat_file).parent.mkdir(parents=True, exist_ok=True)
+    (root / chat_file).write_text(_chat_script(settings), encoding="utf-8")
+    (root / readme).write_text(_readme(settings, olive_file, chat_file), encoding="utf-8")
     (root / SETTINGS_FILE).write_text(tomli_w.dumps(settings.to_toml_dict()), encoding="utf-8")
 
 
@@ -173,7 +187,7 @@ def create_project(
             # Small enough (a few MB) to live in the project: it then runs anywhere, Olive alone too.
             shutil.copytree(tiny.ensure_tiny(tiny_spec), tmp / "model")
             settings.model.path = "model"
-        _write_generated(tmp, settings)
+        _write_generated(tmp, settings, generated_files(tmp))
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -184,7 +198,8 @@ def create_project(
 
 def regenerate(project: Project) -> None:
     """Rewrite the derived files after the settings changed. Each file is replaced atomically."""
-    generated = (OLIVE_CONFIG, CHAT_SCRIPT, Path("README.md"), Path(SETTINGS_FILE))
+    layout = generated_files(project.root)
+    generated = (*layout, Path(SETTINGS_FILE))
     for rel in generated:  # checked first, so a refusal leaves every file as it was
         target, folder = project.root / rel, (project.root / rel).parent
         blocker = (folder if folder.exists() and not folder.is_dir() else
@@ -194,7 +209,7 @@ def regenerate(project: Project) -> None:
                             f"move it aside (e.g. `mv {blocker} {blocker}.old`), then run the command again")
     staging = Path(tempfile.mkdtemp(prefix=".regen-", dir=project.root))
     try:
-        _write_generated(staging, project.settings)
+        _write_generated(staging, project.settings, layout, project.root)
         for rel in generated:
             (project.root / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / rel, project.root / rel)
@@ -268,7 +283,7 @@ if __name__ == "__main__":
 '''
 
 
-def _readme(s: ProjectSettings) -> str:
+def _readme(s: ProjectSettings, olive_file: Path = OLIVE_CONFIG, chat_file: Path = CHAT_SCRIPT) -> str:
     f = s.finetune
     return f"""# {s.name}
 
@@ -289,10 +304,10 @@ An aitk project: {f.method.upper()} fine-tuning of `{s.model.id}` on `{s.data.da
 
 ## Without aitk
 
-    olive run --config {OLIVE_CONFIG.as_posix()}
+    olive run --config {olive_file.as_posix()}
 
 (from this folder; checkpoints go to `{f.checkpoint_dir}/` and a rerun resumes from the last one:
-delete that folder to start over). `python {CHAT_SCRIPT.as_posix()}` chats with the exported model.
+delete that folder to start over). `python {chat_file.as_posix()}` chats with the exported model.
 
 Settings live in `aitk.toml`; after editing it run `aitk project regen` to rewrite the generated files.
 """

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import known_projects, paths
+from . import aitk_layout, known_projects, paths
 from .errors import AitkError
 from .publish import list_exports
 from .export_state import CURRENT, STALE, ExportState, export_state
@@ -50,6 +50,10 @@ class ExportInfo:
         return self.word if self.current else f"{self.word}: {self.state.reason}"
 
 
+AITK = "aitk"                 # an aitk project (aitk.toml)
+AI_TOOLKIT = "ai-toolkit"     # a folder AI Toolkit for VS Code generated, not imported yet
+
+
 @dataclass
 class ProjectEntry:
     root: str
@@ -58,6 +62,8 @@ class ProjectEntry:
     problem: str | None = None
     adapter: bool = False
     exports: list[ExportInfo] = field(default_factory=list)  # newest first
+    kind: str = AITK
+    from_ai_toolkit: bool = False  # AI Toolkit's layout is in the folder (imported, or not yet)
 
     def get(self, section: str, key: str, default="—"):
         value = self.settings.get(section, {}).get(key, default)
@@ -91,7 +97,8 @@ def read_entry(root: str | Path) -> ProjectEntry:
         problem = None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         data, problem = {}, f"{SETTINGS_FILE} unreadable: {e}"
-    entry = ProjectEntry(str(root), str(data.get("name") or root.name), data, problem)
+    entry = ProjectEntry(str(root), str(data.get("name") or root.name), data, problem,
+                         from_ai_toolkit=aitk_layout.is_aitk_layout(root))
     entry.adapter = (root / ADAPTER_DIR / "adapter_config.json").is_file()
     entry.exports = exports(root)
     return entry
@@ -119,8 +126,34 @@ def roots() -> list[Path]:
     return sorted(seen.values(), key=lambda p: (p.name.lower(), str(p)))
 
 
-def list_projects() -> list[ProjectEntry]:
-    return [read_entry(r) for r in roots()]
+def ai_toolkit_roots() -> list[Path]:
+    """AI Toolkit projects in the projects folder that are not aitk projects yet (to import)."""
+    base = paths.projects_dir()
+    found = [c.resolve() for c in sorted(base.iterdir()) if c.is_dir() and not (c / SETTINGS_FILE).is_file()
+             and aitk_layout.is_aitk_layout(c)] if base.is_dir() else []
+    return sorted(found, key=lambda p: (p.name.lower(), str(p)))
+
+
+def read_ai_toolkit_entry(root: Path) -> ProjectEntry:
+    """Cheap: the folder and the model its Olive config reads (the full translation is the import's)."""
+    import json
+
+    try:
+        config = json.loads((root / aitk_layout.OLIVE_CONFIG).read_text(encoding="utf-8"))
+        model = str(config.get("input_model", {}).get("model_path", "")).removeprefix("model-cache/")
+    except (OSError, ValueError, AttributeError):
+        model = "?"
+    return ProjectEntry(str(root), root.name, {"model": {"id": model}}, kind=AI_TOOLKIT, from_ai_toolkit=True)
+
+
+def list_projects(include_ai_toolkit: bool = False) -> list[ProjectEntry]:
+    """Every aitk project; with `include_ai_toolkit`, also the projects folder's AI Toolkit projects
+    not imported yet (kind AI_TOOLKIT), for the front ends that offer to import them."""
+    entries = [read_entry(r) for r in roots()]
+    if include_ai_toolkit:
+        entries += [read_ai_toolkit_entry(r) for r in ai_toolkit_roots()]
+        entries.sort(key=lambda e: (e.name.lower(), e.root))
+    return entries
 
 
 def check_present(root: str | Path | None, what: str = "this job's project") -> Path:

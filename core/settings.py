@@ -70,6 +70,18 @@ class DataSettings(_Section):
             raise ValueError(f"{e.message} ({e.hint})" if e.hint else e.message) from None
 
 
+# Training arguments aitk writes itself (from the setting named, or always): never passed twice.
+MODELED_TRAINING_ARGS = {
+    **{k: f"finetune.{k}" for k in (
+        "seed", "data_seed", "per_device_train_batch_size", "per_device_eval_batch_size",
+        "gradient_accumulation_steps", "gradient_checkpointing", "learning_rate", "lr_scheduler_type",
+        "num_train_epochs", "max_steps", "logging_steps", "eval_steps", "save_steps")},
+    "output_dir": "finetune.checkpoint_dir",
+    "save_total_limit": "aitk's own value (2)", "report_to": "aitk's own value", "optim": "aitk's own value",
+    "resume_from_checkpoint": "`aitk jobs resume`",
+}
+
+
 class FinetuneSettings(_Section):
     method: Literal["lora", "qlora"] = Field("lora", description="LoRA trains adapters on the full-precision "
                                              "model; QLoRA on a 4-bit quantized one (less memory, slower).")
@@ -99,6 +111,21 @@ class FinetuneSettings(_Section):
     save_steps: int = Field(200, ge=1, description="Save a resumable checkpoint every N steps.")
     checkpoint_dir: str = Field("models/checkpoints", description="Where checkpoints go, relative to the project.")
     loftq: bool = Field(False, description="Initialise QLoRA adapters with LoftQ (needs CUDA).")
+    extra_training_args: dict[str, str | bool | int | float] = Field(
+        default_factory=dict, description="More Hugging Face TrainingArguments passed to Olive as they are "
+        "(e.g. {max_grad_norm = 0.3}); for what the fields above do not cover.")
+
+    @field_validator("extra_training_args")
+    @classmethod
+    def _extra_args(cls, v: dict) -> dict:
+        # A key the settings model (or aitk itself sets) would be applied twice, one silently losing.
+        for key in v:
+            if not key.isidentifier():
+                raise ValueError(f"{key!r} is not a training argument name")
+            if key in MODELED_TRAINING_ARGS:
+                raise ValueError(f"{key!r} is set by its own setting or by aitk: "
+                                 f"use {MODELED_TRAINING_ARGS[key]} instead")
+        return v
 
     @field_validator("checkpoint_dir")
     @classmethod
@@ -190,7 +217,7 @@ class SettingSpec:
 
     section: str
     name: str
-    kind: str  # bool | choice | int | float | text (with escapes) | str | optional_str | list
+    kind: str  # bool | choice | int | float | text (with escapes) | str | optional_str | list | table
     choices: tuple = ()
     default: object = None
     description: str = ""
@@ -209,7 +236,8 @@ class SettingSpec:
         if self.kind == "choice":
             return " | ".join(map(str, self.choices))
         return {"optional_str": "text or empty", "str": "text", "text": "text, \\n a new line",
-                "list": "list of text"}.get(self.kind, self.kind)
+                "list": "list of text",
+                "table": "table, e.g. {max_grad_norm = 0.3}"}.get(self.kind, self.kind)
 
 
 def _kind(annotation) -> tuple[str, tuple]:
@@ -222,6 +250,8 @@ def _kind(annotation) -> tuple[str, tuple]:
         return annotation.__name__, ()
     if origin is list:
         return "list", ()
+    if origin is dict:
+        return "table", ()
     if type(None) in args:
         return "optional_str", ()
     return "str", ()
@@ -284,7 +314,7 @@ def _parse_value(raw: str, annotation, escapes: bool = False) -> object:
     comma list for list fields (`q,a`), and nothing for an empty optional field."""
     args = typing.get_args(annotation)
     origin = typing.get_origin(annotation)
-    textual = origin is not list and (annotation is str or str in args or origin is Literal)
+    textual = origin not in (list, dict) and (annotation is str or str in args or origin is Literal)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
         if not textual or isinstance(value, str):

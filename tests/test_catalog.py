@@ -35,6 +35,14 @@ REQUIRED = {
     "llama-3.2-1b": "meta-llama/Llama-3.2-1B-Instruct",
     "llama-3.2-3b": "meta-llama/Llama-3.2-3B-Instruct",
     "mistral-7b-instruct-v0.3": "mistralai/Mistral-7B-Instruct-v0.3",
+    # AI Toolkit's fine-tuning templates
+    "phi-1.5": "microsoft/phi-1_5",
+    "phi-2": "microsoft/phi-2",
+    "llama-2-7b": "meta-llama/Llama-2-7b-hf",
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B",
+    "mistral-7b-v0.1": "mistralai/Mistral-7B-v0.1",
+    "mistral-7b-instruct-v0.2": "mistralai/Mistral-7B-Instruct-v0.2",
+    "zephyr-7b-beta": "HuggingFaceH4/zephyr-7b-beta",
 }
 
 
@@ -195,8 +203,9 @@ def test_malformed_user_file_names_file_and_field(user_file, text, expected):
 def test_search_by_text_task_runtime_and_fit(bundled):
     ids = lambda entries: [e.id for e in entries]  # noqa: E731
     assert ids(bundled.search("phi mini"))[:4] == ["phi-3-mini-4k", "phi-3-mini-128k", "phi-3.5-mini", "phi-4-mini"]
-    assert set(ids(bundled.search("apache"))) == {"qwen2.5-0.5b", "qwen2.5-1.5b", "mistral-7b-instruct-v0.3"}
-    assert ids(bundled.search("meta")) == ["llama-3.2-1b", "llama-3.2-3b"]
+    assert set(ids(bundled.search("apache"))) == {"qwen2.5-0.5b", "qwen2.5-1.5b", "mistral-7b-instruct-v0.3",
+                                                  "mistral-7b-v0.1", "mistral-7b-instruct-v0.2"}
+    assert set(ids(bundled.search("meta"))) == {"llama-3.2-1b", "llama-3.2-3b", "llama-3-8b", "llama-2-7b"}
     assert "tiny" not in ids(bundled.search(task="code"))
     assert "mistral-7b-instruct-v0.3" in ids(bundled.search(task="function-calling"))
     published_dml = ids(bundled.search(runtime="directml", published_only=True))
@@ -297,7 +306,7 @@ def test_cli_catalog_list_show_search(capsys):
     code, out = run(["catalog", "list", "--json"], capsys)
     assert [m["id"] for m in json.loads(out)][:2] == ["tiny", "phi-3-mini-4k"]
     code, out = run(["catalog", "search", "llama", "--json"], capsys)
-    assert [m["id"] for m in json.loads(out)] == ["llama-3.2-1b", "llama-3.2-3b"]
+    assert [m["id"] for m in json.loads(out)] == ["llama-3.2-1b", "llama-3.2-3b", "llama-2-7b", "llama-3-8b"]
     code, out = run(["catalog", "search", "zzz"], capsys)
     assert code == 1 and "no model matches" in out
     code, out = run(["catalog", "show", "phi-3-mini-4k"], capsys)

@@ -113,3 +113,27 @@ async def test_wizard(size, world, svg):
             assert await picture(pilot) == svg(name=f"step-{step + 1}-{app.screen.step.TITLE.lower()}")
             if step < 5:  # not on the summary: that would create the project
                 await pilot.press("ctrl+n")
+
+
+@sync
+async def test_ai_toolkit_folder(world, svg):
+    """An AI Toolkit project in the projects folder: listed with its mark, then the import question."""
+    from aitk_templates import TEMPLATES, materialise
+
+    if not TEMPLATES.is_dir():
+        pytest.skip(f"AI Toolkit templates not found at {TEMPLATES}")
+    from aitk.core import paths
+
+    root = paths.projects_dir() / "vscode-phi3"
+    materialise("Phi-3-mini-4k-instruct", root)
+    app = testing.fixture_app(start_pane="projects")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready_pane(pilot, "projects", lambda p: str(root) in p.projects and p.selected is not None)
+        pane = app.pane("projects")
+        pane.query_one("DataTable").move_cursor(row=list(pane.projects).index(str(root)))
+        await until(pilot, lambda: pane.selected == str(root), what="AI Toolkit folder selected")
+        assert await picture(pilot) == svg(name="ai-toolkit-listed")
+        await pilot.press("i")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="confirm")
+        assert await picture(pilot) == svg(name="ai-toolkit-import")
+        await pilot.press("n")

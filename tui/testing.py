@@ -46,7 +46,8 @@ def isolated_env(root: Path, setenv=os.environ.__setitem__) -> dict[str, str]:
 
 def fabricate_project(name: str, *, adapter: bool = False, exported: bool = False,
                       model_id: str = "tiny") -> Path:
-    """A project folder as `create_project` writes it, minus the model (listing needs no model)."""
+    """A project folder as `create_project` writes it, with a stand-in model folder (the files the
+    job preflight looks for; nothing here loads it)."""
     import tomli_w
 
     from aitk.core import paths, tiny
@@ -59,6 +60,9 @@ def fabricate_project(name: str, *, adapter: bool = False, exported: bool = Fals
     shutil.copy2(bundled / "eval.jsonl", root / "dataset" / "eval.jsonl")
     settings = default_settings(name, model_id if model_id == tiny.TINY_ID else "someone/custom", "cpu")
     settings.model.id = model_id
+    (root / "model").mkdir()
+    (root / "model" / "config.json").write_text('{"architectures": ["Phi3ForCausalLM"]}', encoding="utf-8")
+    (root / "model" / "model.safetensors").write_bytes(b"")
     (root / "aitk.toml").write_text(tomli_w.dumps(settings.to_toml_dict()), encoding="utf-8")
     if adapter or exported:
         a = root / "models" / "olive" / "adapter"

@@ -19,12 +19,13 @@ from textual.widgets import DataTable, Static
 from aitk.core import project_index
 from aitk.core.errors import AitkError
 from aitk.core.jobs import ACTIVE, JobRecord
-from aitk.core.project_index import ProjectEntry
+from aitk.core.project_index import AI_TOOLKIT, ProjectEntry
 from aitk.tui import job_actions
 from aitk.tui.formatting import age, status_text
 from aitk.tui.jobs_feed import FeedUpdate
 from aitk.tui.panes.base import Pane
 
+AI_TOOLKIT_MARK = "◆ "  # a folder AI Toolkit for VS Code generated
 CHAT_CELL = {"ready": ("ready", "green"), "stale": ("stale", "yellow"), "base": ("base", "dim"),
              "none": ("—", "dim")}
 
@@ -42,6 +43,7 @@ class ProjectsPane(Pane):
         Binding("f", "finetune", "Fine-tune", id="projects.finetune"),
         Binding("e", "export", "Export", id="projects.export"),
         Binding("t", "chat", "Chat", id="projects.chat"),
+        Binding("i", "import_ai_toolkit", "Import", id="projects.import"),
         Binding("f5", "refresh", "Refresh", id="projects.refresh"),
     ]
 
@@ -51,6 +53,7 @@ class ProjectsPane(Pane):
         self.jobs: list[JobRecord] = []
         self.selected: str | None = None
         self._known_job_projects: set[str] = set()
+        self._import_reports: dict[str, list[str]] = {}  # root -> the last import's report, shown once
 
     def compose(self) -> ComposeResult:
         table = DataTable(id="projects-table", cursor_type="row", zebra_stripes=True)
@@ -72,7 +75,7 @@ class ProjectsPane(Pane):
 
     @work(thread=True, exclusive=True, group="projects-scan")
     def _scan(self, select: str | None) -> None:
-        self.post_message(ProjectsScanned(project_index.list_projects(), select))
+        self.post_message(ProjectsScanned(project_index.list_projects(include_ai_toolkit=True), select))
 
     def on_projects_scanned(self, message: ProjectsScanned) -> None:
         table = self.query_one(DataTable)
@@ -102,7 +105,12 @@ class ProjectsPane(Pane):
         last_text = Text("—", style="dim") if last is None else \
             Text.assemble(status_text(last.status), f" {last.kind}")
         chat = Text(*CHAT_CELL[info.chat_state])
-        return (Text(info.name, style="bold") if not info.problem else Text(info.name, style="red"),
+        if info.kind == AI_TOOLKIT:
+            model = str(info.get("model", "id")).rsplit("/", 1)[-1]
+            return (Text(AI_TOOLKIT_MARK + info.name, style="bold magenta"), model,
+                    Text("—", style="dim"), Text("import: i", style="magenta"), Text("—", style="dim"))
+        mark = AI_TOOLKIT_MARK if info.from_ai_toolkit else ""
+        return (Text(mark + info.name, style="bold") if not info.problem else Text(mark + info.name, style="red"),
                 str(info.get("model", "id")), str(info.get("finetune", "method", "lora")), last_text, chat)
 
     def jobs_updated(self, update: FeedUpdate) -> None:
@@ -142,6 +150,14 @@ class ProjectsPane(Pane):
             f"[dim]Projects folder: {paths.projects_dir()}[/dim]"))
 
     def _show_detail(self, info: ProjectEntry) -> None:
+        if info.kind == AI_TOOLKIT:
+            self.query_one("#project-info", Static).update(Text.from_markup(
+                f"[b magenta]{AI_TOOLKIT_MARK}AI Toolkit project[/b magenta]  [dim]{info.root}[/dim]\n"
+                f"Model: {info.get('model', 'id')}\n\n"
+                "Made by AI Toolkit for VS Code and not imported yet. Press i to import it: aitk "
+                "writes its aitk.toml (every form value carried over, and a list of what cannot be), and "
+                "AI Toolkit's own files stay as they are, so VS Code still opens it."))
+            return
         if info.problem:
             self.query_one("#project-info", Static).update(Text(f"{info.root}\n{info.problem}", style="red"))
             return
@@ -174,14 +190,51 @@ class ProjectsPane(Pane):
             grid.add_row("Jobs" if i == 0 else "", Text.assemble(status_text(rec.status), f"  {rec.kind}  ",
                                                                  (f"{age(now - rec.created)} ago  {rec.id}", "dim")))
         hint = Text.from_markup("\n[dim]f fine-tune (then export) · e export · t chat · n new project[/dim]")
-        self.query_one("#project-info", Static).update(_stack(grid, hint))
+        report = self._import_reports.get(info.root)
+        extra = [Text("\n" + "\n".join(report), style="dim")] if report else []
+        self.query_one("#project-info", Static).update(_stack(grid, hint, *extra))
 
     # -- actions ------------------------------------------------------------------------------
-    def _current(self) -> ProjectEntry | None:
+    def _current(self, importing: bool = False) -> ProjectEntry | None:
         info = self.projects.get(self.selected or "")
         if info is None:
             self.app.notify("No project selected: press n to create one", severity="warning")
+        elif info.kind == AI_TOOLKIT and not importing:
+            self.app.notify(f"{info.name} is an AI Toolkit project: press i to import it first", severity="warning")
+            return None
         return info
+
+    def action_import_ai_toolkit(self) -> None:
+        info = self._current(importing=True)
+        if info is None:
+            return
+        if info.kind != AI_TOOLKIT:
+            self.app.notify(f"{info.name} is an aitk project already", severity="information")
+            return
+        from aitk.tui.widgets.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._import(info)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Import the AI Toolkit project {info.name}?\n\nWrites aitk.toml and aitk's own files into "
+            f"{info.root}; AI Toolkit's files are not changed.", yes="Import"), answered)
+
+    @work(thread=True, group="project-actions")
+    def _import(self, info: ProjectEntry) -> None:
+        from aitk.core import aitk_project
+
+        try:
+            report = aitk_project.import_project(info.root)
+        except AitkError as e:
+            self.app.call_from_thread(self.app.notify, str(e), title=info.name, severity="error", timeout=12)
+            return
+        self._import_reports[str(report.dest)] = report.lines()
+        self.app.call_from_thread(
+            self.app.notify, f"Imported {info.name}: {len(report.carried)} values carried over, "
+            f"{len(report.not_carried)} not (listed in the details)", timeout=6)
+        self.app.call_from_thread(self.refresh_projects, str(report.dest))
 
     def action_new(self) -> None:
         self.app.action_new_project()

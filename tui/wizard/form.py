@@ -8,6 +8,9 @@ exactly what `aitk.toml` accepts, with pydantic's own message shown under the fi
 
 from __future__ import annotations
 
+import tomllib
+
+import tomli_w
 from pydantic import ValidationError
 from textual import on
 from textual.app import ComposeResult
@@ -29,6 +32,8 @@ def widget_id(spec: SettingSpec) -> str:
 def to_text(value, kind: str) -> str:
     if kind == "list":
         return ", ".join(value or [])
+    if kind == "table":
+        return "{" + ", ".join(tomli_w.dumps({k: v}).strip() for k, v in (value or {}).items()) + "}"
     if value is None:
         return ""
     return escape_text(value) if kind == "text" else str(value)
@@ -55,6 +60,11 @@ def parse(text: str, kind: str):
         return [part.strip() for part in text.split(",") if part.strip()]
     if kind == "optional_str":
         return text or None
+    if kind == "table":
+        try:
+            return tomllib.loads(f"t = {text or '{}'}")["t"]
+        except (ValueError, RecursionError):
+            raise ValueError("enter a table, e.g. {max_grad_norm = 0.3}") from None
     return text
 
 
