@@ -404,3 +404,35 @@ def test_one_unit_for_sizes():
     from aitk.core.catalog import human_bytes
 
     assert human_bytes(3 * 1024**3) == "3.0 GiB" and human_bytes(512 * 1024**2) == "512.0 MiB"
+
+
+# -- idle redraws ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("active", [False, True], ids=["no-job-active", "running-job-with-nothing-new"])
+@sync
+async def test_a_jobs_pane_with_nothing_new_redraws_nothing(world, monkeypatch, active):
+    """Polls keep coming (every 0.5 s); when nothing they report differs, nothing is repainted,
+    even with a job running (the fixture clock stands still, so its elapsed time does too)."""
+    from textual.widget import Widget
+
+    if not active:
+        world.sleeper.stop()
+        for name in ("running", "queued"):
+            world.store.update(world.jobs[name].id, status="succeeded", finished=testing.FIXED_NOW, exit_code=0)
+    app = testing.fixture_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = await jobs_pane(app, pilot)
+        await pilot.pause(1.0)  # the first paint and the selected job's log settle
+        polls = []
+        original_jobs_updated = pane.jobs_updated
+        monkeypatch.setattr(pane, "jobs_updated", lambda update: (polls.append(1), original_jobs_updated(update)))
+        repainted = []
+        original_refresh = Widget.refresh
+
+        def refresh(self, *args, **kwargs):
+            repainted.append(self)
+            return original_refresh(self, *args, **kwargs)
+
+        monkeypatch.setattr(Widget, "refresh", refresh)
+        await until(pilot, lambda: len(polls) >= 4, timeout=6, what="four polls")
+        monkeypatch.setattr(Widget, "refresh", original_refresh)
+        assert not repainted, sorted({f"{type(w).__name__}#{w.id}" for w in repainted})

@@ -24,7 +24,7 @@ from aitk.core.errors import AitkError
 from aitk.core.jobs import ACTIVE, JobRecord
 from aitk.core.metrics import MARK
 from aitk.tui import job_actions
-from aitk.tui.formatting import age, duration, status_text
+from aitk.tui.formatting import clock_time, duration, status_text
 from aitk.tui.jobs_feed import FeedUpdate, Progress
 from aitk.tui.panes.base import Pane
 from aitk.tui.widgets.loss_chart import LossChart
@@ -32,7 +32,7 @@ from aitk.tui.widgets.loss_chart import LossChart
 TAIL_BYTES = 1 << 20  # a selected job shows at most the last MiB of its log
 FOLLOW_POLL_S = 0.25
 BATCH_INTERVAL_S = 0.05
-COLUMN_KEYS = ("status", "kind", "project", "progress", "age", "device")
+COLUMN_KEYS = ("status", "kind", "project", "progress", "created", "device")
 KIND_LABEL = {"finetune": "fine-tune", "export": "export", "evaluate": "evaluate", "download": "download"}
 
 
@@ -132,6 +132,7 @@ class JobsPane(Pane):
         self._pending_select: str | None = None
         self._evaluations: dict[str, dict | None] = {}
         self._shown: dict[str, tuple] = {}  # cells on screen per job, to update only what changed
+        self._painted: dict[str, object] = {}  # content of the detail's Statics, likewise
 
     def compose(self) -> ComposeResult:
         table = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
@@ -139,7 +140,7 @@ class JobsPane(Pane):
         table.add_column("Kind", key="kind", width=9)
         table.add_column("Project", key="project", width=18)
         table.add_column("Progress", key="progress", width=12)
-        table.add_column("Age", key="age", width=4)
+        table.add_column("Created", key="created", width=7)
         table.add_column("Device", key="device", width=6)
         yield table
         with Vertical(id="job-detail"):
@@ -219,7 +220,7 @@ class JobsPane(Pane):
             prog = Text("—", style="dim")
         project = Path(rec.project).name if rec.project else "—"
         return (status_text(rec.status), KIND_LABEL.get(rec.kind, rec.kind), project, prog,
-                age(now - rec.created), rec.device or "—")
+                clock_time(rec.created, now), rec.device or "—")
 
     @on(DataTable.RowHighlighted, "#jobs-table")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -264,7 +265,7 @@ class JobsPane(Pane):
                              status_text(rec.status), " · ", (rec.device or "—"), " · ", (rec.id, "dim"))
         if rec.error and rec.status != "succeeded":
             head.append(f"\n{rec.error}", style="red" if rec.status == "failed" else "yellow")
-        self.query_one("#job-head", Static).update(head)
+        self._update_if_changed("#job-head", head)
         chart = self.query_one(LossChart)
         note = chart_note(rec)
         if chart.empty_text != note:
@@ -272,7 +273,6 @@ class JobsPane(Pane):
             chart.refresh()
         bar = self.query_one(ProgressBar)
         progress = self.progress.get(rec.id) or self._progress_from_metrics()
-        eta = self.query_one("#job-eta", Static)
         if progress and progress.max_steps:
             bar.update(total=progress.max_steps, progress=progress.step)
         elif rec.status == "succeeded":
@@ -299,7 +299,13 @@ class JobsPane(Pane):
             text = " · ".join(bits)
         else:
             text = f"running {duration(now - started)}"
-        eta.update(text)
+        self._update_if_changed("#job-eta", text)
+
+    def _update_if_changed(self, selector: str, content) -> None:
+        """Static.update repaints even when nothing changed; over a slow link every byte counts."""
+        if self._painted.get(selector) != content:
+            self._painted[selector] = content
+            self.query_one(selector, Static).update(content)
 
     def _progress_from_metrics(self) -> Progress | None:
         if not self.metrics:
