@@ -1,24 +1,16 @@
-"""`aitk catalog ...`, `aitk model ...` and `aitk doctor`.
-
-`register(subparsers)` adds the three commands to the main parser; every handler takes the parsed
-args and returns an exit code. Problems a user can fix are raised as `AitkError` (the main CLI
-prints them with their hint).
-"""
+"""`aitk catalog list|show|search`: the curated models, their variants, and what fits here."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from typing import TextIO
 
-from aitk.core import catalog as cat
-from aitk.core import devices, doctor, estimates, hub
-from aitk.core.catalog import human_bytes
-from aitk.core.errors import AitkError
-
-VARIANT_CHOICES = ("finetune", "cpu", "cuda", "directml")
+from ..core import catalog as cat
+from ..core import devices, estimates
+from ..core.catalog import human_bytes
+from .common import table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,52 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--json", action="store_true", help="machine-readable output")
     search.set_defaults(func=cmd_catalog_search)
 
-    # model: into the main CLI's `model` group when it has one (it holds `build-tiny`)
-    existing = subparsers.choices.get("model")
-    if existing is not None:
-        groups = [a for a in existing._actions if isinstance(a, argparse._SubParsersAction)]
-        msub = groups[0] if groups else existing.add_subparsers(dest="model_command", metavar="COMMAND")
-    else:
-        m = subparsers.add_parser("model", help="download, list and remove models",
-                                  description="Models on this machine: the Hugging Face cache and your folders.")
-        m.set_defaults(func=cmd_model_ls, json=False)
-        msub = m.add_subparsers(dest="model_command", metavar="COMMAND")
-    register_model_commands(msub)
-
-    # doctor
-    d = subparsers.add_parser("doctor", help="check this machine: GPU, memory, disk, tokens, sign-ins; "
-                              "what fits")
-    d.add_argument("--json", action="store_true", help="machine-readable output")
-    d.add_argument("--quick", action="store_true", help="skip the PyTorch/CUDA check (it imports torch)")
-    d.set_defaults(func=cmd_doctor)
-
-
-def register_model_commands(msub: argparse._SubParsersAction) -> None:
-    """`pull`, `ls`, `rm`, `add` under an existing `model` command group."""
-    pull = msub.add_parser("pull", help="download a model (only the files a variant needs); resumable")
-    pull.add_argument("model", help="catalog id or Hugging Face repo (owner/name)")
-    pull.add_argument("--variant", default=None, metavar="|".join(VARIANT_CHOICES),
-                      help="what to fetch: `finetune` weights (default), or the ONNX build for a runtime "
-                           "(cpu, cuda, directml; or runtime-precision like cuda-fp16)")
-    pull.add_argument("--revision", default="main", help="branch, tag or commit (default: main)")
-    pull.add_argument("--include", action="append", metavar="PATTERN",
-                      help="only files matching PATTERN (repeatable; for repos outside the catalog)")
-    pull.add_argument("--json", action="store_true", help="print the result as JSON")
-    pull.set_defaults(func=cmd_model_pull)
-    ls = msub.add_parser("ls", help="what is on disk, and its size")
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
-    ls.set_defaults(func=cmd_model_ls)
-    rm = msub.add_parser("rm", help="remove a model from the cache (or unregister a folder)")
-    rm.add_argument("model", help="catalog id, Hugging Face repo, or a registered folder's name")
-    rm.add_argument("--variant", default=None, help="only this variant (finetune, cpu, cuda, directml)")
-    rm.add_argument("--dry-run", action="store_true", help="say what would be freed, delete nothing")
-    rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    rm.set_defaults(func=cmd_model_rm)
-    add = msub.add_parser("add", help="register a model folder of your own")
-    add.add_argument("path", help="folder with config.json / genai_config.json / *.safetensors / *.onnx")
-    add.add_argument("--name", default=None, help="name to refer to it by (default: the folder name)")
-    add.set_defaults(func=cmd_model_add)
-
 
 def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None, help="only models tagged with this task (chat, code, multilingual...)")
@@ -97,12 +43,6 @@ def _filters(p: argparse.ArgumentParser) -> None:
 
 def _out() -> TextIO:
     return sys.stdout
-
-
-def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
 def _runtimes(e: cat.CatalogEntry) -> str:
@@ -134,7 +74,7 @@ def _print_entries(entries: list[cat.CatalogEntry], args) -> int:
         rows.append((e.id, e.params_label, f"{e.context_length // 1024}k" if e.context_length >= 1024
                      else str(e.context_length), e.license, "yes" if e.gated else "no", _runtimes(e),
                      e.name + (" [yours]" if e.origin != "bundled" else "")))
-    _table(rows, out)
+    table(rows, out)
     out.write("\n* built locally from the fine-tuning weights (no published ONNX build). "
               "Details: `aitk catalog show ID`.\n")
     return 0
@@ -196,142 +136,3 @@ def cmd_catalog_show(args) -> int:
     return 0
 
 
-class ProgressPrinter:
-    """One updating line on a terminal; on anything else a line per 10%."""
-
-    def __init__(self, out: TextIO, tty: bool | None = None):
-        self.out = out
-        self.tty = out.isatty() if tty is None else tty
-        self.last_decile = -1
-        self.width = 0
-
-    @staticmethod
-    def line(p: hub.Progress) -> str:
-        pct = 100 * p.fraction
-        speed = f"{human_bytes(p.speed)}/s" if p.speed else "-/s"
-        eta = "-" if p.eta is None else _duration(p.eta)
-        files = f"{p.files_done}/{p.files_total} files"
-        name = f"  {p.file}" if p.file and not p.finished else ""
-        return (f"{p.label}: {pct:5.1f}%  {human_bytes(p.bytes_done)} / {human_bytes(p.bytes_total)}  "
-                f"{speed}  ETA {eta}  {files}{name}")
-
-    def __call__(self, p: hub.Progress) -> None:
-        text = self.line(p)
-        if self.tty:
-            pad = max(self.width - len(text), 0)
-            self.out.write("\r" + text + " " * pad)
-            self.width = len(text)
-            if p.finished:
-                self.out.write("\n")
-            self.out.flush()
-            return
-        decile = min(int(p.fraction * 10), 10)
-        if decile > self.last_decile or (p.finished and self.last_decile < 10):
-            self.last_decile = 10 if p.finished else decile
-            self.out.write(text + "\n")
-            self.out.flush()
-
-    def close(self) -> None:
-        if self.tty and self.width:
-            self.out.write("\n")
-            self.out.flush()
-            self.width = 0
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def cmd_model_pull(args) -> int:
-    out = _out()
-    p = hub.plan(args.model, args.variant, include=args.include)
-    if p.note and not args.json:
-        out.write(f"note: {p.note}\n")
-    printer = None if args.json else ProgressPrinter(out)
-    task = hub.start_pull(args.model, args.variant, revision=args.revision, include=args.include,
-                          on_progress=printer)
-    try:
-        while not task.done:
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        task.cancel()
-    try:
-        result = task.wait()
-    finally:
-        if printer is not None and printer.tty and not task.result:
-            printer.close()
-    if args.json:
-        json.dump(result.to_dict(), out, indent=2)
-        out.write("\n")
-        return 0
-    out.write(result.message + "\n")
-    if result.offline:
-        out.write("note: nothing was checked online; pull again when connected to get updates\n")
-    return 0
-
-
-def cmd_model_ls(args) -> int:
-    out = _out()
-    scan = hub.scan_local()
-    if args.json:
-        json.dump({"cache_dir": str(scan.cache_dir), "models": [m.to_dict() for m in scan.models],
-                   "warnings": scan.warnings}, out, indent=2)
-        out.write("\n")
-        return 0
-    if not scan.models:
-        out.write(f"no models on disk yet (Hugging Face cache: {scan.cache_dir}). "
-                  "Get one: `aitk model pull ID` (see `aitk catalog list`).\n")
-    else:
-        rows = [("NAME", "KIND", "SIZE", "FILES", "USED AS", "PATH")]
-        for m in scan.models:
-            size = human_bytes(m.size_bytes) + (f" (+{human_bytes(m.incomplete_bytes)} partial)"
-                                                if m.incomplete_bytes else "")
-            uses = ",".join(u.split(":", 1)[1] if u.startswith(m.name + ":") else u for u in m.uses) or "-"
-            rows.append((m.name, m.kind, size, str(m.files), uses, str(m.path) + ("" if m.exists else " (missing)")))
-        _table(rows, out)
-        total = sum(m.size_bytes + m.incomplete_bytes for m in scan.models if m.kind == "hf-cache")
-        out.write(f"\nHugging Face cache {scan.cache_dir}: {human_bytes(total)}\n")
-    for w in scan.warnings:
-        out.write(f"warning: {w}\n")
-    return 0
-
-
-def cmd_model_rm(args) -> int:
-    out = _out()
-    preview = hub.remove(args.model, args.variant, dry_run=True)
-    if args.dry_run:
-        out.write(preview.message + "\n")
-        return 0
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise AitkError(f"not removing {args.model} without confirmation ({preview.message})",
-                            "pass --yes to confirm, or --dry-run to only look")
-        answer = input(f"{preview.message}. Remove? [y/N] ").strip().lower()
-        if answer not in ("y", "yes"):
-            out.write("nothing removed\n")
-            return 1
-    done = hub.remove(args.model, args.variant)
-    out.write(done.message + "\n")
-    return 0
-
-
-def cmd_model_add(args) -> int:
-    folder = hub.add_folder(args.path, args.name)
-    _out().write(f"registered {folder.name!r}: {folder.path}\n")
-    return 0
-
-
-def cmd_doctor(args) -> int:
-    out = _out()
-    report = doctor.diagnose(check_torch=not args.quick)
-    if args.json:
-        json.dump(report.to_dict(), out, indent=2)
-        out.write("\n")
-    else:
-        out.write(doctor.format(report))
-    return 0 if report.ok else 1

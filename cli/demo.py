@@ -135,3 +135,10 @@ def _follow_progress(jobs, job_id: str, out) -> None:
                           flush=True)
             elif rec and "eval_loss" in rec:
                 print(f"    step {rec['step']:>5}  eval loss {rec['eval_loss']:.3f}", file=out, flush=True)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline on the embedded tiny model and score it")
+    p.add_argument("--keep", action="store_true", help="keep the demo project (printed at the end)")
+    p.add_argument("--questions", type=int, default=16, help="held training questions to ask (default 16)")
+    p.set_defaults(func=lambda args: run_demo(keep=args.keep, questions=args.questions))

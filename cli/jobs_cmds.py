@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.errors import AitkError
+from .common import confirm, project_arg
 
 
 def _err(text: str) -> None:
@@ -21,10 +21,6 @@ def facade():
     from ..providers.jobs import Jobs
 
     return Jobs(notify=_err)
-
-
-def project_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project", "-P", metavar="DIR", help="project folder (default: the one around the current dir)")
 
 
 def follow_job(job_id: str, *, quiet_log: bool = False, out=None) -> int:
@@ -176,12 +172,10 @@ def cmd_jobs_rm(args) -> int:
     rec = jobs.status(args.id)
     if (why := jobs.refusal("delete", rec)) is not None:
         raise why
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise AitkError("refusing to delete without confirmation", "pass --yes")
-        if input(f"delete job {rec.id} and its files? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("kept")
-            return 0
+    if not confirm(f"delete job {rec.id} and its files?", assume_yes=args.yes,
+                   refused="refusing to delete without confirmation"):
+        print("kept")
+        return 0
     jobs.delete(rec.id)
     print(f"deleted job {rec.id}")
     return 0

@@ -92,12 +92,12 @@ def _train_tokenizer(spec: TinySpec):
     return tok
 
 
-def _write_model(spec: TinySpec, dest: Path) -> None:
-    import torch
-    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
-    from transformers.utils import logging as hf_logging
+def build_tokenizer(spec: TinySpec = DEMO, context_length: int | None = None):
+    """The tiny model's tokenizer (Phi-3 chat template) and its special-token ids.
 
-    hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter CLI output
+    Shared with `shapes`, whose real-shape models use it too. Returns (tokenizer, ids by token).
+    """
+    from transformers import PreTrainedTokenizerFast
 
     raw = _train_tokenizer(spec)
     ids = {t: raw.token_to_id(t) for t in SPECIAL_TOKENS}
@@ -106,13 +106,24 @@ def _write_model(spec: TinySpec, dest: Path) -> None:
         bos_token="<|endoftext|>",
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
-        model_max_length=spec.context_length,
+        model_max_length=context_length or spec.context_length,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer, ids
+
+
+def _write_model(spec: TinySpec, dest: Path) -> None:
+    import torch
+    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter CLI output
+
+    tokenizer, ids = build_tokenizer(spec)
     tokenizer.save_pretrained(dest)
 
     config = Phi3Config(
-        vocab_size=raw.get_vocab_size(),
+        vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_hidden_layers,

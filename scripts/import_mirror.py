@@ -34,22 +34,20 @@ def build_mirror(dest: Path) -> Path:
     return dest
 
 
-def module_graph():
-    """grimp's import graph of the namespace (every import, module-level or inside a function)."""
-    import grimp
+def module_edges() -> dict[str, list[str]]:
+    """Every module of the namespace and the modules of ours it imports (module-level or inside a
+    function), by grimp, in a child process: the mirror must not replace the `aitk` modules the
+    caller has already imported."""
+    with tempfile.TemporaryDirectory(prefix="aitk-imports-") as tmp:
+        build_mirror(Path(tmp))
+        code = ("import grimp, json\n"
+                "g = grimp.build_graph('aitk', cache_dir=None)\n"
+                "print(json.dumps({m: sorted(g.find_modules_directly_imported_by(m)) for m in g.modules}))")
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp, env={**os.environ, "PYTHONPATH": tmp},
+                             capture_output=True, text=True, check=True, timeout=300).stdout
+    import json
 
-    tmp = Path(tempfile.mkdtemp(prefix="aitk-imports-"))
-    build_mirror(tmp)
-    sys.path.insert(0, str(tmp))
-    try:
-        for mod in [m for m in sys.modules if m == "aitk" or m.startswith("aitk.")]:
-            sys.modules.pop(mod)  # grimp must find the mirror, not the editable install
-        return grimp.build_graph("aitk", cache_dir=None)
-    finally:
-        sys.path.remove(str(tmp))
-        for mod in [m for m in sys.modules if m == "aitk" or m.startswith("aitk.")]:
-            sys.modules.pop(mod)
-        shutil.rmtree(tmp, ignore_errors=True)
+    return json.loads(out)
 
 
 def lint() -> int:

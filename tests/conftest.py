@@ -37,6 +37,17 @@ def tiny_test_model() -> Path:
 N_ROWS = 48
 
 
+def wait_for(pred, timeout=180, what="condition"):
+    """`pred()`'s first true value, polled every 50 ms; fails the test after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait(provider, job_id, timeout=300):
     deadline = time.time() + timeout
     while not (rec := provider.status(job_id)).is_final:

@@ -10,6 +10,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from aitk.cli import catalog_cmds
+from aitk.cli.main import build_parser
 from aitk.core import catalog as cat
 from aitk.core import estimates as est
 from aitk.core import paths
@@ -279,9 +280,7 @@ def test_recommended_variant_per_machine(bundled):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aitk")
-    catalog_cmds.register(p.add_subparsers(dest="command"))
-    return p
+    return build_parser()
 
 
 def run(argv, capsys):
@@ -311,16 +310,13 @@ def test_cli_catalog_list_show_search(capsys):
         run(["catalog", "show", "gpt-5"], capsys)
 
 
-def test_register_extends_the_main_cli_model_group():
-    from aitk.cli import main
+def test_each_command_group_is_its_own_module():
+    from aitk.cli import doctor_cmds, model_cmds
 
-    ap = main.build_parser()
-    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
-    if "catalog" not in sub.choices:  # the main CLI may already call register itself
-        catalog_cmds.register(sub)
-    assert ap.parse_args(["model", "pull", "tiny", "--variant", "cpu"]).func is catalog_cmds.cmd_model_pull
-    assert ap.parse_args(["model", "build-tiny"]).func.__name__ == "cmd_build_tiny"
-    assert ap.parse_args(["doctor", "--json"]).func is catalog_cmds.cmd_doctor
+    ap = build_parser()
+    assert ap.parse_args(["model", "pull", "tiny", "--variant", "cpu"]).func is model_cmds.cmd_model_pull
+    assert ap.parse_args(["model", "build-tiny"]).func is model_cmds.cmd_build_tiny
+    assert ap.parse_args(["doctor", "--json"]).func is doctor_cmds.cmd_doctor
     assert ap.parse_args(["catalog", "search", "phi"]).func is catalog_cmds.cmd_catalog_search
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import types
 
 import pytest
 
-from aitk.cli import catalog_cmds
+from aitk.cli.main import build_parser
 from aitk.core import devices, doctor
 from aitk.core.devices import DeviceInfo
 
@@ -45,9 +44,7 @@ def token_finding(report: doctor.Report) -> doctor.Finding:
 
 
 def run_cli(argv, capsys):
-    p = argparse.ArgumentParser(prog="aitk")
-    catalog_cmds.register(p.add_subparsers(dest="command"))
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args), capsys.readouterr().out
 
 

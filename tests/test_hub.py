@@ -26,7 +26,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from aitk.cli import catalog_cmds
+from aitk.cli import model_cmds
+from aitk.cli.main import build_parser
 from aitk.core import catalog as cat
 from aitk.core import hub, tiny
 from aitk.core.errors import AitkError
@@ -670,9 +671,7 @@ def test_progress_speed_and_eta(monkeypatch):
 
 
 def parser() -> ArgumentParser:
-    p = ArgumentParser(prog="aitk")
-    catalog_cmds.register(p.add_subparsers(dest="command"))
-    return p
+    return build_parser()
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -707,7 +706,7 @@ def test_cli_pull_ls_rm(env, fake, capsys):
 
 def test_cli_progress_on_a_terminal_updates_one_line():
     buf = io.StringIO()
-    printer = catalog_cmds.ProgressPrinter(buf, tty=True)
+    printer = model_cmds.ProgressPrinter(buf, tty=True)
     for done in (0, 500, 1000):
         printer(hub.Progress("m", "f", done, 1000, 0, 1, 50.0, (1000 - done) / 50, finished=done == 1000))
     text = buf.getvalue()

@@ -17,22 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from aitk.core import publish, tiny
 from aitk.core.jobs import JobStore, pid_alive
 from aitk.core.project import create_project, regenerate
 
 AITK = [sys.executable, "-m", "aitk.cli.main"]
-
-
-def wait_for(pred, timeout=180, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cli(*args, data: Path, env: dict | None = None, cwd=None, timeout=300):

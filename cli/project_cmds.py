@@ -1,0 +1,140 @@
+"""`aitk project new|set|keys|show|list|regen`: create projects and change their settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import project_arg
+
+
+def cmd_project_new(args) -> int:
+    from ..core.devices import detect
+    from ..core.project import create_project
+    from ..core.defaults import default_settings
+    from ..core.settings import apply_overrides
+
+    settings = None
+    if args.set:
+        settings = apply_overrides(default_settings(Path(args.dir).name, args.model, detect().best), args.set)
+    project = create_project(args.dir, settings, model_id=args.model, dataset=args.dataset,
+                             eval_dataset=args.eval_dataset)
+    print(f"created project {project.name} at {project.root}")
+    print(f"next: cd {project.root} && aitk finetune")
+    return 0
+
+
+def cmd_project_set(args) -> int:
+    from ..core.project import find_project, regenerate
+    from ..core.settings import apply_overrides, changes
+
+    project = find_project(args.project)
+    before = project.settings
+    project.settings = apply_overrides(before, args.assignments)
+    regenerate(project)
+    changed = changes(before, project.settings)
+    for key, old, new in changed:
+        print(f"{key}: {old!r} -> {new!r}")
+    print(f"{project.root / 'aitk.toml'} and its generated files updated" if changed else "nothing changed")
+    return 0
+
+
+def cmd_project_keys(args) -> int:
+    from ..core.settings import setting_specs
+
+    section = None
+    for spec in setting_specs():
+        if spec.section != section:
+            section = spec.section
+            print(f"[{section}]")
+        bounds = f", {spec.bounds_text}" if spec.bounds else ""
+        print(f"  {spec.key} = {spec.default!r}   ({spec.type_text}{bounds})")
+        if spec.description:
+            print(f"      {spec.description}")
+    return 0
+
+
+def cmd_project_show(args) -> int:
+    from ..core.project import OLIVE_CONFIG, find_project
+    from ..core.project_index import exports
+
+    project = find_project(args.project)
+    made = exports(project.root)
+    if args.json:
+        print(json.dumps({"root": str(project.root), "settings": project.settings.model_dump(mode="json"),
+                          "exports": [{"precision": e.precision, "path": str(e.path), "state": e.state.state,
+                                       "reason": e.state.reason} for e in made]}, indent=2))
+        return 0
+    s = project.settings
+    print(f"{project.name}  ({project.root})")
+    print(f"  model     {s.model.id} ({s.model.path})")
+    print(f"  data      {s.data.dataset}  eval: {s.data.eval_dataset or '-'}")
+    f = s.finetune
+    print(f"  method    {f.method} r={f.lora_r} alpha={f.lora_alpha} lr={f.learning_rate} steps={f.max_steps} "
+          f"batch={f.per_device_train_batch_size} dtype={f.compute_dtype}")
+    print(f"  target    {s.target.where} / {s.target.device} (here: {project.device()})")
+    print(f"  olive     {OLIVE_CONFIG}")
+    from ..core.publish import current_adapter
+
+    print(f"  adapter   {'yes' if current_adapter(project) else 'not trained yet'}")
+    if not made:
+        print("  onnx      not exported yet")
+    for i, e in enumerate(made):
+        print(f"  {'onnx' if i == 0 else '':9} {e.precision} {e.summary} ({e.path})")
+    return 0
+
+
+def cmd_project_list(args) -> int:
+    from ..core.project_index import list_projects
+
+    entries = list_projects()
+    if args.json:
+        print(json.dumps([{"name": e.name, "root": e.root, "problem": e.problem, "chat": e.chat_state,
+                           "exports": {x.precision: x.state.state for x in e.exports}} for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no projects yet (create one with `aitk project new DIR`)")
+    for e in entries:
+        exports = ", ".join(x.label for x in e.exports) or "not exported"
+        print(f"{e.name:20} {e.problem or exports:30} {e.root}")
+    return 0
+
+
+def cmd_project_regen(args) -> int:
+    from ..core.project import find_project, regenerate
+
+    project = find_project(args.project)
+    regenerate(project)
+    print(f"regenerated {project.root}")
+    return 0
+
+
+def register(sub) -> None:
+    project = sub.add_parser("project", help="create and inspect projects").add_subparsers(dest="sub", required=True)
+    p = project.add_parser("new", help="create a project folder")
+    p.add_argument("dir")
+    p.add_argument("--model", default="tiny", help="catalog id of the base model (default: tiny)")
+    p.add_argument("--dataset", help="training data file or HF dataset (default: the bundled one for tiny)")
+    p.add_argument("--eval-dataset", help="evaluation data file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="a setting other than its default, e.g. finetune.lora_r=32 (repeatable; "
+                        "`aitk project keys` lists them)")
+    p.set_defaults(func=cmd_project_new)
+    p = project.add_parser("set", help="change settings (KEY=VALUE ...) and rewrite the generated files")
+    project_arg(p)
+    p.add_argument("assignments", nargs="+", metavar="KEY=VALUE", help="e.g. finetune.max_steps=200")
+    p.set_defaults(func=cmd_project_set)
+    p = project.add_parser("keys", help="every setting: its default, type, bounds and help")
+    p.set_defaults(func=cmd_project_keys)
+    p = project.add_parser("show", help="show a project's settings and state")
+    project_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_project_show)
+    p = project.add_parser("list", help="every project aitk knows (the projects folder, those created or "
+                                        "opened elsewhere, those of jobs) and its exports")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_project_list)
+    p = project.add_parser("regen", help="rewrite generated files after editing aitk.toml")
+    project_arg(p)
+    p.set_defaults(func=cmd_project_regen)
+
