@@ -122,9 +122,9 @@ say "job still running after the relaunch"
 # --- 3. loss chart, then success of fine-tune, export and evaluate ------------------------------
 wait_for 120 "Loss +━ train" "the loss chart"
 say "loss chart drawn"
-wait_for 240 "✔ succeeded +fine-tune +e2e-demo" "the fine-tune succeeded"
+wait_for 600 "✔ succeeded +fine-tune +e2e-demo" "the fine-tune succeeded"  # a loaded machine: 2 cores shared
 say "fine-tune succeeded; waiting for export and evaluation"
-wait_for 240 "✔ succeeded +export +e2e-demo" "the export succeeded"
+wait_for 300 "✔ succeeded +export +e2e-demo" "the export succeeded"
 wait_for 120 "no jobs running" "all jobs finished"
 screen | grep -Eq "✔ succeeded +evaluate +e2e-demo" || fail "the evaluation did not succeed"
 grep -q '{completion}' "$AITK_PROJECTS_DIR/e2e-demo/aitk.toml" || fail "the project does not use the file's columns"
