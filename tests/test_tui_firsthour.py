@@ -288,6 +288,11 @@ async def test_no_truncated_last_job_licence_or_failed_job_hint(world):
         cells = [str(projects.get_cell(row, "last")) for row in projects.rows]
         assert "✘ failed finetune" in cells, cells
         assert width >= max(len("⚠ interrupted finetune"), *map(len, cells))
+        await pilot.press("f1")
+        await until(pilot, lambda: app.pane("catalog") is not None and app.pane("catalog").catalog is not None,
+                    what="catalog")
+        catalog = app.pane("catalog")
+        assert catalog.query_one(DataTable).columns["model"].width >= max(len(e.id) for e in catalog.catalog)
     from aitk.tui.panes.catalog import short_licence
 
     assert short_licence("Llama 3.2 Community License") == "Llama 3.2"

@@ -131,7 +131,7 @@ class CatalogPane(Pane):
                          value=ALL, allow_blank=False, id="catalog-runtime", compact=True)
             yield Checkbox("fits here", id="catalog-fits")
         table = DataTable(id="catalog-table", cursor_type="row", zebra_stripes=True)
-        table.add_column("Model", key="model", width=22)
+        table.add_column("Model", key="model", width=24)  # the longest id whole
         table.add_column("Params", key="params", width=7)
         table.add_column("Licence", key="license", width=14)
         table.add_column("Fine-tune here", key="fit", width=14)
