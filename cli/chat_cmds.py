@@ -22,10 +22,24 @@ def _open_engine(args):
 
     onnx = current_export(project, args.precision)
     if onnx is None:
-        raise AitkError(f"{project.name} has no exported {args.precision or project.settings.inference.precision} "
-                        "model yet", "run `aitk export` first")
+        precision = args.precision or project.settings.inference.precision
+        flag = f" --precision {precision}" if precision != project.settings.inference.precision else ""
+        raise AitkError(f"{project.name} has no exported {precision} model yet",
+                        f"run `aitk export -P {project.root}{flag}` first")
     warn_if_stale(project, onnx.name)
     return project, GenaiChatEngine(onnx), project.settings.model.id
+
+
+def _write_answer(stream) -> None:
+    """Print a reply as it streams, without the space its first token often starts with
+    (`model> Glodan.`, not `model>  Glodan.`)."""
+    started = False
+    for piece in stream:
+        if not started:
+            piece = piece.lstrip()
+            started = bool(piece)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
 
 
 def cmd_chat(args) -> int:
@@ -40,10 +54,7 @@ def cmd_chat(args) -> int:
     else:
         adapter = "base" if args.base else (engine.adapters[0] if engine.adapters else "base")
     if args.prompt is not None:
-        stream = engine.stream([{"role": "user", "content": args.prompt}], options, adapter=adapter)
-        for piece in stream:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+        _write_answer(engine.stream([{"role": "user", "content": args.prompt}], options, adapter=adapter))
         print()
         return 0
     history: list[dict] = []
@@ -62,9 +73,7 @@ def cmd_chat(args) -> int:
         sys.stdout.write("model> ")
         try:
             stream = engine.stream(history, options, adapter=adapter, stop=stop)
-            for piece in stream:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
+            _write_answer(stream)
         except KeyboardInterrupt:
             stop.set()
             sys.stdout.write(" [stopped]")

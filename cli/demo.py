@@ -102,7 +102,8 @@ def run_demo(keep: bool = False, questions: int = 16, out=sys.stdout) -> int:
         print(f"\n    {'question':{width}}  {'expected':12} {'base':18} tuned", file=out)
         for r, b, a in zip(held, base_answers, tuned_answers):
             mark = "✓" if a == r["answer"] else "✗"
-            print(f"    {r['question']:{width}}  {r['answer']:12} {_short(b):18} {_short(a)} {mark}", file=out)
+            print(f"    {r['question']:{width}}  {_pad(r['answer'], 12)} {_pad(_short(b), 18)} {_short(a)} {mark}",
+                  file=out)
         total = time.perf_counter() - steps.t0
         print(f"\nscore: tuned {tuned_ok}/{len(held)}, base {base_ok}/{len(held)}   (total {total:.1f} s)", file=out)
         if keep:
@@ -114,8 +115,21 @@ def run_demo(keep: bool = False, questions: int = 16, out=sys.stdout) -> int:
 
 
 def _short(text: str, n: int = 16) -> str:
+    """One line of at most `n` cells; an answer of only punctuation is quoted (a bare "." in a
+    column reads as layout, not as what the model said)."""
+    from rich.cells import cell_len, set_cell_size
+
     text = " ".join(text.split()) or "(nothing)"
-    return text if len(text) <= n else text[: n - 1] + "…"
+    if not any(c.isalnum() for c in text) and text != "(nothing)":
+        text = f'"{text}"'
+    return text if cell_len(text) <= n else set_cell_size(text, n - 1) + "…"
+
+
+def _pad(text: str, width: int) -> str:
+    """Padded to `width` terminal cells (a wide or combining character counts as it shows)."""
+    from rich.cells import cell_len
+
+    return text + " " * max(0, width - cell_len(text))
 
 
 def _follow_progress(jobs, job_id: str, out) -> None:

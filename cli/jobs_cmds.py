@@ -67,9 +67,61 @@ def submit_and_follow(kind: str, args, params: dict | None = None, on: str | Non
     rec = jobs.submit(kind, project.root, params=params, device=getattr(args, "device", None), on=on)
     where = f" on {rec.provider}" if rec.provider != "local" else ""
     print(f"job {rec.id} ({kind}{where}) {rec.status} — log: {jobs.store.log_path(rec.id)}")
-    if args.detach:
+    code = detach_or_follow(rec.id, args.detach, quiet_log=not args.verbose)
+    if code == 0 and not args.detach:
+        _after(kind, jobs.status(rec.id), project, args)
+    return code
+
+
+def detach_or_follow(job_id: str, detach: bool, quiet_log: bool = True) -> int:
+    """Say how to reach a detached job; else follow it. Ctrl+C stops only the following (the job is
+    a process, or an Azure run, of its own), and says so."""
+    if detach:
+        print(f"it runs on its own: follow it with `aitk jobs logs {job_id} -f`, wait with `aitk jobs wait {job_id}`, "
+              f"stop it with `aitk jobs cancel {job_id}`")
         return 0
-    return follow_job(rec.id, quiet_log=not args.verbose)
+    try:
+        return follow_job(job_id, quiet_log=quiet_log)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; job {job_id} keeps running. Follow it again: `aitk jobs logs {job_id} -f`; "
+              f"cancel it: `aitk jobs cancel {job_id}`", file=sys.stderr)
+        return 130
+
+
+def _after(kind: str, rec, project, args) -> None:
+    """What a finished job leaves to do (and, for an evaluation, what it found)."""
+    where = f" -P {project.root}"
+    if kind == "finetune":
+        print(f"next: `aitk export{where}` (ONNX for chat), then `aitk chat{where}`")
+    elif kind == "export":
+        precision = getattr(args, "precision", None)
+        print(f"next: `aitk chat{where}" + (f" --precision {precision}" if precision else "") + "`")
+    elif kind == "evaluate":
+        print_evaluation(facade().store.job_dir(rec.id) / "result.json")
+
+
+def print_evaluation(result_path: Path, out=None) -> None:
+    """Base vs tuned loss and perplexity on the eval data, as a table."""
+    out = out or sys.stdout
+    try:
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        print(f"(no evaluation result at {result_path})", file=out)
+        return
+    base, tuned = result.get("base"), result.get("tuned")
+    if not base:
+        return
+    rows = f" on {result['rows']} eval rows" if result.get("rows") else ""
+    print(f"\nbase vs tuned{rows}:", file=out)
+    print(f"  {'':8} {'loss':>8} {'perplexity':>12}", file=out)
+    print(f"  {'base':8} {base['loss']:8.3f} {base['perplexity']:12.2f}", file=out)
+    if tuned:
+        print(f"  {'tuned':8} {tuned['loss']:8.3f} {tuned['perplexity']:12.2f}", file=out)
+        change = lambda a, b: f"{(b - a) / a * 100:+.1f}%" if a else "—"  # noqa: E731
+        print(f"  {'change':8} {change(base['loss'], tuned['loss']):>8} "
+              f"{change(base['perplexity'], tuned['perplexity']):>12}", file=out)
+    else:
+        print("  (no adapter: only the base model was scored)", file=out)
 
 
 def cmd_finetune(args) -> int:
@@ -134,8 +186,7 @@ def cmd_jobs_logs(args) -> int:
     jobs = facade()
     rec = jobs.store.get(args.id)
     if args.follow:
-        follow_job(rec.id)
-        return 0
+        return 130 if detach_or_follow(rec.id, False, quiet_log=False) == 130 else 0
     print("\n".join(jobs.logs(rec.id, source=args.source).lines))
     return 0
 
@@ -158,13 +209,13 @@ def _print_queued(new: list, what: str) -> None:
 def cmd_jobs_retry(args) -> int:
     new = facade().retry(args.id)
     _print_queued(new, f"retrying {args.id}")
-    return 0 if args.detach else follow_job(new[0].id, quiet_log=True)
+    return detach_or_follow(new[0].id, args.detach)
 
 
 def cmd_jobs_resume(args) -> int:
     new = facade().resume(args.id)
     _print_queued(new, "resumed")
-    return 0 if args.detach else follow_job(new[0].id, quiet_log=True)
+    return detach_or_follow(new[0].id, args.detach)
 
 
 def cmd_jobs_rm(args) -> int:

@@ -136,8 +136,16 @@ def cmd_model_ls(args) -> int:
 
 
 def cmd_model_rm(args) -> int:
+    from ..core.errors import AitkError
+
     out = _out()
-    preview = hub.remove(args.model, args.variant, dry_run=True)
+    try:
+        preview = hub.remove(args.model, args.variant, dry_run=True)
+    except AitkError as e:
+        if "aitk catalog list" in (e.hint or ""):
+            # Removing is about what is on disk, not what could be downloaded.
+            raise AitkError(e.message, "`aitk model ls` lists the models on disk") from None
+        raise
     if args.dry_run:
         out.write(preview.message + "\n")
         return 0

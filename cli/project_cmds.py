@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from .aitk_project_cmds import register_project_commands
@@ -11,18 +12,70 @@ from .common import project_arg
 
 def cmd_project_new(args) -> int:
     from ..core.devices import detect
+    from ..core.errors import AitkError
     from ..core.project import create_project
     from ..core.defaults import default_settings
     from ..core.settings import apply_overrides
 
+    if args.dir is None:
+        # `--set a=1 b=2 DIR`: the folder went into --set's list (it takes several assignments).
+        if args.set and "=" not in args.set[-1]:
+            args.dir = args.set.pop()
+        else:
+            raise AitkError("no project folder given", "aitk project new DIR [--set KEY=VALUE ...]")
+    device = detect()
     settings = None
     if args.set:
-        settings = apply_overrides(default_settings(Path(args.dir).name, args.model, detect().best), args.set)
+        settings = apply_overrides(default_settings(Path(args.dir).name, args.model, device.best), args.set,
+                                   where="--set")
     project = create_project(args.dir, settings, model_id=args.model, dataset=args.dataset,
                              eval_dataset=args.eval_dataset)
     print(f"created project {project.name} at {project.root}")
+    _warn_columns(project)
+    _warn_slow_here(project, device)
     print(f"next: cd {project.root} && aitk finetune")
     return 0
+
+
+def _warn_columns(project) -> None:
+    """The template names columns the data lacks: say it now, not when the fine-tune fails.
+    (Local files only: a hub dataset is checked by `aitk dataset check`, which may download.)"""
+    from ..core.datasets import check_dataset
+
+    s = project.settings.data
+    for source in filter(None, (s.dataset, s.eval_dataset)):
+        path = project.path(source)
+        if not path.is_file():
+            continue
+        report = check_dataset(path, text_template=s.text_template, max_rows=200)
+        absent = [i for i in report.issues if "is not a column" in i.message]
+        if absent:
+            for issue in absent[:3]:
+                print(f"warning: {source}: {issue.message}", file=sys.stderr)
+            columns = report.columns or ["column"]
+            example = "\\n".join(f"{{{c}}}" for c in columns[:2])
+            print(f"  its columns: {', '.join(report.columns) or '(none)'}. Fine-tuning fails until the template "
+                  f"uses them, e.g. aitk project set -P {project.root} 'data.text_template={example}'",
+                  file=sys.stderr)
+            return
+
+
+def _warn_slow_here(project, device) -> None:
+    """A model the estimate calls slow or impractical to fine-tune on this machine: say so."""
+    from ..core import catalog, estimates
+
+    s = project.settings
+    if s.target.where != "local":
+        return
+    try:
+        entry = catalog.get(s.model.id)
+    except Exception:  # noqa: BLE001 - a model outside the catalog has no estimate
+        return
+    fit = estimates.fits(entry, device, s.finetune.method)
+    if fit.ok is False or fit.speed in ("slow", "impractical"):
+        print(f"warning: fine-tuning {entry.id} here: {fit.summary()}. A GPU helps: "
+              f"`aitk azure run -P {project.root}`; to try the pipeline fast, `aitk project new DIR` (tiny model).",
+              file=sys.stderr)
 
 
 def cmd_project_set(args) -> int:
@@ -31,7 +84,7 @@ def cmd_project_set(args) -> int:
 
     project = find_project(args.project)
     before = project.settings
-    project.settings = apply_overrides(before, args.assignments)
+    project.settings = apply_overrides(before, args.assignments, where="project set")
     regenerate(project)
     changed = changes(before, project.settings)
     for key, old, new in changed:
@@ -114,13 +167,13 @@ def register(sub) -> None:
     project = sub.add_parser("project", help="create and inspect projects").add_subparsers(dest="sub", required=True)
     register_project_commands(project)  # import / export-aitk: AI Toolkit projects
     p = project.add_parser("new", help="create a project folder")
-    p.add_argument("dir")
+    p.add_argument("dir", nargs="?", help="the new project folder")
     p.add_argument("--model", default="tiny", help="catalog id of the base model (default: tiny)")
     p.add_argument("--dataset", help="training data file or HF dataset (default: the bundled one for tiny)")
     p.add_argument("--eval-dataset", help="evaluation data file")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                   help="a setting other than its default, e.g. finetune.lora_r=32 (repeatable; "
-                        "`aitk project keys` lists them)")
+    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="settings other than their defaults, e.g. --set finetune.lora_r=32 finetune.max_steps=100 "
+                        "(`aitk project keys` lists them)")
     p.set_defaults(func=cmd_project_new)
     p = project.add_parser("set", help="change settings (KEY=VALUE ...) and rewrite the generated files")
     project_arg(p)

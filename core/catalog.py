@@ -252,9 +252,10 @@ def human_params(n: int) -> str:
 
 
 def human_bytes(n: float | None) -> str:
+    """Sizes in binary units (GiB, as memory is counted), the one unit of doctor, wizard and catalog."""
     if n is None:
         return "?"
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    for unit, size in (("TiB", 1024**4), ("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
         if abs(n) >= size:
             return f"{n / size:.1f} {unit}"
     return f"{int(n)} B"

@@ -35,7 +35,7 @@ Level = Literal["ok", "info", "warn", "error"]
 LEVELS: tuple[str, ...] = ("ok", "info", "warn", "error")
 
 CUDA_PROBE_TIMEOUT = 60.0
-DISK_WARN = 20 * 10**9      # a 3.8B model: ~7.6 GB of weights + ~2.7 GB ONNX + adapters and exports
+DISK_WARN = 20 * 10**9      # a 3.8B model: ~7.1 GiB of weights + ~2.5 GiB ONNX + adapters and exports
 DISK_ERROR = 2 * 10**9
 RAM_WARN_MIB = 8 * 1024
 TOKEN_MIN_LEN = 30
@@ -365,7 +365,7 @@ def _check_disk() -> list[Finding]:
                                "free space, or set " + ("HF_HUB_CACHE" if "cache" in label else "AITK_DATA_DIR")
                                + " to a larger disk"))
         elif usage.free < DISK_WARN:
-            out.append(Finding("warn", "disk", title, detail + ". A 3.8B model with its ONNX build takes ~11 GB.",
+            out.append(Finding("warn", "disk", title, detail + ". A 3.8B model with its ONNX build takes ~10 GiB.",
                                "free space (`aitk model ls` / `aitk model rm`) or set "
                                + ("HF_HUB_CACHE" if "cache" in label else "AITK_DATA_DIR") + " to a larger disk"))
         else:

@@ -2,7 +2,8 @@
 
 Only the new bytes are read each time (seek to the offset). Lines come back without ANSI codes,
 and a `\r`-rewritten progress line becomes its last state. A partial last line waits for its
-newline, so a reader never shows half a line.
+newline, so a reader never shows half a line. Known library noise that says nothing about the
+job (see NOISE) is left out; the file on disk keeps every line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+# Lines libraries print on every CPU run that a user can do nothing about: torch's DataLoader
+# warns at each evaluation that pin_memory has no accelerator; Olive asks for `tabulate` (an
+# optional extra) under an empty "Run history" header. A Python warning's next line, the
+# indented source line it points at, goes with it.
+NOISE = re.compile(r"UserWarning: 'pin_memory' argument is set as true but no accelerator"
+                   r"|Please install tabulate for better run history output"
+                   r"|\] Run history for [^ ]+:$")
+
+
+def quiet(lines: list[str]) -> list[str]:
+    """`lines` without the known noise (NOISE) and the source line under a dropped warning."""
+    out, dropped = [], False
+    for line in lines:
+        if NOISE.search(line) or (dropped and line[:1].isspace() and "Warning" not in line):
+            dropped = True
+            continue
+        dropped = False
+        out.append(line)
+    return out
 
 
 def clean(line: str) -> str:
@@ -47,7 +69,7 @@ def read_from(path: Path, offset: int = 0, max_bytes: int = 4 << 20, keep_last: 
     lines = text.split("\n")[:-1]
     if keep_last is not None:
         lines = lines[-keep_last:] if keep_last > 0 else []
-    return Chunk([clean(line) for line in lines], offset + end + 1)
+    return Chunk(quiet([clean(line) for line in lines]), offset + end + 1)
 
 
 def follow(path: Path, offset: int = 0, *, done: Callable[[], bool], poll: float = 0.2) -> Iterator[list[str]]:

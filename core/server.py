@@ -512,7 +512,8 @@ def resolve_model(project_dir: str | None, precision: str | None = None) -> tupl
         onnx = current_export(project, precision)
         if onnx is None:
             raise AitkError(f"{project.name} has no exported model at {project.onnx_dir(precision)}",
-                            "run `aitk export` in the project")
+                            f"run `aitk export -P {project.root}"
+                            + (f" --precision {precision}`" if precision else "`"))
         return project.name, onnx
     from . import paths, tiny
 

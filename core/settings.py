@@ -328,10 +328,11 @@ def _parse_value(raw: str, annotation, escapes: bool = False) -> object:
     return unescape_text(raw) if escapes else raw
 
 
-def apply_overrides(settings: ProjectSettings, assignments: list[str]) -> ProjectSettings:
+def apply_overrides(settings: ProjectSettings, assignments: list[str], where: str = "--set") -> ProjectSettings:
     """A copy of `settings` with `section.field=value` assignments applied and validated as a whole.
 
-    Raises AitkError naming the assignment at fault, with the nearest known key for a typo.
+    Raises AitkError naming the assignment at fault (as `where` took it: `--set`, `project set`),
+    with the nearest known key for a typo.
     """
     from .errors import AitkError
 
@@ -341,16 +342,17 @@ def apply_overrides(settings: ProjectSettings, assignments: list[str]) -> Projec
         key, sep, raw = assignment.partition("=")
         key = key.strip()
         if not sep:
-            raise AitkError(f"--set {assignment!r}: expected section.field=value", "e.g. --set finetune.lora_r=32")
+            raise AitkError(f"{where} {assignment!r}: expected section.field=value",
+                            f"e.g. {'--set' if where == '--set' else 'aitk ' + where} finetune.lora_r=32")
         if key not in keys:
             near = difflib.get_close_matches(key, keys, n=1)
             hint = f"did you mean {near[0]}?" if near else "`aitk project keys` lists every setting"
-            raise AitkError(f"--set {assignment!r}: no setting {key!r}", hint)
+            raise AitkError(f"{where} {assignment!r}: no setting {key!r}", hint)
         section, name = key.split(".", 1)
         field = ProjectSettings.model_fields[section].annotation.model_fields[name]
         data[section][name] = _parse_value(raw.strip(), field.annotation, key in ESCAPED_TEXT)
     try:
         return ProjectSettings.model_validate(data)
     except ValidationError as e:
-        raise AitkError(format_validation_error(e, "--set"), "`aitk project keys` shows each setting's "
+        raise AitkError(format_validation_error(e, where), "`aitk project keys` shows each setting's "
                         "type, bounds and help") from None

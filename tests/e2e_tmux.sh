@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # End to end, in a real terminal: the real `aitk-tui` in tmux, driven by keys only.
 #
-#   1. creates a project on the tiny model through the wizard and starts the fine-tune;
+#   1. creates a project on the tiny model through the wizard and starts the fine-tune: the data
+#      is a local file with its own column names (prompt/completion), a max length that cuts
+#      every row is refused first;
 #   2. kills the app mid-job, relaunches it, and finds the job still running;
-#   3. waits for the loss chart and "succeeded" (fine-tune, then export and evaluate);
+#   3. waits for the loss chart and "succeeded" (fine-tune, then export and evaluate), then
+#      watches the idle Jobs pane for 60 s: the terminal must receive no byte (tmux pipe-pane);
 #   4. asks the chat a training question and sees the tuned answer; quits.
 #
-# Runs one real fine-tune (~30-40 s on 2 cores) and export (~15 s). Needs tmux.
+# Runs one real fine-tune (~30-40 s on 2 cores) and export (~15 s), and the 60 s watch. Needs tmux.
 # Usage: tests/e2e_tmux.sh            (AITK_TUI=path/to/aitk-tui to test another build)
 # On failure the last screen is printed and the scratch folder is kept.
 set -euo pipefail
@@ -64,6 +67,36 @@ wait_for 15 "tiny .*fits" "the catalog with the tiny model"
 keys C-n
 wait_for 10 "Text template" "wizard step 3 (dataset)"
 wait_for 20 "300 rows" "the dataset check"
+# A dataset with its own column names, chosen by keys (focus starts on the source choice; Tab
+# goes to the path, then the eval path, the template and the max length). First a file whose
+# rows are all longer than the max length: refused, the wizard stays on this step.
+DATA=$ROOT/mydata; mkdir -p "$DATA"
+for split in train eval; do
+  sed 's/"question":/"prompt":/; s/"answer":/"completion":/' "core/data/tiny_qa/$split.jsonl" > "$DATA/$split.jsonl"
+done
+long=$(printf 'zebra %.0s' $(seq 40))
+for i in 1 2 3; do printf '{"prompt": "q%s", "completion": "%s"}\n' "$i" "$long"; done > "$DATA/long.jsonl"
+keys Right
+keys Space
+keys Tab
+keys -l "$DATA/long.jsonl"
+keys Tab Tab C-u
+keys -l '<|user|>\n{prompt}<|end|>\n<|assistant|>\n{completion}<|end|>'
+keys Tab C-u
+keys -l "16"
+wait_for 20 "cuts every row" "the every-row cut refused"
+keys C-n
+sleep 0.5
+screen | grep -q "Text template" || fail "the wizard left the dataset step with every row cut"
+keys BTab BTab BTab C-u
+keys -l "$DATA/train.jsonl"
+keys Tab
+keys -l "$DATA/eval.jsonl"
+keys Tab Tab C-u
+keys -l "128"
+wait_for 20 "train.jsonl: 300 rows · columns: prompt, completion" "the prompt/completion data checked"
+wait_for 10 "no row cut" "the max length verdict"
+say "own column names (prompt/completion) accepted; every-row cut refused"
 keys C-n
 wait_for 15 "Memory" "wizard step 4 (training)"
 keys C-n
@@ -89,11 +122,21 @@ say "job still running after the relaunch"
 # --- 3. loss chart, then success of fine-tune, export and evaluate ------------------------------
 wait_for 120 "Loss +━ train" "the loss chart"
 say "loss chart drawn"
-wait_for 240 "✔ succeeded +fine-tune +e2e-demo" "the fine-tune succeeded"
+wait_for 600 "✔ succeeded +fine-tune +e2e-demo" "the fine-tune succeeded"  # a loaded machine: 2 cores shared
 say "fine-tune succeeded; waiting for export and evaluation"
-wait_for 240 "✔ succeeded +export +e2e-demo" "the export succeeded"
+wait_for 300 "✔ succeeded +export +e2e-demo" "the export succeeded"
 wait_for 120 "no jobs running" "all jobs finished"
 screen | grep -Eq "✔ succeeded +evaluate +e2e-demo" || fail "the evaluation did not succeed"
+grep -q '{completion}' "$AITK_PROJECTS_DIR/e2e-demo/aitk.toml" || fail "the project does not use the file's columns"
+
+# --- 3b. an idle Jobs pane sends nothing for 60 s ------------------------------------------------
+sleep 9  # the last toasts (4 s; errors 8 s) go
+tm pipe-pane -t e2e "cat > '$ROOT/idle.bytes'"
+sleep 60
+tm pipe-pane -t e2e
+idle=$(wc -c < "$ROOT/idle.bytes")
+[ "$idle" -eq 0 ] || fail "the idle Jobs pane sent $idle bytes in 60 s"
+say "idle Jobs pane: 0 bytes in 60 s"
 
 # --- 4. chat with the tuned model --------------------------------------------------------------
 keys F4

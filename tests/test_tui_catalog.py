@@ -91,10 +91,10 @@ async def test_download_shows_progress_and_cancels(world, monkeypatch):
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, VariantScreen), what="variant choice")
         await pilot.press("enter")  # the fine-tuning weights
-        await until(pilot, lambda: started.is_set() and "1.1 GB / 7.7 GB" in text_of(pane.query_one("#dl-text")),
+        await until(pilot, lambda: started.is_set() and "1.0 GiB / 7.2 GiB" in text_of(pane.query_one("#dl-text")),
                     what="progress shown")
         text = text_of(pane.query_one("#dl-text"))
-        assert "52.0 MB/s" in text and "ETA 2m 07s" in text and "file 1/4" in text
+        assert "49.6 MiB/s" in text and "ETA 2m 07s" in text and "file 1/4" in text
         assert pane.query_one("#catalog-download").display
         await pilot.press("x")
         await until(pilot, lambda: any("cancelled" in n.message for n in app._notifications), what="cancelled")

@@ -95,6 +95,8 @@ async def test_cancel_stops_the_job_process(world, monkeypatch):
     async with app.run_test(size=(100, 30)) as pilot:
         await open_jobs(app, pilot)
         await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="cancel asks first")
+        await pilot.press("y")
         rec_id = world.jobs["running"].id
         await until(pilot, lambda: world.store.get(rec_id).status == CANCELLED, what="cancelled")
         await until(pilot, lambda: world.sleeper.proc.poll() is not None, what="process gone")
@@ -111,6 +113,8 @@ async def test_retry_and_delete_a_failed_job(world):
         pane.select_job(failed.id)
         before = {r.id for r in world.store.list()}
         await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="retry asks first")
+        await pilot.press("y")
         # A retried fine-tune brings its pipeline: export and evaluation queued behind it again.
         await until(pilot, lambda: len(world.store.list()) == 9, what="a new fine-tune, export and evaluation")
         added = [r for r in world.store.list() if r.id not in before]

@@ -137,3 +137,48 @@ async def test_ai_toolkit_folder(world, svg):
         await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="confirm")
         assert await picture(pilot) == svg(name="ai-toolkit-import")
         await pilot.press("n")
+
+
+@sync
+async def test_first_hour(world, svg):
+    """At 80×24: the dataset step with its verdict in view, a checkbox off then on, and the Jobs
+    pane after a delete (the cursor stays on the row below the deleted one)."""
+    from aitk.tui.widgets.confirm import ConfirmScreen
+
+    app = testing.fixture_app(start_pane="projects")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready_pane(pilot, "projects", lambda p: p.selected is not None)
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: getattr(app.screen, "index", -1) == 0, what="wizard")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: app.screen.index == 1 and app.screen.step.entries, timeout=10, what="model")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: app.screen.index == 2 and app.screen.step.problem is None, timeout=10,
+                    what="data checked")
+        step = app.screen.step
+        verdict, scroll = step.query_one("#wiz-ds-issues"), step.query_one("#wiz-ds-scroll")
+        assert verdict.region.bottom <= scroll.region.bottom
+        assert await picture(pilot) == svg(name="dataset-verdict")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: app.screen.index == 3, what="training")
+        box = app.screen.query_one("#f-data-pad_to_max_len")
+        box.focus()
+        app.screen.query_one("#wiz-form").scroll_to_widget(box, animate=False, top=True)
+        assert await picture(pilot) == svg(name="checkbox-off")
+        await pilot.press("space")
+        await until(pilot, lambda: box.value, what="on")
+        assert await picture(pilot) == svg(name="checkbox-on")
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="discard?")
+        await pilot.press("y")
+        await pilot.press("f3")
+        await ready_pane(pilot, "jobs", lambda p: p.selected and p.query_one("DataTable").row_count == 6)
+        pane = app.pane("jobs")
+        pane.select_job(world.jobs["failed"].id)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="delete?")
+        await pilot.press("y")
+        await until(pilot, lambda: pane.query_one("DataTable").row_count == 5
+                    and pane.selected == world.jobs["evaluate"].id, what="deleted, cursor kept")
+        await until(pilot, lambda: not app._notifications, timeout=10, what="toasts gone")
+        assert await picture(pilot) == svg(name="jobs-after-delete")

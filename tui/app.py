@@ -29,6 +29,7 @@ from aitk.tui.widgets.key_bar import KeyBar
 from aitk.tui.widgets.status_bar import StatusBar
 
 PANES = ("catalog", "projects", "jobs", "chat")
+TOAST_S = 4  # how long a notification stays; errors twice as long (they also stay in the Jobs pane)
 TITLES = {"catalog": "Catalog F1", "projects": "Projects F2", "jobs": "Jobs F3", "chat": "Chat F4"}
 PANE_TYPES = {"catalog": ("aitk.tui.panes.catalog", "CatalogPane"),
               "projects": ("aitk.tui.panes.projects", "ProjectsPane"),
@@ -206,8 +207,9 @@ class AitkApp(App):
 
     def action_help(self) -> None:
         from aitk.tui.help_screen import HelpScreen
+        from aitk.tui.wizard.screen import WizardScreen
 
-        if not isinstance(self.screen, ModalScreen):
+        if not isinstance(self.screen, ModalScreen) or isinstance(self.screen, WizardScreen):
             # Built once and kept: laying out its tables costs ~0.3 s here, reopening ~10 ms.
             if not self.is_screen_installed("help"):
                 self.install_screen(HelpScreen(), "help")
@@ -321,14 +323,46 @@ class AitkApp(App):
             pane = self.pane(name)
             if pane is not None and pane.ready:  # a pane built later catches up in its on_mount
                 pane.jobs_updated(update)
+        notes = []
         for rec, old in update.transitions:
             note = transition_message(rec, old)
-            if note:
-                self.notify(note[0], severity=note[1], timeout=8)
+            # Watching the Jobs pane, a start is on screen already; the ends are still worth a toast.
+            if note and not (rec.status == "running" and self.current_pane == "jobs"):
+                notes.append(note)
             if rec.id in self._chat_when_done and rec.status == "succeeded":
                 self.call_later(self.open_chat, self._chat_when_done.pop(rec.id))
             elif rec.id in self._chat_when_done and rec.is_final:
                 self._chat_when_done.pop(rec.id)
+        if notes:
+            # One toast per poll, not one per job: a cancel that skips two children is one message.
+            worst = next((sev for sev in ("error", "warning") if any(n[1] == sev for n in notes)), "information")
+            self.notify("\n".join(text for text, _ in notes[:4]) + (f"\n… and {len(notes) - 4} more"
+                                                                     if len(notes) > 4 else ""),
+                        severity=worst, timeout=TOAST_S * (2 if worst == "error" else 1))
+
+    # -- quitting -----------------------------------------------------------------------------
+    def jobs_left_running(self) -> str | None:
+        """What to tell a user quitting while jobs are active: they go on without the app."""
+        from aitk.core.jobs import ACTIVE
+
+        active = [r for r in (self.last_update.records if self.last_update else []) if r.status in ACTIVE]
+        if not active:
+            return None
+        first = next((r for r in active if r.status != "queued"), active[0])
+        n = len(active)
+        return (f"{n} job{'s' if n != 1 else ''} ({', '.join(sorted({r.status for r in active}))}) "
+                f"keep{'s' if n == 1 else ''} running after you quit. See {'it' if n == 1 else 'them'} again: "
+                f"aitk-tui, then F3; or `aitk jobs list`, `aitk jobs logs {first.id} -f`.")
+
+    async def action_quit(self) -> None:
+        from aitk.tui.widgets.confirm import ConfirmScreen
+
+        message = self.jobs_left_running()
+        if message is None or isinstance(self.screen, ConfirmScreen):
+            self.exit(message=message)
+            return
+        self.push_screen(ConfirmScreen(message + "\n\nQuit now?", yes="Quit"),
+                         lambda yes: self.exit(message=message) if yes else None)
 
     def chat_when_done(self, job_id: str, project_root: str) -> None:
         self._chat_when_done[job_id] = project_root

@@ -5,7 +5,7 @@
     projects_dir = "~/aitk-projects"
 
     [keymap]                        # binding id = keys; `?` (help) lists every id
-    "pane.jobs" = "f3,ctrl+j"
+    "pane.jobs" = "f3,alt+j"
 
     [chat]                          # your generation options: over a project's [inference],
     max_new_tokens = 128            # under what you type in the Chat pane (core.generation);
@@ -177,7 +177,7 @@ def load_config(path: Path | None = None) -> Config:
                 if isinstance(keys, str) and keys.strip():
                     cfg.keymap[binding_id] = keys.replace(" ", "")
                 else:
-                    p.append(f"{where}: keymap.{binding_id}: expected keys like \"f3\" or \"ctrl+j,f3\"")
+                    p.append(f"{where}: keymap.{binding_id}: expected keys like \"f3\" or \"f3,alt+j\"")
         else:
             p.append(f"{where}: keymap: expected a table of binding id = keys")
     if "chat" in data:

@@ -42,6 +42,17 @@ def age(seconds: float) -> str:
     return f"{s // 86400}d"
 
 
+def clock_time(ts: float, now: float) -> str:
+    """When, as a table cell that never changes by itself: `14:05` today, `Dec 31` before.
+    (An age such as `42s` changes every second, so an idle table would be redrawn all the time.)"""
+    import time
+
+    t, today = time.localtime(ts), time.localtime(now)
+    if (t.tm_year, t.tm_yday) == (today.tm_year, today.tm_yday):
+        return time.strftime("%H:%M", t)
+    return time.strftime("%b %d", t)
+
+
 def status_text(status: str):
     from rich.text import Text
 

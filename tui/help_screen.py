@@ -35,6 +35,11 @@ EXTRA = {
 }
 
 
+# Copied as shown into the config file, this works: its table header, and a key no pane uses
+# (ctrl+j is the chat's new line).
+KEYMAP_EXAMPLE = '[keymap]\n"pane.jobs" = "f3,alt+j"'
+
+
 def binding_rows(app, cls) -> list[tuple[str, str, str | None]]:
     keymap = getattr(app, "_keymap", {}) or {}
     rows = []
@@ -76,8 +81,8 @@ class HelpScreen(ModalScreen):
                 table.add_row(keys, what, binding_id or "")
             outer.add_row(table)
             outer.add_row("")
-        outer.add_row(Text.from_markup(
-            f"[b]Remap keys[/b] in [i]{config_path()}[/i]:\n"
-            '  [keymap]\n  "pane.jobs" = "f3,ctrl+j"\n'
-            "Every action is also in the command palette (ctrl+p), including themes."))
+        # Plain text, not markup: Rich would take `[keymap]` for a style and drop it.
+        outer.add_row(Text.assemble(("Remap keys", "bold"), " in ", (str(config_path()), "italic"), ":\n",
+                                    KEYMAP_EXAMPLE, "\n",
+                                    "Every action is also in the command palette (ctrl+p), including themes."))
         return outer

@@ -36,11 +36,13 @@ def isolated_env(root: Path, setenv=os.environ.__setitem__) -> dict[str, str]:
     shutil.rmtree(root, ignore_errors=True)
     env = {"AITK_DATA_DIR": str(root / "data"), "AITK_CONFIG_DIR": str(root / "config"),
            "AITK_CACHE_DIR": str(root / "cache"), "AITK_PROJECTS_DIR": str(root / "projects"),
-           "AITK_LOCAL_SLOTS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf")}
+           "AITK_LOCAL_SLOTS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"),
+           "TZ": "UTC"}  # times of day in tables: the same pictures on every machine
     for key, value in env.items():
         setenv(key, value)
         if key.endswith("_DIR"):
             Path(value).mkdir(parents=True, exist_ok=True)
+    time.tzset()
     return env
 
 

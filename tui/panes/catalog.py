@@ -19,12 +19,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Checkbox, DataTable, Input, OptionList, ProgressBar, Select, Static
+from textual.widgets import DataTable, Input, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
 
 from aitk.core.errors import AitkError
 from aitk.tui.formatting import duration
 from aitk.tui.panes.base import Pane
+from aitk.tui.widgets.toggles import Checkbox
 
 ALL = "__all__"
 
@@ -94,6 +95,13 @@ class VariantScreen(ModalScreen[str | None]):
         self.dismiss(event.option.id)
 
 
+def short_licence(name: str, width: int = 14) -> str:
+    """The licence as the table shows it: "Llama 3.2 Community License" as "Llama 3.2" (the detail
+    below has the full name and link), and an ellipsis rather than a silent cut."""
+    short = name.removesuffix(" License").removesuffix(" Community")
+    return short if len(short) <= width else short[: width - 1] + "…"
+
+
 class CatalogPane(Pane):
     MAIN = "#catalog-table"
     BINDINGS = [
@@ -123,7 +131,7 @@ class CatalogPane(Pane):
                          value=ALL, allow_blank=False, id="catalog-runtime", compact=True)
             yield Checkbox("fits here", id="catalog-fits")
         table = DataTable(id="catalog-table", cursor_type="row", zebra_stripes=True)
-        table.add_column("Model", key="model", width=22)
+        table.add_column("Model", key="model", width=24)  # the longest id whole
         table.add_column("Params", key="params", width=7)
         table.add_column("Licence", key="license", width=14)
         table.add_column("Fine-tune here", key="fit", width=14)
@@ -218,7 +226,7 @@ class CatalogPane(Pane):
         self.rows = {}
         for e in entries:
             disk = self._disk(e.id)
-            table.add_row(Text(e.id, style="bold"), e.params_label, e.license[:14], _fit_cell(self.fits.get(e.id)),
+            table.add_row(Text(e.id, style="bold"), e.params_label, short_licence(e.license), _fit_cell(self.fits.get(e.id)),
                           Text(", ".join(disk), style="green") if disk else Text("—", style="dim"), key=e.id)
             self.rows[e.id] = e
         known = {e.id for e in self.catalog}

@@ -141,6 +141,7 @@ class ChatPane(Pane):
         self._widgets: dict[str, Static] = {}
         self._pending_select: str | None = None
         self._pending_mode: str | None = None
+        self._mode_confirmed = False
 
     def compose(self) -> ComposeResult:
         chat = self.app.config.chat
@@ -153,6 +154,7 @@ class ChatPane(Pane):
                 yield ChatColumn(id="col-0")
                 yield ChatColumn(id="col-1")
             with VerticalScroll(id="chat-options"):
+                yield Static("", id="opt-error")
                 yield Label("Max new tokens")
                 yield Input(str(start.max_new_tokens), id="opt-max-new-tokens", type="integer")
                 yield Label("Temperature (0 = greedy)")
@@ -172,6 +174,7 @@ class ChatPane(Pane):
 
     def on_mount(self) -> None:
         self.query_one("#chat-options").display = False
+        self.query_one("#opt-error").display = False
         self._layout_columns()
         self._status("Pick a model above (or ctrl+t for the mode), type below: enter sends, ctrl+j new line, "
                      "esc stops, ctrl+o parameters")
@@ -303,6 +306,15 @@ class ChatPane(Pane):
     def _mode_changed(self, event: Select.Changed) -> None:
         if event.value is Select.NULL or event.value == self.mode:
             return
+        if self.conversation.turns and not self._mode_confirmed:
+            # Another mode starts a new chat: ask before the conversation goes.
+            wanted = str(event.value)
+            select = self.query_one("#chat-mode", Select)
+            with select.prevent(Select.Changed):
+                select.value = self.mode
+            self._confirm_mode(wanted)
+            return
+        self._mode_confirmed = False
         self.mode = str(event.value)
         if self.conversation.turns:
             self.action_clear()
@@ -320,6 +332,18 @@ class ChatPane(Pane):
                 col.border_title = columns[i]
         self.query_one("#chat-model", Select).disabled = self.mode == "remote"
 
+    def _confirm_mode(self, wanted: str) -> None:
+        from aitk.tui.widgets.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._mode_confirmed = True
+                self.query_one("#chat-mode", Select).value = wanted
+
+        label = dict((v, k) for k, v in MODES)[wanted]
+        self.app.push_screen(ConfirmScreen(f"Switch to {label}? That starts a new chat: this conversation is "
+                                           "cleared (ctrl+s saves it first).", yes="Switch"), answered)
+
     def action_mode(self) -> None:
         order = [m for _, m in MODES]
         self.query_one("#chat-mode", Select).value = order[(order.index(self.mode) + 1) % len(order)]
@@ -331,6 +355,25 @@ class ChatPane(Pane):
             self.query_one("#opt-max-new-tokens", Input).focus()
         else:
             self.focus_main()
+
+    @on(Input.Changed, "#chat-options Input")
+    def _option_edited(self, event: Input.Changed) -> None:
+        """Check the parameters as they are typed: the error shows by the fields, not at send time."""
+        fields = {"max_new_tokens": "#opt-max-new-tokens", "temperature": "#opt-temperature",
+                  "top_p": "#opt-top-p", "top_k": "#opt-top-k"}
+        try:
+            self.options()
+            error = None
+        except AitkError as e:
+            error = e.message
+        for key, field_id in fields.items():
+            self.query_one(field_id, Input).set_class(bool(error) and key in error, "-invalid")
+        self.query_one("#opt-error", Static).update(Text(f"✘ {error}", style="bold red") if error else "")
+        self.query_one("#opt-error", Static).display = bool(error)
+        if error:
+            from rich.markup import escape
+
+            self._status(escape(f"✘ {error}: fix it in the parameters (ctrl+o) before sending"))
 
     def options(self):
         """GenerationOptions from the parameter fields (the request layer, checked against

@@ -24,7 +24,7 @@ from aitk.core.errors import AitkError
 from aitk.core.jobs import ACTIVE, JobRecord
 from aitk.core.metrics import MARK
 from aitk.tui import job_actions
-from aitk.tui.formatting import age, duration, status_text
+from aitk.tui.formatting import clock_time, duration, status_text
 from aitk.tui.jobs_feed import FeedUpdate, Progress
 from aitk.tui.panes.base import Pane
 from aitk.tui.widgets.loss_chart import LossChart
@@ -32,7 +32,7 @@ from aitk.tui.widgets.loss_chart import LossChart
 TAIL_BYTES = 1 << 20  # a selected job shows at most the last MiB of its log
 FOLLOW_POLL_S = 0.25
 BATCH_INTERVAL_S = 0.05
-COLUMN_KEYS = ("status", "kind", "project", "progress", "age", "device")
+COLUMN_KEYS = ("status", "kind", "project", "progress", "created", "device")
 KIND_LABEL = {"finetune": "fine-tune", "export": "export", "evaluate": "evaluate", "download": "download"}
 
 
@@ -60,9 +60,9 @@ def _num(v: float) -> str:
     return f"{v:,.0f}" if v >= 1000 else f"{v:.3g}"
 
 
-def eval_summary(records: list[dict], evaluation: dict | None = None) -> Text:
+def eval_summary(records: list[dict], evaluation: dict | None = None, finished: bool = False) -> Text:
     """Base vs tuned on the eval data (an evaluate job's result), the eval loss during training
-    (first and last evaluation), and the train loss trend."""
+    (first and last evaluation), and the train loss trend. `finished`: the run has ended."""
     evals = [(r["step"], r["eval_loss"]) for r in records if isinstance(r.get("eval_loss"), (int, float))]
     trains = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))]
     out = Text()
@@ -76,7 +76,11 @@ def eval_summary(records: list[dict], evaluation: dict | None = None) -> Text:
         else:
             out.append(f" loss {base['loss']:.3f} (no adapter)\n")
     out.append("Eval loss\n", style="bold")
-    if not evals:
+    if not evals and finished:
+        # A run that has ended will not evaluate any more: "yet" would wait forever.
+        out.append(" none in this run\n", style="dim")
+        out.append(" (no eval data, or it ended before eval_steps)\n", style="dim")
+    elif not evals:
         out.append(" no evaluation yet\n", style="dim")
     else:
         (s0, v0), (s1, v1) = evals[0], evals[-1]
@@ -93,6 +97,17 @@ def eval_summary(records: list[dict], evaluation: dict | None = None) -> Text:
     else:
         out.append(f" {trains[0][1]:.3f} → {trains[-1][1]:.3f}\n")
     return out
+
+
+def chart_note(rec: JobRecord | None) -> str:
+    """What the loss chart says while it has no point."""
+    if rec is not None and rec.kind != "finetune":
+        return f"no loss curve: this is {'an' if rec.kind[0] in 'aeiou' else 'a'} {rec.kind} job"
+    if rec is not None and rec.is_final:
+        return f"no loss values: the job {rec.status} before its first logged step"
+    if rec is not None and rec.status == "queued":
+        return "waiting for the job to start…"
+    return "waiting for the first loss value…"
 
 
 class JobsPane(Pane):
@@ -117,6 +132,7 @@ class JobsPane(Pane):
         self._pending_select: str | None = None
         self._evaluations: dict[str, dict | None] = {}
         self._shown: dict[str, tuple] = {}  # cells on screen per job, to update only what changed
+        self._painted: dict[str, object] = {}  # content of the detail's Statics, likewise
 
     def compose(self) -> ComposeResult:
         table = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
@@ -124,7 +140,7 @@ class JobsPane(Pane):
         table.add_column("Kind", key="kind", width=9)
         table.add_column("Project", key="project", width=18)
         table.add_column("Progress", key="progress", width=12)
-        table.add_column("Age", key="age", width=4)
+        table.add_column("Created", key="created", width=7)
         table.add_column("Device", key="device", width=6)
         yield table
         with Vertical(id="job-detail"):
@@ -189,7 +205,8 @@ class JobsPane(Pane):
                 if ev.id not in self._evaluations:
                     self._evaluations[ev.id] = job_actions.evaluation_result(self.app.store(), ev)
                 evaluation = self._evaluations[ev.id]
-        self.query_one("#job-eval", Static).update(eval_summary(self.metrics, evaluation))
+        self.query_one("#job-eval", Static).update(
+            eval_summary(self.metrics, evaluation, finished=rec is not None and rec.is_final))
 
     def _cells(self, rec: JobRecord, now: float) -> tuple:
         progress = self.progress.get(rec.id)
@@ -203,7 +220,7 @@ class JobsPane(Pane):
             prog = Text("—", style="dim")
         project = Path(rec.project).name if rec.project else "—"
         return (status_text(rec.status), KIND_LABEL.get(rec.kind, rec.kind), project, prog,
-                age(now - rec.created), rec.device or "—")
+                clock_time(rec.created, now), rec.device or "—")
 
     @on(DataTable.RowHighlighted, "#jobs-table")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -234,9 +251,7 @@ class JobsPane(Pane):
         self.query_one(Log).clear()
         chart = self.query_one(LossChart)
         chart.clear()
-        rec = self.records.get(job_id)
-        chart.empty_text = "waiting for the first loss value…" if rec is None or rec.kind == "finetune" else \
-            f"no loss curve: this is {'an' if rec.kind[0] in 'aeiou' else 'a'} {rec.kind} job"
+        chart.empty_text = chart_note(self.records.get(job_id))
         self._update_eval()
         if job_id in self.records:
             self._show_head(self.records[job_id])
@@ -250,10 +265,14 @@ class JobsPane(Pane):
                              status_text(rec.status), " · ", (rec.device or "—"), " · ", (rec.id, "dim"))
         if rec.error and rec.status != "succeeded":
             head.append(f"\n{rec.error}", style="red" if rec.status == "failed" else "yellow")
-        self.query_one("#job-head", Static).update(head)
+        self._update_if_changed("#job-head", head)
+        chart = self.query_one(LossChart)
+        note = chart_note(rec)
+        if chart.empty_text != note:
+            chart.empty_text = note
+            chart.refresh()
         bar = self.query_one(ProgressBar)
         progress = self.progress.get(rec.id) or self._progress_from_metrics()
-        eta = self.query_one("#job-eta", Static)
         if progress and progress.max_steps:
             bar.update(total=progress.max_steps, progress=progress.step)
         elif rec.status == "succeeded":
@@ -280,7 +299,13 @@ class JobsPane(Pane):
             text = " · ".join(bits)
         else:
             text = f"running {duration(now - started)}"
-        eta.update(text)
+        self._update_if_changed("#job-eta", text)
+
+    def _update_if_changed(self, selector: str, content) -> None:
+        """Static.update repaints even when nothing changed; over a slow link every byte counts."""
+        if self._painted.get(selector) != content:
+            self._painted[selector] = content
+            self.query_one(selector, Static).update(content)
 
     def _progress_from_metrics(self) -> Progress | None:
         if not self.metrics:
@@ -357,9 +382,9 @@ class JobsPane(Pane):
             return
         self.app.wake_jobs()
         first = result[0] if isinstance(result, list) and result else result
+        # No toast on success: the table shows the change, and the feed's own toast tells the end.
         if isinstance(first, JobRecord):
             self.app.call_from_thread(self.select_job, first.id)
-        self.app.call_from_thread(self.app.notify, label, timeout=4)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         """None (shown greyed out) for an action the selected job's back end does not offer."""
@@ -379,13 +404,25 @@ class JobsPane(Pane):
             return None
         return rec
 
+    def _confirm(self, question: str, yes: str, then) -> None:
+        from aitk.tui.widgets.confirm import ConfirmScreen
+
+        self.app.push_screen(ConfirmScreen(question, yes=yes), lambda answer: then() if answer else None)
+
+    def _named(self, rec: JobRecord) -> str:
+        return f"{KIND_LABEL.get(rec.kind, rec.kind)} {rec.id} of {Path(rec.project).name if rec.project else '—'}"
+
     def action_cancel(self) -> None:
         if rec := self._allowed("cancel"):
-            self._run("Job cancelled", job_actions.cancel, rec)
+            self._confirm(f"Cancel the {self._named(rec)} ({rec.status})? Jobs queued behind it are skipped.",
+                          "Cancel job", lambda: self._run("Job cancelled", job_actions.cancel, rec))
 
     def action_retry(self) -> None:
         if rec := self._allowed("retry"):
-            self._run("Job restarted", job_actions.retry, rec)
+            what = " When it succeeds, its adapter replaces the project's current one." \
+                if rec.kind == "finetune" else ""
+            self._confirm(f"Run the {self._named(rec)} ({rec.status}) again as a new job?{what}",
+                          "Retry", lambda: self._run("Job restarted", job_actions.retry, rec))
 
     def action_resume(self) -> None:
         if rec := self._allowed("resume"):
@@ -395,15 +432,17 @@ class JobsPane(Pane):
         rec = self._allowed("delete")
         if rec is None:
             return
-        from aitk.tui.widgets.confirm import ConfirmScreen
+        def delete() -> None:
+            # The cursor stays where it was: on the next row (the previous one at the end), never
+            # back at the top, where the next key would act on another job than the user expects.
+            rest = [i for i in self.order if i != rec.id]
+            if rest:
+                at = self.order.index(rec.id) if rec.id in self.order else 0
+                self.select_job(rest[min(at, len(rest) - 1)])
+            self._run("Job deleted", job_actions.delete, rec)
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.selected = None
-                self._run("Job deleted", job_actions.delete, rec)
-
-        self.app.push_screen(ConfirmScreen(f"Delete job {rec.id} ({rec.kind}, {rec.status}) and its folder "
-                                           f"(log, metrics, checkpoints)?", yes="Delete"), answered)
+        self._confirm(f"Delete the {self._named(rec)} ({rec.status}) and its folder (log, metrics, "
+                      "checkpoints)?", "Delete", delete)
 
     def _project_of(self, rec: JobRecord | None) -> str | None:
         """The job's project folder if it is still there; else say so (never open another one)."""

@@ -60,7 +60,7 @@ class ProjectsPane(Pane):
         table.add_column("Project", key="name", width=20)
         table.add_column("Model", key="model", width=12)
         table.add_column("Method", key="method", width=7)
-        table.add_column("Last job", key="last", width=18)
+        table.add_column("Last job", key="last", width=23)  # "⚠ interrupted fine-tune" whole
         table.add_column("Chat", key="chat", width=6)
         yield table
         with VerticalScroll(id="project-detail"):

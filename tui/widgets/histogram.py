@@ -39,9 +39,10 @@ class TokenHistogram(Widget):
         else:
             self.bins = stats.histogram(bins)
             over = stats.over_limit
+            # Short enough for 80 columns; what the max length cuts is also said above the chart.
             self.summary = (f"{stats.count} rows · tokens min {stats.min} · median {stats.p50} · p95 {stats.p95} · "
-                            f"max {stats.max} · max length {max_length}: "
-                            + (f"{over} row{'s' if over != 1 else ''} cut" if over else "none cut"))
+                            f"max {stats.max} · "
+                            + (f"{over} cut at {max_length}" if over else f"none cut at {max_length}"))
             self.note = note
         self.refresh(layout=True)
 
@@ -67,5 +68,5 @@ class TokenHistogram(Widget):
             b = bar(count / top, width)
             out.append(b, style=style)
             out.append(" " * (width - len(b) + 1) + str(count).rjust(count_w) + "\n")
-        out.append(self.summary, style="red" if "cut" in self.summary and "none cut" not in self.summary else "dim")
+        out.append(self.summary, style="dim" if "none cut" in self.summary else "bold red")
         return out

@@ -17,7 +17,9 @@ from textual.app import ComposeResult
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import Checkbox, Input, Select, Static
+from textual.widgets import Input, Select, Static
+
+from aitk.tui.widgets.toggles import Checkbox
 
 from aitk.core.settings import SettingSpec, escape_text, setting_specs, unescape_text
 

@@ -15,7 +15,7 @@ def chosen_device(settings, device_info) -> str:
 
 
 def estimate_text(entry, settings, device_info) -> Text:
-    """One or two lines: `≈ 2.1 GB (weights …) · this machine: 6.5 GB usable · fits`."""
+    """One or two lines: `≈ 2.1 GiB (weights …) · this machine: 6.5 GiB usable · fits`."""
     if entry is None:
         return Text("Memory estimate: none (the model is not in the catalog)", style="dim")
     from aitk.core import estimates

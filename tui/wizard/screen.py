@@ -25,7 +25,7 @@ STEPS = [NameStep, ModelStep, DatasetStep, TrainingStep, TargetStep, SummaryStep
 
 class WizardScreen(ModalScreen[WizardResult | None]):
     DEFAULT_CSS = """
-    WizardScreen { align: center middle; }
+    WizardScreen { align: center middle; overflow: hidden; }  /* the step's own scrollbar is the only one */
     WizardScreen > #wizard { width: 100%; max-width: 130; height: 100%; max-height: 44;
                              border: thick $primary; background: $surface; }
     WizardScreen #wizard-steps { height: 1; padding: 0 1; background: $panel; }
@@ -38,6 +38,10 @@ class WizardScreen(ModalScreen[WizardResult | None]):
         Binding("ctrl+n", "next", "Next", id="wizard.next", priority=True),
         Binding("ctrl+r", "back", "Back", id="wizard.back", priority=True),
         Binding("escape", "cancel", "Cancel", id="wizard.cancel"),
+        # From anywhere in the step (a button, the radio set): the step's scroll moves.
+        Binding("pagedown", "page(1)", "Scroll down", id="wizard.page_down", show=False),
+        Binding("pageup", "page(-1)", "Scroll up", id="wizard.page_up", show=False),
+        Binding("question_mark", "app.help", "Help", id="wizard.help", show=False),
     ]
 
     def __init__(self, model_id: str | None = None, device=None):
@@ -112,6 +116,14 @@ class WizardScreen(ModalScreen[WizardResult | None]):
         if self.index > 0 and not self.creating:
             self.step.commit()  # keep what was typed, valid or not
             await self._show(self.index - 1)
+
+    def action_page(self, direction: int) -> None:
+        from textual.containers import ScrollableContainer
+
+        scrolls = list(self.step.query(ScrollableContainer))
+        if scrolls:
+            scroll = scrolls[0]
+            (scroll.scroll_page_down if direction > 0 else scroll.scroll_page_up)(animate=False)
 
     def action_cancel(self) -> None:
         if self.creating:

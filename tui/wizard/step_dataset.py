@@ -8,6 +8,7 @@ with the model's own tokenizer against the max length. Problems show inline, loc
 from __future__ import annotations
 
 import functools
+import os
 import time
 from pathlib import Path
 
@@ -19,11 +20,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Button, Input, Label, RadioSet, Static
 from textual.worker import get_current_worker
 
 from aitk.core import tiny
 from aitk.tui.widgets.histogram import TokenHistogram
+from aitk.tui.widgets.toggles import RadioButton
 from aitk.core.settings import escape_text, unescape_text
 from aitk.tui.wizard.step import Step
 
@@ -58,6 +60,30 @@ def find_tokenizer(state):
     return None, "tokenizer not on this machine yet: lengths below are estimates (characters / 4)"
 
 
+def hf_unavailable(source: str) -> str | None:
+    """Why a Hugging Face dataset cannot be loaded now, found in at most ~2 s: offline (or the hub
+    unreachable) and not in the cache. `datasets` itself would retry for ~20 s before saying so."""
+    import socket
+    from urllib.parse import urlparse
+
+    from aitk.core import hub
+
+    name = source.partition(":")[0]
+    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE") or hub.hf_home() / "datasets")
+    if (hub.hf_cache_dir() / f"datasets--{name.replace('/', '--')}").is_dir() or \
+            any(datasets_cache.glob(f"{name.replace('/', '___')}*")):
+        return None
+    if hub.is_offline():
+        return "offline (HF_HUB_OFFLINE is set) and not in the Hugging Face cache"
+    url = urlparse(hub.hf_endpoint())
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=2).close()
+    except OSError as e:
+        return f"{url.hostname} cannot be reached ({e.strerror or type(e).__name__}) and it is not in the cache"
+    return None
+
+
 class _CharsTokenizer:
     """Stand-in when the model's tokenizer is not downloaded: ~4 characters per token."""
 
@@ -69,6 +95,26 @@ class _CharsTokenizer:
 
     def encode_batch(self, texts):
         return [self._Enc(max(1, len(t) // 4)) for t in texts]
+
+
+def length_verdict(stats, max_len: int) -> tuple[Text | None, str | None]:
+    """(the line saying what the max length cuts, the error that blocks Next or None).
+
+    Rows longer than the max length lose their end, which is usually the answer: some cut is a
+    loud warning, every row cut is refused (nothing of the answers would be learned).
+    """
+    if stats is None or not stats.count:
+        return None, None
+    over, count = stats.over_limit, stats.count
+    if not over:
+        return Text(f"✔ max length {max_len}: no row cut (longest {stats.max} tokens)", style="green"), None
+    if over == count:
+        text = (f"✘ max length {max_len} cuts every row (shortest {stats.min}, p95 {stats.p95} tokens): "
+                f"raise it to at least {stats.p95}")
+        return Text(text, style="bold red"), f"max length {max_len} cuts every row: raise it to at least {stats.p95}"
+    text = (f"⚠ max length {max_len} cuts {over} of {count} rows: their ends are not learned "
+            f"(longest {stats.max}; {stats.p95} keeps 95 %)")
+    return Text(text, style="bold yellow"), None
 
 
 class DatasetChecked(Message):
@@ -92,7 +138,8 @@ class DatasetStep(Step):
     DatasetStep .source { display: none; }
     DatasetStep.-source .source { display: block; }
     DatasetStep.-source .path-row.source { display: block; layout: horizontal; }
-    DatasetStep #wiz-ds-issues { margin-top: 1; }
+    DatasetStep .field-label { margin-top: 0; }
+    DatasetStep #wiz-ds-hist-label { margin-top: 1; }
     DatasetStep #wiz-ds-preview { color: $text; background: $boost; padding: 0 1; }
     """
 
@@ -112,7 +159,11 @@ class DatasetStep(Step):
             yield Label("Training data", classes="field-label source")
             with Horizontal(classes="path-row source"):
                 yield Input("", id="wiz-ds-path", compact=True, placeholder="path/to/train.jsonl")
-                yield Button("Browse ^o", id="wiz-ds-browse", compact=True)
+                # Not in the Tab order (ctrl+o or a click opens it): Tab from the path goes on to
+                # the next field, where a user typing on expects to be.
+                browse = Button("Browse ^o", id="wiz-ds-browse", compact=True)
+                browse.can_focus = False
+                yield browse
             yield Label("Evaluation data (optional)", classes="field-label source")
             yield Input("", id="wiz-ds-eval", compact=True, placeholder="path/to/eval.jsonl, or empty",
                         classes="source")
@@ -121,7 +172,7 @@ class DatasetStep(Step):
             yield Label("Max length (tokens per sample)", classes="field-label")
             yield Input("", id="wiz-ds-maxlen", compact=True, type="integer")
             yield Static("", id="wiz-ds-issues")
-            yield Label("Token lengths against the max length", classes="field-label")
+            yield Label("Token lengths against the max length", classes="field-label", id="wiz-ds-hist-label")
             yield TokenHistogram(id="wiz-ds-hist")
             yield Label("Preview (first rows, as the model sees them)", classes="field-label")
             yield Static("", id="wiz-ds-preview")
@@ -154,8 +205,8 @@ class DatasetStep(Step):
         self.state.dataset_mode = MODES[event.index]
         self._apply_mode()
         self._refresh()
-        if self.state.dataset_mode != "bundled":
-            self.call_after_refresh(self.query_one("#wiz-ds-path", Input).focus)
+        # Focus stays on the choice: Tab goes to the path field, now shown. (Moving focus there
+        # made the user's Tab land on the button after it, and the typed path went nowhere.)
 
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:
@@ -233,6 +284,12 @@ class DatasetStep(Step):
         from aitk.core import text_template as grammar
         from aitk.core.errors import AitkError
 
+        if self.state.dataset_mode == "hf" and (why := hf_unavailable(train)):
+            issue = ds.DatasetIssue(train, None, None, f"cannot load this Hugging Face dataset: {why}",
+                                    hint=ds.HINT_HF)
+            self.post_message(DatasetChecked(reports=[ds.DatasetReport(train, "hf", 0, [], [issue])],
+                                             rendered=[], stats=None, note="", max_len=max_len))
+            return
         reports = [ds.check_dataset(train, text_template=template)]
         if evaluation:
             reports.append(ds.check_dataset(evaluation, text_template=template))
@@ -273,6 +330,11 @@ class DatasetStep(Step):
                     lines.append(Text(f"… {len(report.issues) - 8} more", style="red"))
         self.problem = None if not bad else f"the data has {bad} problem{'s' if bad != 1 else ''}: fix them or " \
                                              "choose another file"
+        verdict, blocking = length_verdict(message.stats, message.max_len)
+        if verdict is not None:
+            lines.append(verdict)
+        if blocking and self.problem is None:
+            self.problem = blocking
         self.query_one("#wiz-ds-issues", Static).update(Group(*lines))
         preview = []
         for i, text in enumerate(message.rendered):

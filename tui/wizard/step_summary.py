@@ -11,8 +11,9 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.widgets import Checkbox, Static
+from textual.widgets import Static
 
+from aitk.tui.widgets.toggles import Checkbox
 from aitk.tui.wizard.memory import chosen_device, estimate_text
 from aitk.tui.wizard.state import command_line
 from aitk.tui.wizard.step import Step

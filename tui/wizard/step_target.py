@@ -5,8 +5,9 @@ from __future__ import annotations
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.widgets import Label, RadioButton, RadioSet, Select, Static
+from textual.widgets import Label, RadioSet, Select, Static
 
+from aitk.tui.widgets.toggles import RadioButton
 from aitk.tui.wizard.memory import chosen_device, estimate_text
 from aitk.tui.wizard.step import Step
 
