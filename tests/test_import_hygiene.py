@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 
 HEAVY = ("torch", "transformers", "peft", "olive", "azure", "datasets", "onnx", "bitsandbytes", "accelerate")
 
 
 def modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint('\\n'.join(sys.modules))"],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    """Top-level modules loaded after `code`, for a first-time user: empty data and config dirs
+    (the session's hold other tests' running Azure jobs, whose reconcile rightly loads the SDK)."""
+    with tempfile.TemporaryDirectory(prefix="aitk-hygiene-") as fresh:
+        env = {**os.environ, **{f"AITK_{d}_DIR": os.path.join(fresh, d.lower()) for d in ("DATA", "CONFIG", "CACHE")}}
+        out = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint('\\n'.join(sys.modules))"],
+                             capture_output=True, text=True, timeout=120, check=True, env=env).stdout
     return {m.split(".")[0] for m in out.split()}
 
 
