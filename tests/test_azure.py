@@ -757,8 +757,7 @@ def test_the_app_fine_tunes_an_azure_target_project_on_azure(fake, project, monk
     async def drive():
         app = testing.fixture_app(start_pane="projects")
         async with app.run_test(size=(120, 40)) as pilot:
-            pane = app.pane("projects")
-            await until(pilot, lambda: pane is not None and pane.selected == root, what="project listed")
+            await testing.select_project(pilot, app, root)
             await pilot.press("f")
             await until(pilot, lambda: any(r.id not in before and r.kind == "finetune" for r in store.list()),
                         timeout=30, what="a fine-tune job")

@@ -14,6 +14,7 @@ import pytest
 from aitk.core.errors import AitkError
 from aitk.core.jobs import JobStore
 from aitk.tui import testing
+from aitk.tui.widgets.confirm import ConfirmScreen
 from aitk.tui.testing import until
 
 from azure_fake import running
@@ -91,10 +92,14 @@ def test_the_app_cancels_an_azure_job_on_azure_and_retries_it_there(fake, projec
             pane.select_job(rec.id)
             await until(pilot, lambda: pane.selected == rec.id, what="the job selected")
             await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="cancel asks first")
+            await pilot.press("y")
             await until(pilot, lambda: exe.done, timeout=20, what="the execution stopped on Azure")
             await until(pilot, lambda: store.get(rec.id).status == "cancelled", what="the record cancelled")
             before = {r.id for r in store.list()}
             await pilot.press("r")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="retry asks first")
+            await pilot.press("y")
             await until(pilot, lambda: any(r.kind == "finetune" and r.id not in before for r in store.list()),
                         timeout=30, what="the retry")
             return next(r for r in store.list() if r.kind == "finetune" and r.id not in before)
@@ -149,8 +154,7 @@ def test_aitk_finetune_honours_an_azure_target(fake, project, tmp_path, monkeypa
     async def drive():
         app = testing.fixture_app(start_pane="projects")
         async with app.run_test(size=(120, 40), notifications=True) as pilot:
-            pane = app.pane("projects")
-            await until(pilot, lambda: pane is not None and pane.selected == root, what="project listed")
+            await testing.select_project(pilot, app, root)
             await pilot.press("f")
             await until(pilot, lambda: any("no Azure resources" in n.message for n in app._notifications),
                         timeout=20, what="the refusal")

@@ -259,3 +259,13 @@ class World:
 
     def close(self) -> None:
         self.sleeper.stop()
+
+
+async def select_project(pilot, app, root: str) -> None:
+    """Wait for the Projects pane to list `root`, then put the cursor on it: the index lists every
+    project the session knows (others' too), so the first row need not be this one."""
+    await until(pilot, lambda: app.pane("projects") is not None and root in app.pane("projects").projects,
+                what=f"project {root} listed")
+    pane = app.pane("projects")
+    pane.query_one("DataTable").move_cursor(row=list(pane.projects).index(root))
+    await until(pilot, lambda: pane.selected == root, what=f"project {root} selected")
