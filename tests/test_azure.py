@@ -710,7 +710,9 @@ def test_cli_login_whoami_provision_secret_run_status_logs_fetch(fake, project, 
     fake.run_env.update({"FAKE_STEPS": "6", "FAKE_SLEEP": "0.05"})
     code, out, err = run_cli("azure", "run", "-P", str(project.root))
     assert code == 0, out + err
-    assert "step 60/60  loss 0.5" in out and "succeeded" in out.splitlines()[-1]
+    assert "step 60/60  loss 0.5" in out, out
+    assert any(ln.startswith("job ") and " succeeded" in ln for ln in out.splitlines()), out
+    assert out.splitlines()[-1].startswith("next: `aitk export")  # what to do after a remote fine-tune
     job_id = next(ln for ln in out.splitlines() if ln.startswith("job ")).split()[1]
     code, out, _ = run_cli("azure", "status", job_id)  # = `aitk jobs show`, with the live execution
     assert code == 0 and "Succeeded" in out and "adapter" in out and "loss 3 -> 0.5 over 60 steps" in out
