@@ -75,7 +75,7 @@ def memory_estimate(entry: CatalogEntry, method: str, device: str = "cpu", *, va
                     target_modules: list[str] | None = None, compute_dtype: str | None = None,
                     gradient_checkpointing: bool | None = None, context: int | None = None) -> MemoryEstimate:
     """Rough peak memory of training or inference, in bytes. Unset knobs take the project defaults
-    (`settings.default_settings` for this model and device).
+    (`defaults.default_settings` for this model and device).
 
     Training (method `lora` or `qlora`), with P parameters, E = vocab × hidden embedding
     parameters, L layers, hidden h, a heads, vocab V, batch b, sequence s:

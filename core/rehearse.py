@@ -86,7 +86,7 @@ def plan(project: Project, device: str, seq_len: int | None) -> dict:
 def formula(entry: CatalogEntry, settings: dict, cpu_count: int) -> dict:
     """The app's estimates for the rehearsed shape and settings: the one place this module
     asks the formulas (so they can move without touching the rest)."""
-    from .settings import default_settings
+    from .defaults import default_settings
 
     est = catalog.memory_estimate(
         entry, settings["method"], settings["device"], batch_size=settings["batch_size"],
