@@ -24,6 +24,7 @@ def world(tmp_path, monkeypatch):
     fake_model = tmp_path / "tiny-model"
     fake_model.mkdir()
     (fake_model / "config.json").write_text("{}")
+    (fake_model / "model.safetensors").write_bytes(b"")  # the base-model preflight looks for weights
     monkeypatch.setattr("aitk.core.tiny.is_built", lambda *a, **k: True)
     monkeypatch.setattr("aitk.core.tiny.ensure_tiny", lambda *a, **k: fake_model)
     yield w
