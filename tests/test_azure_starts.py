@@ -43,8 +43,11 @@ def test_a_start_with_a_template_override_loses_the_share_and_aitk_never_uses_on
     wait_done(exe)
     assert exe.status == "Succeeded" and not exe.overridden
     assert f"[aitk-job] run folder runs/{rec.id}" in [t for _, t in exe.lines]
-    starts = [r for r in fake.requests if r[0] == "POST" and r[1].endswith(f"/jobs/{cfg.job}/start")]
-    assert starts  # (the body of aitk's start is empty: checked by `overridden` above)
+    # The job's own template is current now: the next run starts it without changing it.
+    patches = len([r for r in fake.requests if r[0] == "PATCH" and r[1].endswith(f"/jobs/{cfg.job}")])
+    again = remote.submit(JobStore(), project.root, spawn=False)
+    wait_done(fake.executions[again.params["execution"]])
+    assert len([r for r in fake.requests if r[0] == "PATCH" and r[1].endswith(f"/jobs/{cfg.job}")]) == patches
 
 
 def test_two_runs_started_at_once_each_get_their_own_inputs(fake, project):
