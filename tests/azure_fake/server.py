@@ -2,11 +2,19 @@
 and Azure Files requests, with in-memory resources and a folder per file share.
 
 Faithful where the SDK clients look (status codes, long-running-operation headers, error bodies,
-`x-ms-request-id`), simple elsewhere (no RBAC, no SharedKey signature check). An execution "runs"
-as a local subprocess: `runner="engine"` runs the training image's entry script
-(infra/docker/entry.py) on the mounted share folder, so a full run trains for real;
-`runner="script"` runs a short Python script (fast tests). Its output becomes the replica's log
-stream and Log Analytics rows.
+`x-ms-request-id`), simple elsewhere (no RBAC, no SharedKey signature check). Where the service is
+known to differ from what a client might assume, the fake does what the service does (facts in
+../shared/README.md, azure-cli's containerapp code, the Microsoft.App REST specs): a start with a
+template override loses the job's volume mounts; quotas are named as the usages API names them
+(serverless `SubscriptionConsumption*`, dedicated `Subscription*`, dedicated A100 at 0); environments
+provision through several states; replicas are listed before their container runs (the stream
+answers 4xx meanwhile); streams may send JSON or CRI lines; Log Analytics answers "Failed to
+resolve table" until the first log; api-version, names, secretRefs and workload profiles are checked.
+
+An execution "runs" as a local subprocess: `runner="engine"` runs the job's own command (the entry
+script the run put on the share, /mount mapped to the share's folder), so a full run installs and
+trains for real; `runner="script"` runs a short Python script (fast tests). Its output becomes the
+replica's log stream and Log Analytics rows.
 """
 
 from __future__ import annotations
