@@ -37,6 +37,18 @@ def test_estimate_from_steps_throughput_and_price_with_sources():
     assert mine.cost == pytest.approx(mine.hours) and "GPU_PRICE_PER_HOUR" in mine.sources()[1]
 
 
+def wait_jobs_final(timeout=60):
+    """`--detach` leaves the runs to their watchers: wait until none is active (none outlives the fake)."""
+    import time
+
+    from aitk.core.jobs import ACTIVE, JobStore
+
+    deadline = time.time() + timeout
+    while any(r.provider == "azure" for r in JobStore().list(status=ACTIVE)):
+        assert time.time() < deadline, "an Azure job is still active"
+        time.sleep(0.1)
+
+
 def test_azure_run_shows_the_estimate_and_asks_above_the_threshold(fake, project, monkeypatch):
     before = len(fake.executions)
     set_infra(project, ASK_ABOVE_USD=0.01, GPU_PRICE_PER_HOUR=2.5)
@@ -58,6 +70,7 @@ def test_azure_run_shows_the_estimate_and_asks_above_the_threshold(fake, project
         monkeypatch.setattr("sys.stdin", io.StringIO(""))
         code, out, err = run_cli("azure", "run", "-P", str(project.root), "--detach")
         assert code == 0 and "Start it?" not in out, err
+        wait_jobs_final()
     finally:
         set_infra(project, ASK_ABOVE_USD=None, GPU_PRICE_PER_HOUR=None)
 

@@ -162,6 +162,10 @@ def test_an_ai_toolkit_projects_provisioned_resources_are_reused_not_duplicated(
     assert exe.status == "Succeeded", "\n".join(t for _, t in exe.lines)
     share = fake.share_root / names["storage"] / names["share"]
     assert (share / "runs" / rec.id / "output" / "adapter" / "adapter_config.json").is_file()
+    from aitk.providers.azure import watch
+
+    watch.run(rec.id)  # the real watcher settles it: fetched from their share into the job
+    assert store.get(rec.id).status == "succeeded"
     assert envs_in(fake, rg) == [names["env"]]
 
 

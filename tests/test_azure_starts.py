@@ -11,6 +11,14 @@ import time
 from test_azure import RG, _reset_fake, ctx_for, fake, project  # noqa: F401 (fixtures)
 
 
+def settle(store, rec) -> str:
+    """Follow the job to its end with the real watcher, in this process (no job is left active)."""
+    from aitk.providers.azure import watch
+
+    watch.run(rec.id)
+    return store.get(rec.id).status
+
+
 def wait_done(exe, timeout=30):
     deadline = time.time() + timeout
     while not exe.done:
@@ -38,13 +46,19 @@ def test_a_start_with_a_template_override_loses_the_share_and_aitk_never_uses_on
     assert any("the file share is not mounted" in t for _, t in lost.lines)
 
     fake.run_env.update({"FAKE_STEPS": "3", "FAKE_SLEEP": "0.01"})
-    rec = remote.submit(JobStore(), project.root, spawn=False)
+    store = JobStore()
+    rec = remote.submit(store, project.root, spawn=False)
     exe = fake.executions[rec.params["execution"]]
     wait_done(exe)
     assert exe.status == "Succeeded" and not exe.overridden
+    assert settle(store, rec) == "succeeded"
     assert f"[aitk-job] run folder runs/{rec.id}" in [t for _, t in exe.lines]
-    starts = [r for r in fake.requests if r[0] == "POST" and r[1].endswith(f"/jobs/{cfg.job}/start")]
-    assert starts  # (the body of aitk's start is empty: checked by `overridden` above)
+    # The job's own template is current now: the next run starts it without changing it.
+    patches = len([r for r in fake.requests if r[0] == "PATCH" and r[1].endswith(f"/jobs/{cfg.job}")])
+    again = remote.submit(store, project.root, spawn=False)
+    wait_done(fake.executions[again.params["execution"]])
+    assert settle(store, again) == "succeeded"
+    assert len([r for r in fake.requests if r[0] == "PATCH" and r[1].endswith(f"/jobs/{cfg.job}")]) == patches
 
 
 def test_two_runs_started_at_once_each_get_their_own_inputs(fake, project):
@@ -92,6 +106,7 @@ def test_two_runs_started_at_once_each_get_their_own_inputs(fake, project):
         assert f"[aitk-job] run folder runs/{rec.id}" in lines  # its own run, not the other one
         claim = json.loads((share / "runs" / "executions" / f"{exe.name}.json").read_text())
         assert claim == {"run": f"runs/{rec.id}", "job": rec.id}
+        assert settle(store, rec) == "succeeded"
     ma = json.loads((share / "runs" / recs["a"].id / "manifest.json").read_text())
     mb = json.loads((share / "runs" / recs["b"].id / "manifest.json").read_text())
     rel = str(project.settings.data.dataset)
