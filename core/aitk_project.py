@@ -328,6 +328,11 @@ def read_project(root: str | Path, dest: str | Path | None = None) -> ImportRepo
     from .devices import detect
 
     device = detect().best
+    if data["finetune"]["compute_dtype"] == "float16" and device != "cuda":
+        # AI Toolkit's config targets a CUDA GPU; float16 training runs nowhere else.
+        data["target"]["device"] = "cuda"
+        rep.notes.append("target.device = 'cuda': float16 training needs a CUDA GPU (AI Toolkit's config targets "
+                         "one); `aitk project set finetune.compute_dtype=bfloat16 target.device=auto` trains here")
     data["inference"]["precision"] = "fp16" if device in ("cuda", "dml") else "int4"
     if "ModelBuilder" in passes:
         rep.notes.append(f"inference.precision = {data['inference']['precision']!r} for this machine "
@@ -413,6 +418,10 @@ def import_project(root: str | Path, to: str | Path | None = None) -> ImportRepo
                 rep.already = tomllib.loads(settings_file.read_text(encoding="utf-8")) == rep.settings.to_toml_dict()
             except (OSError, ValueError):
                 rep.already = False
+            if not rep.already:  # settings changed in aitk since (or an aitk project exported): never lost
+                raise AitkError(f"{settings_file} exists and differs from what AI Toolkit's files say",
+                                "keep it (the project opens as it is), import into a new folder with --to DIR, "
+                                "or move aitk.toml away to import AI Toolkit's values again")
         if rep.eval_split:
             _write_rows(src / SPLIT_TRAIN, rep.eval_split[0])
             _write_rows(src / SPLIT_EVAL, rep.eval_split[1])

@@ -221,3 +221,18 @@ def test_export_aitk_writes_ai_toolkits_layout_and_imports_back(tmp_path):
                          ("finetune", "learning_rate"), ("finetune", "max_steps"), ("inference", "prompt_template"),
                          ("data", "text_columns"), ("finetune", "target_modules"), ("model", "id")):
         assert a[section][key] == b[section][key], f"{section}.{key}"
+
+
+def test_changed_settings_are_never_overwritten_by_a_second_import(tmp_path):
+    root = tmp_path / "p"
+    materialise("zephyr-7b-beta", root, {"<compute_dtype>": "float16"})
+    code, out, err = aitk("project", "import", str(root))
+    assert code == 0, err
+    s = tomllib.loads((root / "aitk.toml").read_text())
+    assert s["finetune"]["compute_dtype"] == "float16"
+    assert s["target"]["device"] == "cuda" or "target.device = 'cuda'" not in out
+    assert aitk("project", "set", "-P", str(root), "finetune.max_steps=5")[0] == 0
+    changed = (root / "aitk.toml").read_bytes()
+    code, _, err = aitk("project", "import", str(root))
+    assert code == 2 and "differs from what AI Toolkit's files say" in err
+    assert (root / "aitk.toml").read_bytes() == changed
