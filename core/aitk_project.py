@@ -161,6 +161,10 @@ def _model(root: Path, input_path: str, commands: list[str], rep: ImportReport, 
     present = next((c for c in candidates if c and (root / c / "config.json").is_file()), None)
     path = present or repo
     model_id = entry.id if entry else repo
+    from . import tiny
+
+    if present and (root / present / tiny.MARKER).is_file():  # aitk's embedded model, exported with the project
+        model_id, entry = tiny.TINY_ID, catalog.find(tiny.TINY_ID)
     data["model"] = {"id": model_id, "path": path}
     where = f"{L.OLIVE_CONFIG} input_model.model_path" if present == input_path else (
         f"{L.FINETUNING_INFRA} COMMANDS" if path == repo else f"{L.FINETUNING_INFRA} --local-dir")
@@ -324,6 +328,11 @@ def read_project(root: str | Path, dest: str | Path | None = None) -> ImportRepo
     from .devices import detect
 
     device = detect().best
+    if data["finetune"]["compute_dtype"] == "float16" and device != "cuda":
+        # AI Toolkit's config targets a CUDA GPU; float16 training runs nowhere else.
+        data["target"]["device"] = "cuda"
+        rep.notes.append("target.device = 'cuda': float16 training needs a CUDA GPU (AI Toolkit's config targets "
+                         "one); `aitk project set finetune.compute_dtype=bfloat16 target.device=auto` trains here")
     data["inference"]["precision"] = "fp16" if device in ("cuda", "dml") else "int4"
     if "ModelBuilder" in passes:
         rep.notes.append(f"inference.precision = {data['inference']['precision']!r} for this machine "
@@ -409,6 +418,10 @@ def import_project(root: str | Path, to: str | Path | None = None) -> ImportRepo
                 rep.already = tomllib.loads(settings_file.read_text(encoding="utf-8")) == rep.settings.to_toml_dict()
             except (OSError, ValueError):
                 rep.already = False
+            if not rep.already:  # settings changed in aitk since (or an aitk project exported): never lost
+                raise AitkError(f"{settings_file} exists and differs from what AI Toolkit's files say",
+                                "keep it (the project opens as it is), import into a new folder with --to DIR, "
+                                "or move aitk.toml away to import AI Toolkit's values again")
         if rep.eval_split:
             _write_rows(src / SPLIT_TRAIN, rep.eval_split[0])
             _write_rows(src / SPLIT_EVAL, rep.eval_split[1])
@@ -440,3 +453,156 @@ def import_project(root: str | Path, to: str | Path | None = None) -> ImportRepo
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return rep
+
+
+# --- The other way: an aitk project -> AI Toolkit's layout ------------------------------------------
+
+_INVOKE = '''"""Run this project's fine-tuning with Olive, as AI Toolkit for VS Code does (written by aitk)."""
+
+import os
+
+from olive.workflows import run
+
+run(os.path.join(os.path.dirname(os.path.abspath(__file__)), "olive-config.json"))
+'''
+
+
+def _field(token: str, label: str, kind: str, value, **extra) -> dict:
+    return {"type": kind, "label": label, "replaceToken": token, "defaultValue": value, **extra}
+
+
+def _form(s: ProjectSettings, eval_size: float) -> list[dict]:
+    """AI Toolkit's "Configure Project" form, filled with this project's values."""
+    from .settings import escape_text
+
+    d, f = s.data, s.finetune
+    return [
+        {"groupId": "model_inference", "title": "Model inference settings", "fields": [
+            _field("<conda_env_name>", "Conda environment name:", "String", f"{s.name}-env"),
+            _field("<prompt_template>", "Inference prompt template:", "String",
+                   escape_text(s.inference.prompt_template))]},
+        {"groupId": "data_configs", "title": "Data settings", "fields": [
+            _field("<data_configs_data_files>", "Dataset name:", "String", d.dataset, optionValues=[d.dataset]),
+            _field("<data_configs_split>", "Training split:", "String", d.train_split),
+            _field("<dataset_type>", "Dataset type:", "String", d.dataset_type),
+            _field("<text_cols>", "Text columns:", "String", list(d.text_columns), isArray=True),
+            _field("<text_template>", "Text template:", "String", escape_text(d.text_template)),
+            _field("<line_by_line>", "Corpus strategy:", "String", d.corpus_strategy,
+                   optionValues=["line-by-line", "join"]),
+            _field("<source_max_len>", "Source max length:", "Integer", d.source_max_len),
+            _field("<pad_to_max_len>", "Pad to max length:", "Boolean", d.pad_to_max_len)]},
+        {"groupId": "fine_tune", "title": "Fine tune settings", "fields": [
+            _field("<compute_dtype>", "Compute dtype:", "String", f.compute_dtype, optionValues=["bfloat16", "float16"]),
+            _field("<quant_type>", "Quant type:", "String", f.quant_type, optionValues=["nf4", "fp4"]),
+            _field("<double_quant>", "Double quant:", "Boolean", f.double_quant),
+            _field("<lora_r>", "Lora r:", "Integer", f.lora_r),
+            _field("<lora_alpha>", "Lora alpha:", "Integer", int(f.lora_alpha) if f.lora_alpha.is_integer()
+                   else f.lora_alpha),
+            _field("<lora_dropout>", "Lora dropout:", "Number", f.lora_dropout),
+            _field("<eval_dataset_size>", "Eval dataset size:", "Integer", eval_size),
+            _field("<training_args_seed>", "Seed:", "Integer", f.seed),
+            _field("<training_args_data_seed>", "Data seed:", "Integer", f.data_seed),
+            _field("<per_device_train_batch_size>", "Per device train batch size:", "Integer",
+                   f.per_device_train_batch_size),
+            _field("<per_device_eval_batch_size>", "Per device eval batch size:", "Integer",
+                   f.per_device_eval_batch_size),
+            _field("<gradient_accumulation_steps>", "Gradient accumulation steps:", "Integer",
+                   f.gradient_accumulation_steps),
+            _field("<gradient_checkpointing>", "Enable gradient checkpointing:", "Boolean", f.gradient_checkpointing),
+            _field("<learning_rate>", "Learning rate:", "Number", f.learning_rate),
+            _field("<num_train_epochs>", "Number of epochs:", "Integer",
+                   int(f.num_train_epochs) if f.num_train_epochs.is_integer() else f.num_train_epochs),
+            _field("<max_steps>", "Max steps:", "Integer", f.max_steps),
+            _field("<output_dir>", "Checkpoint output dir", "String", f.checkpoint_dir)]},
+    ]
+
+
+def _ai_toolkit_olive_config(s: ProjectSettings, model_path: str) -> dict:
+    """The Olive config in the shape AI Toolkit generates (its Olive 0.7 names: lora_r, lora_alpha),
+    with only the fine-tuning pass: its ONNX passes fail under the Olive aitk ships."""
+    from .datasets import is_file_source
+
+    d, f = s.data, s.finetune
+    load = ({"data_name": {"jsonl": "json"}.get(Path(d.dataset).suffix.lstrip("."), Path(d.dataset).suffix.lstrip(".")),
+             "data_files": d.dataset, "split": "train"} if is_file_source(d.dataset)
+            else {"data_name": d.dataset, "split": d.train_split})
+    training_args = {k: getattr(f, v) for k, v in _TRAINING_KEYS.items()}
+    training_args.update(f.extra_training_args)
+    fine_tune = {"type": "QLoRA" if f.method == "qlora" else "LoRA", "compute_dtype": f.compute_dtype,
+                 "lora_r": f.lora_r, "lora_alpha": f.lora_alpha, "lora_dropout": f.lora_dropout,
+                 "train_data_config": "dataset_default_train", "training_args": training_args}
+    if f.method == "qlora":
+        fine_tune.update(quant_type=f.quant_type, double_quant=f.double_quant)
+    if f.target_modules:
+        fine_tune["target_modules"] = list(f.target_modules)
+    return {
+        "input_model": {"type": "HfModel", "model_path": model_path, "load_kwargs": {"trust_remote_code": True}},
+        "data_configs": [{"name": "dataset_default_train", "type": "HuggingfaceContainer",
+                          "load_dataset_config": load,
+                          "pre_process_data_config": {
+                              "dataset_type": d.dataset_type, "text_cols": list(d.text_columns),
+                              "text_template": d.text_template, "corpus_strategy": d.corpus_strategy,
+                              "source_max_len": d.source_max_len, "pad_to_max_len": d.pad_to_max_len}}],
+        "passes": {"qlora" if f.method == "qlora" else "lora": fine_tune},
+        "cache_dir": "cache",
+        "output_dir": "models/qlora",
+    }
+
+
+def _eval_size(project) -> float:
+    """AI Toolkit's eval_dataset_size for this project's eval data: its share of all rows."""
+    from .datasets import is_file_source, load_rows
+
+    d = project.settings.data
+    if not d.eval_dataset:
+        return 0
+    if not (is_file_source(d.dataset) and is_file_source(d.eval_dataset)):
+        return 0.3
+    try:
+        n_train = len(load_rows(str(project.path(d.dataset))).rows)
+        n_eval = len(load_rows(str(project.path(d.eval_dataset))).rows)
+    except AitkError:
+        return 0.3
+    return round(n_eval / (n_train + n_eval), 3) if n_train + n_eval else 0
+
+
+def export_aitk(project) -> list[Path]:
+    """Write AI Toolkit's layout into `project`'s folder (the form filled, its Olive config and
+    script, infra/*.config.json), next to aitk's files; return what was written. aitk's own
+    generated files move to the names they have in an AI Toolkit folder."""
+    from .project import CHAT_SCRIPT, generated_files, regenerate
+
+    root, s = project.root, project.settings
+    entry = cat.load().find(s.model.id)
+    repo = entry.repo if entry and entry.repo else (s.model.path if cat.REPO_RE.match(s.model.path) else None)
+    local = project.path(s.model.path)
+    model_path = s.model.path if local.is_dir() else f"model-cache/{repo}"
+    files: dict[Path, str] = {
+        L.PROJECT_SETTINGS: json.dumps(_form(s, _eval_size(project)), indent=2) + "\n",
+        L.OLIVE_CONFIG: json.dumps(_ai_toolkit_olive_config(s, model_path), indent=4) + "\n",
+        L.INVOKE_OLIVE: _INVOKE,
+    }
+    commands = ["cd /mount", "pip install -r ./setup/requirements.txt"]
+    if not local.is_dir() and repo:
+        commands.append(f"huggingface-cli download {repo} --local-dir ./{model_path} --cache-dir ./cache/hfdownload")
+    commands.append("python3 ./finetuning/invoke_olive.py")
+    infra = {L.FINETUNING_INFRA: dict.fromkeys(("SUBSCRIPTION_ID", "RESOURCE_GROUP_NAME", "STORAGE_ACCOUNT_NAME",
+                                                 "FILE_SHARE_NAME", "ACA_JOB_NAME")) | {"COMMANDS": commands},
+             L.INFERENCE_INFRA: dict.fromkeys(("SUBSCRIPTION_ID", "RESOURCE_GROUP_NAME", "STORAGE_ACCOUNT_NAME",
+                                                "FILE_SHARE_NAME", "ACA_APP_NAME", "ACA_APP_ENDPOINT"))}
+    for rel, values in infra.items():
+        if not (root / rel).is_file():  # provisioned values (aitk azure provision writes them) are kept
+            files[rel] = json.dumps(values, indent=2) + "\n"
+    # aitk's generated files give way to AI Toolkit's names first (the Olive config is replaced).
+    own = (L.OWN_OLIVE_CONFIG, L.OWN_CHAT_SCRIPT, L.OWN_README)
+    if generated_files(root) != own:
+        for old, new in zip((CHAT_SCRIPT, Path("README.md")), own[1:]):
+            if (root / old).is_file():
+                os.replace(root / old, root / new)
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        tmp = (root / rel).with_name(f".{(root / rel).name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, root / rel)
+    regenerate(project)  # now under aitk's names in an AI Toolkit folder
+    return sorted(files)

@@ -150,9 +150,9 @@ def list_projects(include_ai_toolkit: bool = False) -> list[ProjectEntry]:
     """Every aitk project; with `include_ai_toolkit`, also the projects folder's AI Toolkit projects
     not imported yet (kind AI_TOOLKIT), for the front ends that offer to import them."""
     entries = [read_entry(r) for r in roots()]
-    if include_ai_toolkit:
-        entries += [read_ai_toolkit_entry(r) for r in ai_toolkit_roots()]
-        entries.sort(key=lambda e: (e.name.lower(), e.root))
+    extra = [read_ai_toolkit_entry(r) for r in ai_toolkit_roots()] if include_ai_toolkit else []
+    if extra:  # in the order of roots(): by folder name
+        entries = sorted(entries + extra, key=lambda e: (Path(e.root).name.lower(), e.root))
     return entries
 
 

@@ -185,3 +185,54 @@ def test_an_imported_phi3_project_switched_to_the_tiny_model_finetunes_exports_a
     assert code == 0 and out.strip(), err
     # AI Toolkit's own files are still as generated, after all of that.
     assert {rel: d for rel, d in digests(root).items() if rel in before} == before
+
+
+def test_export_aitk_writes_ai_toolkits_layout_and_imports_back(tmp_path):
+    root = tmp_path / "qa"
+    code, _, err = aitk("project", "new", str(root), "--set", "finetune.lora_r=12", "--set",
+                        "finetune.extra_training_args={max_grad_norm = 0.5}")
+    assert code == 0, err
+    code, out, err = aitk("project", "export-aitk", "-P", str(root))
+    assert code == 0, err
+    for rel in ("setup/project-settings.json", "finetuning/olive-config.json", "finetuning/invoke_olive.py",
+                "infra/finetuning.config.json", "infra/inference.config.json"):
+        assert f"wrote {root / rel}" in out
+    form = {f["replaceToken"]: f["defaultValue"] for g in json.loads((root / "setup/project-settings.json").read_text())
+            for f in g["fields"]}
+    assert form["<lora_r>"] == 12 and form["<text_template>"] == "<|user|>\\n{question}<|end|>\\n<|assistant|>\\n{answer}<|end|>"
+    assert form["<eval_dataset_size>"] > 0
+    config = json.loads((root / "finetuning/olive-config.json").read_text())
+    assert config["passes"]["lora"]["lora_r"] == 12 and config["input_model"]["model_path"] == "model"
+    assert config["passes"]["lora"]["training_args"]["max_grad_norm"] == 0.5
+    # aitk's own files moved to their names in an AI Toolkit folder; the project still works.
+    assert (root / "finetuning/aitk-olive-config.json").is_file() and (root / "inference/aitk_console_chat.py").is_file()
+    assert (root / "AITK.md").is_file() and not (root / "README.md").exists()
+    code, _, err = aitk("project", "set", "-P", str(root), "finetune.lora_r=16")
+    assert code == 0, err
+    assert json.loads((root / "finetuning/olive-config.json").read_text())["passes"]["lora"]["lora_r"] == 12
+    # And AI Toolkit's layout imports back to the same settings.
+    aitk("project", "set", "-P", str(root), "finetune.lora_r=12")
+    code, _, err = aitk("project", "export-aitk", "-P", str(root))
+    assert code == 0, err
+    code, out, err = aitk("project", "import", str(root), "--to", str(tmp_path / "back"))
+    assert code == 0, err
+    a, b = (tomllib.loads((p / "aitk.toml").read_text()) for p in (root, tmp_path / "back"))
+    for section, key in (("finetune", "lora_r"), ("finetune", "extra_training_args"), ("data", "text_template"),
+                         ("finetune", "learning_rate"), ("finetune", "max_steps"), ("inference", "prompt_template"),
+                         ("data", "text_columns"), ("finetune", "target_modules"), ("model", "id")):
+        assert a[section][key] == b[section][key], f"{section}.{key}"
+
+
+def test_changed_settings_are_never_overwritten_by_a_second_import(tmp_path):
+    root = tmp_path / "p"
+    materialise("zephyr-7b-beta", root, {"<compute_dtype>": "float16"})
+    code, out, err = aitk("project", "import", str(root))
+    assert code == 0, err
+    s = tomllib.loads((root / "aitk.toml").read_text())
+    assert s["finetune"]["compute_dtype"] == "float16"
+    assert s["target"]["device"] == "cuda" or "target.device = 'cuda'" not in out
+    assert aitk("project", "set", "-P", str(root), "finetune.max_steps=5")[0] == 0
+    changed = (root / "aitk.toml").read_bytes()
+    code, _, err = aitk("project", "import", str(root))
+    assert code == 2 and "differs from what AI Toolkit's files say" in err
+    assert (root / "aitk.toml").read_bytes() == changed
