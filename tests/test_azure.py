@@ -655,7 +655,8 @@ def test_cli_login_whoami_provision_secret_run_status_logs_fetch(fake, project, 
     fake.run_env.update({"FAKE_STEPS": "6", "FAKE_SLEEP": "0.05"})
     code, out, err = run_cli("azure", "run", "-P", str(project.root))
     assert code == 0, out + err
-    assert "step 60/60  loss 0.5" in out and "succeeded" in out.splitlines()[-1]
+    assert "step 60/60  loss 0.5" in out and "succeeded" in out.splitlines()[-2]
+    assert out.splitlines()[-1].startswith("next: `aitk export")
     job_id = out.split()[1]
     code, out, _ = run_cli("azure", "status", job_id)  # = `aitk jobs show`, with the live execution
     assert code == 0 and "Succeeded" in out and "adapter" in out and "loss 3 -> 0.5 over 60 steps" in out

@@ -15,6 +15,7 @@ from aitk.core.errors import AitkError
 from aitk.core.jobs import JobStore
 from aitk.tui import testing
 from aitk.tui.testing import until
+from aitk.tui.widgets.confirm import ConfirmScreen
 
 from azure_fake import running
 from azure_fake.scripts import FAST_TRAIN
@@ -91,10 +92,14 @@ def test_the_app_cancels_an_azure_job_on_azure_and_retries_it_there(fake, projec
             pane.select_job(rec.id)
             await until(pilot, lambda: pane.selected == rec.id, what="the job selected")
             await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="cancel asks first")
+            await pilot.press("y")
             await until(pilot, lambda: exe.done, timeout=20, what="the execution stopped on Azure")
             await until(pilot, lambda: store.get(rec.id).status == "cancelled", what="the record cancelled")
             before = {r.id for r in store.list()}
             await pilot.press("r")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="retry asks first")
+            await pilot.press("y")
             await until(pilot, lambda: any(r.kind == "finetune" and r.id not in before for r in store.list()),
                         timeout=30, what="the retry")
             return next(r for r in store.list() if r.kind == "finetune" and r.id not in before)
