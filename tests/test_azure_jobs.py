@@ -14,8 +14,8 @@ import pytest
 from aitk.core.errors import AitkError
 from aitk.core.jobs import JobStore
 from aitk.tui import testing
-from aitk.tui.widgets.confirm import ConfirmScreen
 from aitk.tui.testing import until
+from aitk.tui.widgets.confirm import ConfirmScreen
 
 from azure_fake import running
 from azure_fake.scripts import FAST_TRAIN

@@ -67,7 +67,7 @@ async def test_filters_and_details(world):
         await until(pilot, lambda: pane.selected == "phi-3-mini-4k", what="selection")
         detail = text_of(pane.query_one("#catalog-info"))
         for needle in ("Phi-3 mini 4k instruct", "Licence", "MIT", "microsoft/Phi-3-mini-4k-instruct",
-                       "LoRA here", "QLoRA here", "Chat here", "cpu int4", "2.7 GB", "cuda fp16"):
+                       "LoRA here", "QLoRA here", "Chat here", "cpu int4", "2.5 GiB", "cuda fp16"):
             assert needle in detail, needle
 
 
