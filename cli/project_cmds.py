@@ -109,7 +109,7 @@ def cmd_project_keys(args) -> int:
 
 
 def cmd_project_show(args) -> int:
-    from ..core.project import OLIVE_CONFIG, find_project
+    from ..core.project import find_project, generated_files
     from ..core.project_index import exports
 
     project = find_project(args.project)
@@ -127,7 +127,7 @@ def cmd_project_show(args) -> int:
     print(f"  method    {f.method} r={f.lora_r} alpha={f.lora_alpha} lr={f.learning_rate} steps={f.max_steps} "
           f"batch={f.per_device_train_batch_size} dtype={f.compute_dtype}")
     print(f"  target    {s.target.where} / {s.target.device} (here: {project.device()})")
-    print(f"  olive     {OLIVE_CONFIG}")
+    print(f"  olive     {generated_files(project.root)[0]}")
     from ..core.publish import current_adapter
 
     print(f"  adapter   {'yes' if current_adapter(project) else 'not trained yet'}")
