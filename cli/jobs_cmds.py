@@ -116,6 +116,7 @@ def cmd_jobs_show(args) -> int:
     data["outputs"] = {k: str(v) for k, v in jobs.outputs(rec.id).items()}
     data["details"] = jobs.details(rec.id, live=not args.offline)
     data["capabilities"] = sorted(jobs.capabilities(rec))
+    data["manifest"] = jobs.manifest(rec.id)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -127,6 +128,12 @@ def cmd_jobs_show(args) -> int:
         print(f"  loss {losses[0]['loss']:.4g} -> {losses[-1]['loss']:.4g} over {losses[-1]['step']} steps")
     for k, v in data["outputs"].items():
         print(f"  {k:12} {v}")
+    if data["manifest"]:
+        from ..core import provenance
+
+        print(f"  manifest     {jobs.store.job_dir(rec.id) / provenance.MANIFEST}")
+        for line in provenance.summary_lines(data["manifest"]):
+            print(f"    {line}")
     return 0
 
 
@@ -165,6 +172,20 @@ def cmd_jobs_resume(args) -> int:
     new = facade().resume(args.id)
     _print_queued(new, "resumed")
     return 0 if args.detach else follow_job(new[0].id, quiet_log=True)
+
+
+def cmd_jobs_rerun(args) -> int:
+    new, diffs = facade().rerun(args.id, dry_run=args.dry_run)
+    if diffs:
+        print(f"differs from job {args.id}'s manifest now:")
+        for line in diffs:
+            print(f"  {line}")
+    else:
+        print(f"nothing differs from job {args.id}'s manifest (packages, data, model, settings)")
+    if new is None:
+        return 0
+    _print_queued([new], f"rerunning {args.id} from its manifest")
+    return 0 if args.detach else follow_job(new.id, quiet_log=True)
 
 
 def cmd_jobs_rm(args) -> int:
@@ -231,6 +252,7 @@ def register(sub) -> None:
                              ("cancel", cmd_jobs_cancel, "stop a job (its log and partial outputs stay)"),
                              ("retry", cmd_jobs_retry, "run a job again with the same inputs, where it ran"),
                              ("resume", cmd_jobs_resume, "continue a fine-tune from its last checkpoint"),
+                             ("rerun", cmd_jobs_rerun, "repeat a run from its manifest; say what differs now"),
                              ("rm", cmd_jobs_rm, "delete a finished job and its files"),
                              ("wait", cmd_jobs_wait, "wait until a job ends; exit 0 if it succeeded")):
         p = jobs.add_parser(name, help=text)
@@ -239,8 +261,10 @@ def register(sub) -> None:
             add_show_args(p)
         if name == "logs":
             add_logs_args(p)
-        if name in ("retry", "resume"):
+        if name in ("retry", "resume", "rerun"):
             p.add_argument("--detach", "-d", action="store_true")
+        if name == "rerun":
+            p.add_argument("--dry-run", action="store_true", help="only say what differs; start nothing")
         if name == "rm":
             p.add_argument("--yes", "-y", action="store_true")
         if name == "wait":
