@@ -188,6 +188,23 @@ def cmd_jobs_rerun(args) -> int:
     return 0 if args.detach else follow_job(new.id, quiet_log=True)
 
 
+def cmd_jobs_report(args) -> int:
+    """The model card (README.md) and loss chart (loss.svg) of a fine-tune, for sharing without the Hub."""
+    from ..core.project import load_project
+    from ..core.sharing import copy_report
+
+    jobs = facade()
+    rec = jobs.store.get(args.id)
+    if not rec.project:
+        from ..core.errors import AitkError
+
+        raise AitkError(f"job {rec.id} has no project", "report on a fine-tune job of a project")
+    out = Path(args.out) if args.out else jobs.store.job_dir(rec.id) / "report"
+    for path in copy_report(load_project(rec.project), rec.id, out, jobs.store):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_jobs_rm(args) -> int:
     jobs = facade()
     rec = jobs.status(args.id)
@@ -253,6 +270,7 @@ def register(sub) -> None:
                              ("retry", cmd_jobs_retry, "run a job again with the same inputs, where it ran"),
                              ("resume", cmd_jobs_resume, "continue a fine-tune from its last checkpoint"),
                              ("rerun", cmd_jobs_rerun, "repeat a run from its manifest; say what differs now"),
+                             ("report", cmd_jobs_report, "a fine-tune's model card (Markdown) and loss chart (SVG)"),
                              ("rm", cmd_jobs_rm, "delete a finished job and its files"),
                              ("wait", cmd_jobs_wait, "wait until a job ends; exit 0 if it succeeded")):
         p = jobs.add_parser(name, help=text)
@@ -263,6 +281,9 @@ def register(sub) -> None:
             add_logs_args(p)
         if name in ("retry", "resume", "rerun"):
             p.add_argument("--detach", "-d", action="store_true")
+        if name == "report":
+            p.add_argument("--out", "-o", metavar="DIR", help="folder for README.md and loss.svg (default: the "
+                           "job folder's report/)")
         if name == "rerun":
             p.add_argument("--dry-run", action="store_true", help="only say what differs; start nothing")
         if name == "rm":
