@@ -139,7 +139,7 @@ def card(facts: CardFacts, *, files: list[str] | None = None, chart: str | None 
     for split, rec in data.items():
         if rec:
             out.append(_row(split, Path(rec["source"]).name, rec.get("rows", "-"), (rec.get("sha256") or "-")[:16]))
-    out += ["", f"Text template: `{d['text_template']}`", "",
+    out += ["", "Text template (`{column}` is a row's value):", "", "```text", d["text_template"], "```", "",
             "## Settings", "", _row("setting", "value"), _row("---", "---")]
     for key in ("method", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                 "lr_scheduler_type", "max_steps", "num_train_epochs", "per_device_train_batch_size",
