@@ -165,15 +165,17 @@ def answer_column(template: str | None, columns: list[str]) -> str | None:
 
 def check_quality(train: str | Path, *, eval: str | Path | None = None, template: str | None = None,
                   max_length: int = 1024, tokenizer_dir: str | Path | None = None, strategy: str = "line-by-line",
-                  batch_size: int = 1, split: str = "train", eval_split: str = "train") -> QualityReport:
+                  batch_size: int = 1, split: str = "train", eval_split: str = "train",
+                  tokenizer=None) -> QualityReport:
     """The report for a train file (and its eval file). Raises DatasetError only when a file
-    cannot be read as rows at all."""
+    cannot be read as rows at all. `tokenizer`: one already loaded (the wizard's), else the one
+    in `tokenizer_dir`, else lengths are estimated from characters."""
     train, eval = str(train), (str(eval) if eval else None)
     columns = load_rows(train, split, max_rows=1).columns
     answer = answer_column(template, columns)
     rows = _rows(train, template, answer, split)
     eval_rows = _rows(eval, template, answer, eval_split) if eval else []
-    lengths, unit = _lengths([r.text for r in rows], tokenizer_dir)
+    lengths, unit = _lengths([r.text for r in rows], tokenizer_dir, tokenizer)
     report = QualityReport(train, eval, len(rows), len(eval_rows) if eval else None, answer, unit, max_length)
     add = report.findings.append
     for finding in (_too_few(rows, lengths, strategy, max_length, batch_size),
@@ -186,7 +188,9 @@ def check_quality(train: str | Path, *, eval: str | Path | None = None, template
     return report
 
 
-def _lengths(texts: list[str], tokenizer_dir) -> tuple[list[int], str]:
+def _lengths(texts: list[str], tokenizer_dir, tokenizer=None) -> tuple[list[int], str]:
+    if tokenizer is not None:
+        return token_stats(texts, tokenizer, 1).lengths, "tokens (the model's tokenizer)"
     if tokenizer_dir is not None and (Path(tokenizer_dir) / "tokenizer.json").is_file():
         stats = token_stats(texts, load_tokenizer(tokenizer_dir), 1)
         return stats.lengths, f"tokens ({Path(tokenizer_dir).name} tokenizer)"
