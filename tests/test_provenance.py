@@ -84,3 +84,13 @@ def test_rerun_from_manifest_reproduces_eval_loss(tmp_path, tiny_test_model, row
         f.write(json.dumps(rows[1]) + "\n")
     code, out, err = aitk("jobs", "rerun", first.id, "--dry-run")
     assert code == 0 and "train data dataset/qa.jsonl: sha256" in out and f"rows {N_ROWS} -> {N_ROWS + 1}" in out
+
+
+def test_rerun_without_manifest_is_one_clear_error(tmp_path, tiny_test_model, rows):
+    from aitk.core.jobs import JobStore
+
+    project = _project(tmp_path, rows)
+    rec = JobStore().create("finetune", project=str(project.root), device="cpu")
+    JobStore().update(rec.id, status="failed")
+    code, out, err = aitk("jobs", "rerun", rec.id)
+    assert code == 2 and err.startswith(f"error: job {rec.id} has no manifest.json") and "jobs retry" in err
