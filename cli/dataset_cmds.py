@@ -28,10 +28,44 @@ def _dataset_template(args) -> str | None:
 def cmd_dataset_check(args) -> int:
     from ..core.datasets import check_dataset
 
+    if args.file is None and not args.report:
+        raise AitkError("which dataset?", "pass a file, or --report inside a project to check the project's data")
+    if args.report:
+        return _quality_report(args)
     report = check_dataset(args.file, text_template=_dataset_template(args), text_columns=args.columns,
                            split=args.split)
     print(report.format())
     return 0 if report.ok else 1
+
+
+def _quality_report(args) -> int:
+    """Validity first (training must read it), then the quality findings; exit 0 only if neither
+    has an error. --save writes the report as JSON (.json) or Markdown (anything else)."""
+    from ..core import atomic_file
+    from ..core.data_quality import check_project_data, check_quality
+    from ..core.datasets import check_dataset
+    from ..core.project import find_project
+
+    project = find_project(args.project, optional=args.project is None)
+    template = _dataset_template(args) if args.file is not None or args.template is not None else None
+    if project is not None:
+        report = check_project_data(project, args.file, args.eval, template)
+    elif args.file is None:
+        raise AitkError("no dataset given and no project here", "pass TRAIN [--eval EVAL], or run inside a project")
+    else:
+        report = check_quality(args.file, eval=args.eval, template=template, split=args.split)
+    valid = True
+    for source in filter(None, (report.train, report.eval)):
+        checked = check_dataset(source, text_template=template or (project.settings.data.text_template
+                                                                  if project else None), text_columns=args.columns)
+        if not checked.ok:
+            valid = False
+            print(checked.format())
+    print(report.format())
+    if args.save:
+        text = report.to_json() if args.save.lower().endswith(".json") else report.to_markdown()
+        print(f"report saved to {atomic_file.write_text(args.save, text)}")
+    return 0 if report.ok and valid else 1
 
 
 def cmd_dataset_preview(args) -> int:
@@ -51,13 +85,18 @@ def register(sub) -> None:
     for name, func, text in (("check", cmd_dataset_check, "validate a dataset (exit 0 only if usable)"),
                              ("preview", cmd_dataset_preview, "show rows rendered through the template")):
         p = ds.add_parser(name, help=text)
-        p.add_argument("file")
+        p.add_argument("file", nargs="?" if name == "check" else None,
+                       help="the dataset (check --report: default the project's train file)")
         p.add_argument("--template", help="text template, e.g. '<|user|>\\n{question}<|end|>...' (`\\n` is a "
                                           "new line, `\\t` a tab; default: the project's)")
         p.add_argument("--split", default="train")
         project_arg(p)
         if name == "check":
             p.add_argument("--columns", nargs="+", help="required columns (instead of a template)")
+            p.add_argument("--report", action="store_true", help="data quality: duplicates, train/eval overlap, "
+                           "too few rows, short answers, lengths, label balance")
+            p.add_argument("--eval", metavar="EVAL", help="the eval file to check against train (--report)")
+            p.add_argument("--save", metavar="FILE", help="write the report: FILE.json as JSON, else Markdown")
         else:
             p.add_argument("-n", type=int, default=5)
         p.set_defaults(func=func)

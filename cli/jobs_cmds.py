@@ -168,6 +168,7 @@ def cmd_jobs_show(args) -> int:
     data["outputs"] = {k: str(v) for k, v in jobs.outputs(rec.id).items()}
     data["details"] = jobs.details(rec.id, live=not args.offline)
     data["capabilities"] = sorted(jobs.capabilities(rec))
+    data["manifest"] = jobs.manifest(rec.id)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -179,6 +180,12 @@ def cmd_jobs_show(args) -> int:
         print(f"  loss {losses[0]['loss']:.4g} -> {losses[-1]['loss']:.4g} over {losses[-1]['step']} steps")
     for k, v in data["outputs"].items():
         print(f"  {k:12} {v}")
+    if data["manifest"]:
+        from ..core import provenance
+
+        print(f"  manifest     {jobs.store.job_dir(rec.id) / provenance.MANIFEST}")
+        for line in provenance.summary_lines(data["manifest"]):
+            print(f"    {line}")
     return 0
 
 
@@ -216,6 +223,37 @@ def cmd_jobs_resume(args) -> int:
     new = facade().resume(args.id)
     _print_queued(new, "resumed")
     return detach_or_follow(new[0].id, args.detach)
+
+
+def cmd_jobs_rerun(args) -> int:
+    new, diffs = facade().rerun(args.id, dry_run=args.dry_run)
+    if diffs:
+        print(f"differs from job {args.id}'s manifest now:")
+        for line in diffs:
+            print(f"  {line}")
+    else:
+        print(f"nothing differs from job {args.id}'s manifest (packages, data, model, settings)")
+    if new is None:
+        return 0
+    _print_queued([new], f"rerunning {args.id} from its manifest")
+    return 0 if args.detach else follow_job(new.id, quiet_log=True)
+
+
+def cmd_jobs_report(args) -> int:
+    """The model card (README.md) and loss chart (loss.svg) of a fine-tune, for sharing without the Hub."""
+    from ..core.project import load_project
+    from ..core.sharing import copy_report
+
+    jobs = facade()
+    rec = jobs.store.get(args.id)
+    if not rec.project:
+        from ..core.errors import AitkError
+
+        raise AitkError(f"job {rec.id} has no project", "report on a fine-tune job of a project")
+    out = Path(args.out) if args.out else jobs.store.job_dir(rec.id) / "report"
+    for path in copy_report(load_project(rec.project), rec.id, out, jobs.store):
+        print(f"wrote {path}")
+    return 0
 
 
 def cmd_jobs_rm(args) -> int:
@@ -282,6 +320,8 @@ def register(sub) -> None:
                              ("cancel", cmd_jobs_cancel, "stop a job (its log and partial outputs stay)"),
                              ("retry", cmd_jobs_retry, "run a job again with the same inputs, where it ran"),
                              ("resume", cmd_jobs_resume, "continue a fine-tune from its last checkpoint"),
+                             ("rerun", cmd_jobs_rerun, "repeat a run from its manifest; say what differs now"),
+                             ("report", cmd_jobs_report, "a fine-tune's model card (Markdown) and loss chart (SVG)"),
                              ("rm", cmd_jobs_rm, "delete a finished job and its files"),
                              ("wait", cmd_jobs_wait, "wait until a job ends; exit 0 if it succeeded")):
         p = jobs.add_parser(name, help=text)
@@ -290,8 +330,13 @@ def register(sub) -> None:
             add_show_args(p)
         if name == "logs":
             add_logs_args(p)
-        if name in ("retry", "resume"):
+        if name in ("retry", "resume", "rerun"):
             p.add_argument("--detach", "-d", action="store_true")
+        if name == "report":
+            p.add_argument("--out", "-o", metavar="DIR", help="folder for README.md and loss.svg (default: the "
+                           "job folder's report/)")
+        if name == "rerun":
+            p.add_argument("--dry-run", action="store_true", help="only say what differs; start nothing")
         if name == "rm":
             p.add_argument("--yes", "-y", action="store_true")
         if name == "wait":

@@ -139,6 +139,7 @@ class LoadedDataset:
     columns: list[str]
     source: str
     kind: str  # "jsonl", "json", "csv", "parquet" or "hf"
+    lines: list[int | None] = field(default_factory=list)  # each row's line in the file (None: no lines)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -586,7 +587,7 @@ def load_rows(source: str | Path, split: str = "train", max_rows: int | None = N
     if issues:
         raise DatasetError(issues)
     assert parsed.kind is not None
-    return LoadedDataset(parsed.rows, parsed.column_names(), str(source), parsed.kind)
+    return LoadedDataset(parsed.rows, parsed.column_names(), str(source), parsed.kind, parsed.lines)
 
 
 def check_dataset(

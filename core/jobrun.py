@@ -23,7 +23,7 @@ def say(text: str) -> None:
 
 
 def run(job_id: str) -> int:
-    from . import paths
+    from . import paths, provenance
     from .errors import AitkError
     from .jobs import CANCELLED, FAILED, QUEUED, RUNNING, STARTING, SUCCEEDED, JobStore
     from .project import load_project
@@ -48,21 +48,27 @@ def run(job_id: str) -> int:
     code, error, result = 0, None, None
     try:
         project = load_project(rec.project)
+        if rec.params.get("settings"):  # a rerun: the settings its manifest recorded, not aitk.toml's
+            project = provenance.project_with(project, rec.params["settings"])
         device = rec.device or project.device()
         if rec.kind == "finetune":
-            from .finetune import last_checkpoint, run_finetune
+            from .finetune import finetune_config, last_checkpoint, run_finetune
 
             resume_path = last_checkpoint(job_dir / "checkpoints") if rec.params.get("resume") else None
             if resume_path is not None:
                 say(f"[aitk] resuming from {resume_path.name}")
+            record_manifest(project, rec, job_dir, device, finetune_config(project, job_dir, device, resume_path))
             run_finetune(project, job_dir, device, resume_path)
         elif rec.kind == "export":
             from .finetune import run_export
 
+            record_manifest(project, rec, job_dir, device, None)
             run_export(project, job_dir, device, rec.params.get("precision") or project.settings.inference.precision,
                        base_only=bool(rec.params.get("base_only")))
         elif rec.kind == "evaluate":
             from .evaluate import run_evaluate
+
+            record_manifest(project, rec, job_dir, device, None)
 
             result = run_evaluate(project, job_dir, device)
         else:
@@ -104,6 +110,14 @@ def run(job_id: str) -> int:
         except OSError:
             pass
     return 0 if status == SUCCEEDED else (1 if status != CANCELLED else 130)
+
+
+def record_manifest(project, rec, job_dir, device: str, olive_config: dict | None) -> None:
+    """The job's manifest.json, before any work: a run that fails half way is still explained."""
+    from . import provenance
+
+    provenance.write(job_dir, provenance.build(project, kind=rec.kind, device=device, olive_config=olive_config,
+                                               params=rec.params))
 
 
 def disk_full(e: BaseException, job_dir, paths) -> bool:

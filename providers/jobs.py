@@ -120,6 +120,36 @@ class Jobs:
         waiting = {r.kind for r in self.store.list(status=ACTIVE, project=rec.project) if r.parent == rec.id}
         return [resumed, *self._children(resumed, [k for k in PIPELINE if k not in waiting], like=rec.id)]
 
+    def rerun(self, job_id: str, *, dry_run: bool = False) -> tuple[JobRecord | None, list[str]]:
+        """A new job of the same kind from the job's manifest (the settings, params and device it
+        recorded, not aitk.toml's now), and what differs now: package versions, data, base model,
+        and the project's current settings. `dry_run`: only the differences."""
+        from ..core import provenance
+        from ..core.project import load_project
+
+        rec = self.store.get(job_id)
+        manifest = provenance.read(self.store.job_dir(rec.id))
+        if manifest is None:
+            raise AitkError(f"job {rec.id} has no manifest.json to rerun from",
+                            "jobs record one when they start on this machine; use `aitk jobs retry` for this one")
+        if rec.provider != "local":
+            raise AitkError(f"job {rec.id} ran on {rec.provider}; reruns from a manifest run here",
+                            "use `aitk jobs retry` to run it again where it ran")
+        project = load_project(rec.project)
+        then = provenance.project_with(project, manifest["settings"])
+        now = provenance.build(then, kind=rec.kind, device=manifest["device"], olive_config=None)
+        diffs = provenance.differences(manifest, now, project.settings.model_dump(mode="json"))
+        if dry_run:
+            return None, diffs
+        params = {**manifest.get("params", {}), "settings": manifest["settings"]}
+        params.pop("resume", None)
+        return self.submit(rec.kind, project.root, params=params, device=manifest["device"], on="local"), diffs
+
+    def manifest(self, job_id: str) -> dict | None:
+        from ..core import provenance
+
+        return provenance.read(self.store.job_dir(self.store.get(job_id).id))
+
     def fetch(self, job_id: str, *, publish: bool = True) -> dict[str, Path]:
         rec = self._check("fetch", job_id)
         return self.provider(rec).fetch(rec.id, publish=publish)

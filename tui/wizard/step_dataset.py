@@ -295,7 +295,7 @@ class DatasetStep(Step):
             reports.append(ds.check_dataset(evaluation, text_template=template))
         if worker.is_cancelled:
             return
-        rendered, note, stats = [], "", None
+        rendered, note, stats, quality = [], "", None, None
         if reports[0].ok:
             try:
                 rows = ds.load_rows(train, max_rows=STATS_ROWS).rows
@@ -308,11 +308,14 @@ class DatasetStep(Step):
                 stats = ds.token_stats(texts, tok or _CharsTokenizer(), max_len)
                 if len(rows) == STATS_ROWS:
                     note = (note + "; " if note else "") + f"measured on the first {STATS_ROWS} rows"
+                from aitk.core.data_quality import check_quality
+
+                quality = check_quality(train, eval=evaluation, template=template, max_length=max_len, tokenizer=tok)
             except AitkError as e:
                 note = str(e)
         if not worker.is_cancelled:
             self.post_message(DatasetChecked(reports=reports, rendered=rendered, stats=stats, note=note,
-                                             max_len=max_len))
+                                             max_len=max_len, quality=quality))
 
     def on_dataset_checked(self, message: DatasetChecked) -> None:
         lines = []
@@ -328,6 +331,12 @@ class DatasetStep(Step):
                     lines.append(Text(issue.format(), style="red"))
                 if len(report.issues) > 8:
                     lines.append(Text(f"… {len(report.issues) - 8} more", style="red"))
+        # Data quality (duplicates, contamination, too few rows...): advice, it does not block Next.
+        for f in [f for f in message.quality.findings if f.severity != "info"] if message.quality else []:
+            example = f": {f.examples[0]}" if f.examples else ""
+            count = "" if str(f.count) in f.title else f" ({f.count})"
+            lines.append(Text(f"{'✖' if f.severity == 'error' else '⚠'} {f.title}{count}{example}",
+                              style="red" if f.severity == "error" else "yellow"))
         self.problem = None if not bad else f"the data has {bad} problem{'s' if bad != 1 else ''}: fix them or " \
                                              "choose another file"
         verdict, blocking = length_verdict(message.stats, message.max_len)
