@@ -26,7 +26,7 @@ def last_checkpoint(checkpoint_dir: Path) -> Path | None:
 
 
 def finetune_config(project: Project, job_dir: Path, device: str, resume_from: Path | None = None) -> dict:
-    config = olive_config.build(project.settings, device)
+    config = olive_config.build(project.settings, device, project.root)
     base = project.base_model_path()
     config["input_model"]["model_path"] = base
     config["output_dir"] = str(job_dir / "output")

@@ -108,10 +108,11 @@ def text_template_around(start: str | Path | None = None) -> tuple[str, str] | N
     return None if project is None else (project.name, project.settings.data.text_template)
 
 
-def _write_generated(root: Path, settings: ProjectSettings) -> None:
-    """Everything derived from the settings; rewritten by `regenerate`."""
+def _write_generated(root: Path, settings: ProjectSettings, project_root: Path | None = None) -> None:
+    """Everything derived from the settings; rewritten by `regenerate` (which writes into a
+    staging folder: `project_root` is where the model is)."""
     device = detect().best if settings.target.device == "auto" else settings.target.device
-    config = olive_config.build(settings, device)
+    config = olive_config.build(settings, device, project_root or root)
     (root / OLIVE_CONFIG).parent.mkdir(parents=True, exist_ok=True)
     (root / OLIVE_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (root / CHAT_SCRIPT).parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,7 @@ def regenerate(project: Project) -> None:
                             f"move it aside (e.g. `mv {blocker} {blocker}.old`), then run the command again")
     staging = Path(tempfile.mkdtemp(prefix=".regen-", dir=project.root))
     try:
-        _write_generated(staging, project.settings)
+        _write_generated(staging, project.settings, project.root)
         for rel in generated:
             (project.root / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / rel, project.root / rel)
