@@ -98,12 +98,23 @@ def preflight(kind: str, project: Project, device: str, params: dict, parent: st
         from .export import check_precision
 
         check_precision(params.get("precision") or project.settings.inference.precision, device)
+        if params.get("merged") and params.get("base_only"):
+            raise AitkError("a merged export folds the adapter into the base: it cannot be base-only",
+                            "use --merged or --base-only, not both")
         if not params.get("base_only") and parent is None and publish.current_adapter(project) is None:
             raise AitkError(f"{project.name} has no fine-tuned adapter yet",
                             "run `aitk finetune` first, or `aitk export --base-only`")
 
 
-def run_export(project: Project, job_dir: Path, device: str, precision: str, base_only: bool = False) -> Path:
+def merged_dir(project: Project, precision: str | None = None) -> Path:
+    """Where the merged export of `precision` lives: `models/onnx/<precision>-merged`."""
+    from .export import MERGED_SUFFIX
+
+    return project.onnx_dir((precision or project.settings.inference.precision) + MERGED_SUFFIX)
+
+
+def run_export(project: Project, job_dir: Path, device: str, precision: str, base_only: bool = False,
+               merged: bool = False) -> Path:
     from .export import export_model
 
     adapter = None if base_only else publish.current_adapter(project)
@@ -111,6 +122,8 @@ def run_export(project: Project, job_dir: Path, device: str, precision: str, bas
         raise AitkError(f"{project.name} has no fine-tuned adapter yet",
                         "run `aitk finetune` first, or `aitk export --base-only`")
     print(f"[aitk] exporting {project.settings.model.id} ({precision}, {device})"
-          + (" with its adapter" if adapter else ""), flush=True)
-    return export_model(project.base_model_path(), adapter, project.onnx_dir(precision),
-                        precision=precision, device=device)
+          + (" with its adapter merged into the weights" if merged else " with its adapter" if adapter else ""),
+          flush=True)
+    dest = merged_dir(project, precision) if merged else project.onnx_dir(precision)
+    return export_model(project.base_model_path(), adapter, dest, precision=precision, device=device,
+                        merged=merged)

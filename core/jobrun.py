@@ -60,7 +60,7 @@ def run(job_id: str) -> int:
             from .finetune import run_export
 
             run_export(project, job_dir, device, rec.params.get("precision") or project.settings.inference.precision,
-                       base_only=bool(rec.params.get("base_only")))
+                       base_only=bool(rec.params.get("base_only")), merged=bool(rec.params.get("merged")))
         elif rec.kind == "evaluate":
             from .evaluate import run_evaluate
 
