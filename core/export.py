@@ -60,13 +60,14 @@ def lora_nodes(layers: int) -> list[str]:
             for ab in "AB"]
 
 
-def _run_builder(model: str, adapter: Path | None, out: Path, precision: str, device: str, cache: Path) -> None:
+def _run_builder(model: str, adapter: Path | None, out: Path, precision: str, device: str, cache: Path,
+                 lora_precision: str = "fp32") -> None:
     ep = {"cuda": "cuda", "dml": "dml"}.get(device, "cpu")
     extra = ["hf_token=false"]
     if adapter is not None:
         extra.append(f"adapter_path={adapter}")
         layers = _num_layers(model)
-        if precision == "int4" and layers:
+        if precision == "int4" and lora_precision == "fp32" and layers:
             # The LoRA weights stay fp32: ExtractAdapters makes them graph inputs, which ORT cannot
             # prepack, so int4 ones cost 1.65x decode at Qwen2.5-0.5B's shape (336 rank-16 int4
             # MatMuls: 36 ms of a 72 ms token; fp32: 27.3 vs 16.7 tok/s, no measurable accuracy
@@ -151,12 +152,14 @@ def merge_adapter(model: str, adapter: Path, out: Path) -> Path:
 
 
 def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str = "fp32",
-                 device: str = "cpu", merged: bool = False) -> Path:
+                 device: str = "cpu", merged: bool = False, lora_precision: str = "fp32") -> Path:
     """Write `dest/` = genai model folder (+ `adapters/tuned.onnx_adapter` when an adapter is given).
 
     With `merged`, the adapter is folded into the weights before the build (and quantization):
     one plain model that decodes at the base model's speed, for serving and plain tuned chat;
-    the adapter form stays the one for side-by-side and switching.
+    the adapter form stays the one for side-by-side and switching. `lora_precision` is the LoRA
+    weights' precision in an int4 adapter export: fp32 (measured faster, see _run_builder);
+    int4 only to measure that (bench/merged_decode.py).
 
     Built in a work folder beside `dest` and published in one atomic swap (core/publish.py): a
     failed export leaves the previous one intact, and a killed one leaves a work folder that the
@@ -188,7 +191,7 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
             _run_builder(str(folded), None, raw, precision, device, work / "hf-cache")
             shutil.rmtree(folded, ignore_errors=True)
         else:
-            _run_builder(model, adapter, raw, precision, device, work / "hf-cache")
+            _run_builder(model, adapter, raw, precision, device, work / "hf-cache", lora_precision)
         final = work / "final"
         if adapter is not None and not merged:
             weights = _extract_adapters(raw, final, work / "olive-cache")

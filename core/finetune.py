@@ -7,6 +7,7 @@ own folder (so two runs never share a cache or resume each other's checkpoints b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -57,6 +58,28 @@ def check_data(project: Project) -> None:
             raise AitkError(report.format().splitlines()[0], first.hint or "fix the dataset and retry")
 
 
+@contextlib.contextmanager
+def _output_without_base_copy():
+    """Olive saves its output model with every local resource copied into the output folder:
+    for a LoRA run that is the adapter and the whole base model (1.4 GB at Qwen2.5-0.5B's layer
+    shape, which aitk then deleted). Olive's own `only_cache_files` copies only what the run made
+    (the adapter, in the job's cache) and leaves the base as a reference, but the engine never
+    sets it, and Olive 0.13's `save_model` does not pass it on for a plain HfModel: so it is set
+    where it is read (`_save_model`), for this job process only."""
+    from olive.cache import OliveCache
+
+    original = OliveCache._save_model
+
+    def _save_model(self, model_json, output_dir, overwrite=False, only_cache_files=False, path_prefix=None):
+        return original(self, model_json, output_dir, overwrite, True, path_prefix)
+
+    OliveCache._save_model = _save_model
+    try:
+        yield
+    finally:
+        OliveCache._save_model = original
+
+
 def run_finetune(project: Project, job_dir: Path, device: str, resume_from: Path | None = None) -> Path:
     """Run the Olive workflow in this process; return the adapter folder."""
     check_data(project)
@@ -69,12 +92,11 @@ def run_finetune(project: Project, job_dir: Path, device: str, resume_from: Path
 
     print(f"[aitk] fine-tuning {project.settings.model.id} ({project.settings.finetune.method}) on {device}",
           flush=True)
-    run(config)
+    with _output_without_base_copy():
+        run(config)
     adapter = job_dir / "output" / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise AitkError("Olive finished without writing an adapter", "see the job log")
-    # Olive also saves a copy of the base model next to the adapter; the project has it already.
-    shutil.rmtree(job_dir / "output" / "model", ignore_errors=True)
     shutil.rmtree(job_dir / "olive-cache", ignore_errors=True)
     publish_adapter(project, adapter)
     return adapter

@@ -93,3 +93,15 @@ def test_merged_export_answers_what_the_adapter_export_answers(trained, rows, tm
                            held[0]["question"]], cwd=root, capture_output=True, text=True, timeout=120)
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.strip() == _answers(adapter_form, held[:1], "tuned")[0].strip()
+
+
+@pytest.mark.slow
+def test_finetune_writes_no_copy_of_the_base_model(trained):
+    from aitk.core.jobs import JobStore
+
+    project, ft_rec, _ = trained
+    output = JobStore().job_dir(ft_rec.id) / "output"
+    assert (output / "adapter" / "adapter_config.json").is_file()
+    assert not (output / "model").exists()
+    saved = json.loads((output / "model_config.json").read_text())["config"]
+    assert saved["model_path"] == project.base_model_path()
