@@ -59,25 +59,39 @@ def check_data(project: Project) -> None:
 
 
 @contextlib.contextmanager
-def _output_without_base_copy():
-    """Olive saves its output model with every local resource copied into the output folder:
-    for a LoRA run that is the adapter and the whole base model (1.4 GB at Qwen2.5-0.5B's layer
-    shape, which aitk then deleted). Olive's own `only_cache_files` copies only what the run made
-    (the adapter, in the job's cache) and leaves the base as a reference, but the engine never
-    sets it, and Olive 0.13's `save_model` does not pass it on for a plain HfModel: so it is set
-    where it is read (`_save_model`), for this job process only."""
-    from olive.cache import OliveCache
+def _olive_without_waste():
+    """Two things Olive does for its cache that cost an aitk job seconds and buy it nothing (each
+    job has a fresh cache, cleaned at the start), undone for this job process only:
 
-    original = OliveCache._save_model
+    - it keys the input model by hashing every byte of its files: ~3 s before training at
+      Qwen2.5-0.5B's layer shape (1.4 GB), more for bigger models. Here the key is the files'
+      names, sizes and mtimes, which tells the same models apart within one job just as well;
+    - it saves its output model with every local resource copied into the output folder: the
+      adapter and the whole base model (1.4 GB there), which aitk then deleted. Olive's own
+      `only_cache_files` copies only what the run made (the adapter) and leaves the base as a
+      reference, but the engine never sets it and Olive 0.13's `save_model` does not pass it on
+      for a plain HfModel: so it is set where it is read (`_save_model`).
+    """
+    from olive.cache import OliveCache
+    from olive.common.utils import hash_string
+    from olive.model.config.model_config import ModelConfig
+
+    original_save, original_hash = OliveCache._save_model, ModelConfig._get_file_hash
 
     def _save_model(self, model_json, output_dir, overwrite=False, only_cache_files=False, path_prefix=None):
-        return original(self, model_json, output_dir, overwrite, True, path_prefix)
+        return original_save(self, model_json, output_dir, overwrite, True, path_prefix)
 
-    OliveCache._save_model = _save_model
+    def _get_file_hash(self, file_path: Path):
+        files = sorted(f for f in file_path.rglob("*") if f.is_file()) if file_path.is_dir() else [file_path]
+        if not all(f.is_file() for f in files):
+            return original_hash(self, file_path)
+        return [hash_string("".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns};" for f in files))[:8]]
+
+    OliveCache._save_model, ModelConfig._get_file_hash = _save_model, _get_file_hash
     try:
         yield
     finally:
-        OliveCache._save_model = original
+        OliveCache._save_model, ModelConfig._get_file_hash = original_save, original_hash
 
 
 def run_finetune(project: Project, job_dir: Path, device: str, resume_from: Path | None = None) -> Path:
@@ -92,7 +106,7 @@ def run_finetune(project: Project, job_dir: Path, device: str, resume_from: Path
 
     print(f"[aitk] fine-tuning {project.settings.model.id} ({project.settings.finetune.method}) on {device}",
           flush=True)
-    with _output_without_base_copy():
+    with _olive_without_waste():
         run(config)
     adapter = job_dir / "output" / "adapter"
     if not (adapter / "adapter_config.json").is_file():
@@ -146,6 +160,13 @@ def run_export(project: Project, job_dir: Path, device: str, precision: str, bas
     print(f"[aitk] exporting {project.settings.model.id} ({precision}, {device})"
           + (" with its adapter merged into the weights" if merged else " with its adapter" if adapter else ""),
           flush=True)
-    dest = merged_dir(project, precision) if merged else project.onnx_dir(precision)
-    return export_model(project.base_model_path(), adapter, dest, precision=precision, device=device,
-                        merged=merged)
+    if merged:
+        return export_model(project.base_model_path(), adapter, merged_dir(project, precision),
+                            precision=precision, device=device, merged=True)
+    out = export_model(project.base_model_path(), adapter, project.onnx_dir(precision), precision=precision,
+                       device=device)
+    if adapter is not None and project.settings.inference.merged_export:
+        print("[aitk] and the merged form (inference.merged_export)", flush=True)
+        export_model(project.base_model_path(), adapter, merged_dir(project, precision), precision=precision,
+                     device=device, merged=True)
+    return out
