@@ -66,7 +66,12 @@ def special_tokens(model: str | Path | None) -> SpecialTokens:
         return SpecialTokens()
     bos, eos = _token(config.get("bos_token")), _token(config.get("eos_token"))
     specials = {t for t in (bos, eos) if t}
-    for entry in (config.get("added_tokens_decoder") or {}).values():
+    added = list((config.get("added_tokens_decoder") or {}).values())
+    try:  # transformers 5 keeps the added tokens in tokenizer.json only
+        added += json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens") or []
+    except (OSError, ValueError, AttributeError):
+        pass
+    for entry in added:
         if isinstance(entry, dict) and entry.get("special") and _token(entry):
             specials.add(_token(entry))
     template_bos = False

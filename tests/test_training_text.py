@@ -80,3 +80,11 @@ def test_preview_tokens_shows_what_training_sees(qwen_model, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "None" not in out.stdout and out.stdout.count("<|im_end|>") >= 2
     assert "tokens" in out.stdout and "|<|im_start|>|" in out.stdout
+
+
+def test_a_template_ending_in_an_end_of_turn_token_gets_nothing_added(tiny_test_model):
+    from aitk.core import tiny
+
+    tokens = training_text.special_tokens(tiny_test_model)
+    assert tokens.bos == "<|endoftext|>" and not tokens.template_bos and "<|end|>" in tokens.specials
+    assert training_text.olive_template(tiny.TEXT_TEMPLATE, tokens) == tiny.TEXT_TEMPLATE
