@@ -11,7 +11,7 @@ from .common import project_arg, warn_if_stale
 
 def _open_engine(args):
     """(project or None for an endpoint, engine, label)."""
-    from ..core.chat import GenaiChatEngine, RemoteChatEngine
+    from ..core.chat import RemoteChatEngine
     from ..core.project import find_project
 
     if args.endpoint:
@@ -20,14 +20,18 @@ def _open_engine(args):
     project = find_project(args.project)
     from ..core.publish import current_export
 
+    from ..core.server import current_merged, open_engine
+
     onnx = current_export(project, args.precision)
-    if onnx is None:
+    merged = current_merged(project, args.precision)
+    if onnx is None and (args.base or merged is None):
         precision = args.precision or project.settings.inference.precision
         flag = f" --precision {precision}" if precision != project.settings.inference.precision else ""
         raise AitkError(f"{project.name} has no exported {precision} model yet",
                         f"run `aitk export -P {project.root}{flag}` first")
-    warn_if_stale(project, onnx.name)
-    return project, GenaiChatEngine(onnx), project.settings.model.id
+    if onnx is not None and (args.base or merged is None):  # a current merged export answers as tuned
+        warn_if_stale(project, onnx.name)
+    return project, open_engine(str(project.root), args.precision)[1], project.settings.model.id
 
 
 def _write_answer(stream) -> None:

@@ -68,9 +68,26 @@ def _quality_report(args) -> int:
     return 0 if report.ok and valid else 1
 
 
+def _preview_tokens(args) -> int:
+    """Each row as training sees it: the exact text (special tokens included) and its tokens."""
+    from ..core.project import find_project
+    from ..core.training_text import preview_tokens
+
+    project = find_project(args.project)
+    print(f"(the tokens of project {project.name}'s model {project.settings.model.id}; "
+          f"cut at {project.settings.data.source_max_len})", file=sys.stderr)
+    for i, p in enumerate(preview_tokens(project, args.file, n=args.n, split=args.split), 1):
+        print(f"--- row {i}: {len(p.ids)} tokens")
+        print(p.decoded)
+        print("|" + "|".join(piece.replace("\n", "\\n") for piece in p.pieces) + "|")
+    return 0
+
+
 def cmd_dataset_preview(args) -> int:
     from ..core.datasets import preview
 
+    if args.tokens:
+        return _preview_tokens(args)
     template = _dataset_template(args)
     if template is None:
         raise AitkError("no text template to render with", "pass --template '...', or run inside a project")
@@ -99,5 +116,7 @@ def register(sub) -> None:
             p.add_argument("--save", metavar="FILE", help="write the report: FILE.json as JSON, else Markdown")
         else:
             p.add_argument("-n", type=int, default=5)
+            p.add_argument("--tokens", action="store_true",
+                           help="the exact tokens training sees (the project's model tokenizer and special tokens)")
         p.set_defaults(func=func)
 

@@ -129,7 +129,8 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_export(args) -> int:
-    return submit_and_follow("export", args, {"precision": args.precision, "base_only": args.base_only})
+    return submit_and_follow("export", args, {"precision": args.precision, "base_only": args.base_only,
+                                              "merged": args.merged})
 
 
 def cmd_evaluate(args) -> int:
@@ -307,6 +308,9 @@ def register(sub) -> None:
         if name == "export":
             p.add_argument("--precision", choices=["fp32", "int4", "fp16"])
             p.add_argument("--base-only", action="store_true", help="export without the adapter")
+            p.add_argument("--merged", action="store_true",
+                           help="fold the adapter into the weights (models/onnx/<precision>-merged): the tuned "
+                                "model at the base model's speed, for serving and chat")
         p.set_defaults(func=func)
 
     jobs = sub.add_parser("jobs", help="the job queue").add_subparsers(dest="sub", required=True)

@@ -87,7 +87,7 @@ class GenaiChatEngine:
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "genai_config.json").is_file():
             raise AitkError(f"no exported model in {self.model_dir}", "run `aitk export` first")
-        self.model = og.Model(str(self.model_dir))
+        self.model, self.threads = load_model(og, self.model_dir)
         self.tokenizer = og.Tokenizer(self.model)
         if adapters is None:
             adapters = {p.stem: p for p in sorted((self.model_dir / "adapters").glob("*.onnx_adapter"))}
@@ -162,6 +162,66 @@ class GenaiChatEngine:
 
         result.pieces = pieces()
         return result
+
+
+def load_model(og, model_dir: Path):
+    """(og.Model, its intra-op threads). Rule: decode runs on this machine's physical cores
+    (core/threads.py). An export made here says exactly that in its genai_config.json and is
+    loaded as written; one made elsewhere (another machine, a container with a quota) states
+    another count, which is overlaid with this machine's for this session only."""
+    from . import threads
+
+    want = threads.physical_cores()
+    try:
+        have = threads.session_threads(json.loads((model_dir / "genai_config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        have = None
+    config = og.Config(str(model_dir))
+    if have != want:
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": want}}}}))
+    return og.Model(config), want
+
+
+class MergedTunedEngine:
+    """The tuned model from a merged export (the adapter folded into the weights: the base
+    model's decode speed), the base model from the adapter export beside it, loaded on the first
+    base request (serving and plain tuned chat mostly never ask for it)."""
+
+    def __init__(self, merged_dir: str | Path, base_dir: str | Path | None = None):
+        self.merged = GenaiChatEngine(merged_dir)
+        self.model_dir = self.merged.model_dir
+        self.base_dir = Path(base_dir) if base_dir else None
+        self._base: GenaiChatEngine | None = None
+        self._lock = threading.Lock()
+        self.adapters = ["tuned"]
+        self.context_length = self.merged.context_length
+        self.threads = self.merged.threads
+
+    def base(self) -> GenaiChatEngine:
+        with self._lock:
+            if self._base is None:
+                if self.base_dir is None:
+                    raise AitkError("no base model is exported beside the merged one",
+                                    "run `aitk export` (the adapter form) or `aitk export --base-only`")
+                self._base = GenaiChatEngine(self.base_dir)
+            return self._base
+
+    def _engine(self, adapter: str | None) -> tuple[GenaiChatEngine, str | None]:
+        if adapter in (None, BASE):
+            return self.base(), BASE
+        if adapter not in self.adapters:
+            raise AitkError(f"unknown adapter {adapter!r}", f"choose one of: base, {', '.join(self.adapters)}")
+        return self.merged, None
+
+    def count_tokens(self, messages: list[dict]) -> int:
+        return self.merged.count_tokens(messages)
+
+    def fit(self, messages, options=None, trim: bool = True, strict: bool = False) -> generation.Fit:
+        return self.merged.fit(messages, options, trim=trim, strict=strict)
+
+    def stream(self, messages, options=None, adapter=None, stop=None, trim=True, strict=False) -> ChatStream:
+        engine, which = self._engine(adapter)
+        return engine.stream(messages, options, adapter=which, stop=stop, trim=trim, strict=strict)
 
 
 def context_length(model_dir: Path) -> int | None:

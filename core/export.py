@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import export_state, publish
+from . import export_state, publish, threads
 from .errors import AitkError
 from .jobs import die_with_parent
 
@@ -28,6 +28,10 @@ SIDE_FILES = ("genai_config.json", "tokenizer.json", "tokenizer_config.json", "c
 ADAPTER_NAME = "tuned"
 BASE_ADAPTER = "base"  # zeros; see write_zero_adapter
 MANIFEST = "aitk-export.json"
+MERGED_SUFFIX = "-merged"  # models/onnx/<precision>-merged: the adapter folded into the weights
+# Module names the builder gives LoRA-wrapped projections (it splits packed qkv and gate_up).
+_LORA_MODULES = ("attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/o_proj", "attn/qkv_proj", "attn/dense",
+                 "mlp/gate_proj", "mlp/up_proj", "mlp/down_proj", "mlp/gate_up_proj", "mlp/fc1", "mlp/fc2")
 
 
 def check_precision(precision: str, device: str) -> None:
@@ -37,14 +41,43 @@ def check_precision(precision: str, device: str) -> None:
                         f"choose one of: {', '.join(allowed)}")
 
 
-def _run_builder(model: str, adapter: Path | None, out: Path, precision: str, device: str, cache: Path) -> None:
+def _num_layers(model: str) -> int | None:
+    from .training_text import model_folder
+
+    folder = model_folder(model)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8")) if folder else {}
+    except (OSError, ValueError):
+        return None
+    value = config.get("num_hidden_layers") or (config.get("text_config") or {}).get("num_hidden_layers")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def lora_nodes(layers: int) -> list[str]:
+    """The builder's names for every LoRA MatMul of a model with `layers` layers (names of
+    modules the adapter does not wrap match nothing and are ignored)."""
+    return [f"/model/layers.{i}/{m}/lora_{ab}/MatMul" for i in range(layers) for m in _LORA_MODULES
+            for ab in "AB"]
+
+
+def _run_builder(model: str, adapter: Path | None, out: Path, precision: str, device: str, cache: Path,
+                 lora_precision: str = "fp32") -> None:
     ep = {"cuda": "cuda", "dml": "dml"}.get(device, "cpu")
     extra = ["hf_token=false"]
     if adapter is not None:
         extra.append(f"adapter_path={adapter}")
+        layers = _num_layers(model)
+        if precision == "int4" and lora_precision == "fp32" and layers:
+            # The LoRA weights stay fp32: ExtractAdapters makes them graph inputs, which ORT cannot
+            # prepack, so int4 ones cost 1.65x decode at Qwen2.5-0.5B's shape (336 rank-16 int4
+            # MatMuls: 36 ms of a 72 ms token; fp32: 27.3 vs 16.7 tok/s, no measurable accuracy
+            # change); rank-r matrices are ~1% of the weights, so fp32 costs no real memory.
+            extra.append("nodes_to_exclude=" + ",".join(lora_nodes(layers)))
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i" if Path(model).is_dir() else "-m",
            model, "-o", str(out), "-p", precision, "-e", ep, "-c", str(cache), "--extra_options", *extra]
-    print(f"$ {' '.join(cmd)}", flush=True)
+    shown = [f"nodes_to_exclude=<{a.count(',') + 1} LoRA MatMuls>" if a.startswith("nodes_to_exclude=") else a
+             for a in cmd]
+    print(f"$ {' '.join(shown)}", flush=True)
     proc = subprocess.run(cmd, stdout=sys.stdout, stderr=subprocess.STDOUT, env={**os.environ, "CI": "1"},
                           preexec_fn=die_with_parent())
     if proc.returncode != 0:
@@ -90,16 +123,52 @@ def write_zero_adapter(adapter_file: Path, dest: Path) -> None:
     out.export_adapter(str(dest))
 
 
+def write_session_threads(model_dir: Path, count: int | None = None) -> int:
+    """Set the decoder's intra-op threads in `model_dir`'s genai_config.json to this machine's
+    physical cores (core/threads.py), for every reader of the export, aitk or not."""
+    path = model_dir / "genai_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    count = count or threads.physical_cores()
+    path.write_text(json.dumps(threads.set_session_threads(config, count), indent=4), encoding="utf-8")
+    return count
+
+
+def merge_adapter(model: str, adapter: Path, out: Path) -> Path:
+    """The base model with the LoRA adapter folded into its weights (peft `merge_and_unload`), saved
+    in fp32 as an ordinary Hugging Face folder with the base's tokenizer files beside it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.save_pretrained(out)
+    AutoTokenizer.from_pretrained(model).save_pretrained(out)
+    if Path(model).is_dir():  # genai reads the generation config (eos ids) and chat template files too
+        for name in ("generation_config.json", "chat_template.jinja"):
+            if (Path(model) / name).is_file():
+                shutil.copy2(Path(model) / name, out / name)
+    return out
+
+
 def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str = "fp32",
-                 device: str = "cpu") -> Path:
+                 device: str = "cpu", merged: bool = False, lora_precision: str = "fp32") -> Path:
     """Write `dest/` = genai model folder (+ `adapters/tuned.onnx_adapter` when an adapter is given).
+
+    With `merged`, the adapter is folded into the weights before the build (and quantization):
+    one plain model that decodes at the base model's speed, for serving and plain tuned chat;
+    the adapter form stays the one for side-by-side and switching. `lora_precision` is the LoRA
+    weights' precision in an int4 adapter export: fp32 (measured faster, see _run_builder);
+    int4 only to measure that (bench/merged_decode.py).
 
     Built in a work folder beside `dest` and published in one atomic swap (core/publish.py): a
     failed export leaves the previous one intact, and a killed one leaves a work folder that the
-    next export removes. The adapter is read from a consistent copy, and its version is stamped
+    next export removes. The adapter is read from a consistent copy, and what it was is stamped
     on the export (so a stale export can be told from a current one).
     """
     check_precision(precision, device)
+    if merged and adapter is None:
+        raise AitkError("a merged export needs an adapter", "run `aitk finetune` first, or export without --merged")
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise AitkError(f"no LoRA adapter at {adapter}", "run `aitk finetune` first, or export with --base-only")
     for gone in publish.clean_leftovers(dest):
@@ -116,9 +185,15 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
             adapter = publish.snapshot(adapter, work / "adapter")
             adapter_version = (publish.stamp_of(adapter) or {}).get("version")
         raw = work / "raw"
-        _run_builder(model, adapter, raw, precision, device, work / "hf-cache")
+        if merged:
+            print("[aitk] folding the adapter into the base weights", flush=True)
+            folded = merge_adapter(model, adapter, work / "merged-hf")
+            _run_builder(str(folded), None, raw, precision, device, work / "hf-cache")
+            shutil.rmtree(folded, ignore_errors=True)
+        else:
+            _run_builder(model, adapter, raw, precision, device, work / "hf-cache", lora_precision)
         final = work / "final"
-        if adapter is not None:
+        if adapter is not None and not merged:
             weights = _extract_adapters(raw, final, work / "olive-cache")
             if weights is None:
                 raise AitkError("the exported model has no LoRA weights to extract",
@@ -134,12 +209,14 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
                     shutil.copy2(raw / name, final / name)
         else:
             final = raw
+        count = write_session_threads(final)
+        print(f"[aitk] decoder session: {count} intra-op threads (this machine's physical cores)", flush=True)
         (final / MANIFEST).write_text(json.dumps({
             "base_model": model, "adapter": str(source_adapter) if source_adapter else None,
-            "adapter_version": adapter_version, "precision": precision,
+            "adapter_version": adapter_version, "precision": precision, "merged": merged,
             "device": device, "seconds": round(time.time() - t0, 2),
         }, indent=2))
-        publish.publish(final, dest, adapter_version=adapter_version, adapter=built_from)
+        publish.publish(final, dest, adapter_version=adapter_version, adapter=built_from, merged=merged)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest

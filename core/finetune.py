@@ -7,6 +7,7 @@ own folder (so two runs never share a cache or resume each other's checkpoints b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -26,7 +27,7 @@ def last_checkpoint(checkpoint_dir: Path) -> Path | None:
 
 
 def finetune_config(project: Project, job_dir: Path, device: str, resume_from: Path | None = None) -> dict:
-    config = olive_config.build(project.settings, device)
+    config = olive_config.build(project.settings, device, project.root)
     base = project.base_model_path()
     config["input_model"]["model_path"] = base
     config["output_dir"] = str(job_dir / "output")
@@ -57,6 +58,42 @@ def check_data(project: Project) -> None:
             raise AitkError(report.format().splitlines()[0], first.hint or "fix the dataset and retry")
 
 
+@contextlib.contextmanager
+def _olive_without_waste():
+    """Two things Olive does for its cache that cost an aitk job seconds and buy it nothing (each
+    job has a fresh cache, cleaned at the start), undone for this job process only:
+
+    - it keys the input model by hashing every byte of its files: ~3 s before training at
+      Qwen2.5-0.5B's layer shape (1.4 GB), more for bigger models. Here the key is the files'
+      names, sizes and mtimes, which tells the same models apart within one job just as well;
+    - it saves its output model with every local resource copied into the output folder: the
+      adapter and the whole base model (1.4 GB there), which aitk then deleted. Olive's own
+      `only_cache_files` copies only what the run made (the adapter) and leaves the base as a
+      reference, but the engine never sets it and Olive 0.13's `save_model` does not pass it on
+      for a plain HfModel: so it is set where it is read (`_save_model`).
+    """
+    from olive.cache import OliveCache
+    from olive.common.utils import hash_string
+    from olive.model.config.model_config import ModelConfig
+
+    original_save, original_hash = OliveCache._save_model, ModelConfig._get_file_hash
+
+    def _save_model(self, model_json, output_dir, overwrite=False, only_cache_files=False, path_prefix=None):
+        return original_save(self, model_json, output_dir, overwrite, True, path_prefix)
+
+    def _get_file_hash(self, file_path: Path):
+        files = sorted(f for f in file_path.rglob("*") if f.is_file()) if file_path.is_dir() else [file_path]
+        if not all(f.is_file() for f in files):
+            return original_hash(self, file_path)
+        return [hash_string("".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns};" for f in files))[:8]]
+
+    OliveCache._save_model, ModelConfig._get_file_hash = _save_model, _get_file_hash
+    try:
+        yield
+    finally:
+        OliveCache._save_model, ModelConfig._get_file_hash = original_save, original_hash
+
+
 def run_finetune(project: Project, job_dir: Path, device: str, resume_from: Path | None = None) -> Path:
     """Run the Olive workflow in this process; return the adapter folder."""
     check_data(project)
@@ -69,12 +106,11 @@ def run_finetune(project: Project, job_dir: Path, device: str, resume_from: Path
 
     print(f"[aitk] fine-tuning {project.settings.model.id} ({project.settings.finetune.method}) on {device}",
           flush=True)
-    run(config)
+    with _olive_without_waste():
+        run(config)
     adapter = job_dir / "output" / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise AitkError("Olive finished without writing an adapter", "see the job log")
-    # Olive also saves a copy of the base model next to the adapter; the project has it already.
-    shutil.rmtree(job_dir / "output" / "model", ignore_errors=True)
     shutil.rmtree(job_dir / "olive-cache", ignore_errors=True)
     publish_adapter(project, adapter)
     return adapter
@@ -102,12 +138,23 @@ def preflight(kind: str, project: Project, device: str, params: dict, parent: st
         from .export import check_precision
 
         check_precision(params.get("precision") or project.settings.inference.precision, device)
+        if params.get("merged") and params.get("base_only"):
+            raise AitkError("a merged export folds the adapter into the base: it cannot be base-only",
+                            "use --merged or --base-only, not both")
         if not params.get("base_only") and parent is None and publish.current_adapter(project) is None:
             raise AitkError(f"{project.name} has no fine-tuned adapter yet",
                             "run `aitk finetune` first, or `aitk export --base-only`")
 
 
-def run_export(project: Project, job_dir: Path, device: str, precision: str, base_only: bool = False) -> Path:
+def merged_dir(project: Project, precision: str | None = None) -> Path:
+    """Where the merged export of `precision` lives: `models/onnx/<precision>-merged`."""
+    from .export import MERGED_SUFFIX
+
+    return project.onnx_dir((precision or project.settings.inference.precision) + MERGED_SUFFIX)
+
+
+def run_export(project: Project, job_dir: Path, device: str, precision: str, base_only: bool = False,
+               merged: bool = False) -> Path:
     from .export import export_model
 
     adapter = None if base_only else publish.current_adapter(project)
@@ -115,6 +162,15 @@ def run_export(project: Project, job_dir: Path, device: str, precision: str, bas
         raise AitkError(f"{project.name} has no fine-tuned adapter yet",
                         "run `aitk finetune` first, or `aitk export --base-only`")
     print(f"[aitk] exporting {project.settings.model.id} ({precision}, {device})"
-          + (" with its adapter" if adapter else ""), flush=True)
-    return export_model(project.base_model_path(), adapter, project.onnx_dir(precision),
-                        precision=precision, device=device)
+          + (" with its adapter merged into the weights" if merged else " with its adapter" if adapter else ""),
+          flush=True)
+    if merged:
+        return export_model(project.base_model_path(), adapter, merged_dir(project, precision),
+                            precision=precision, device=device, merged=True)
+    out = export_model(project.base_model_path(), adapter, project.onnx_dir(precision), precision=precision,
+                       device=device)
+    if adapter is not None and project.settings.inference.merged_export:
+        print("[aitk] and the merged form (inference.merged_export)", flush=True)
+        export_model(project.base_model_path(), adapter, merged_dir(project, precision), precision=precision,
+                     device=device, merged=True)
+    return out

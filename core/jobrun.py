@@ -64,7 +64,7 @@ def run(job_id: str) -> int:
 
             record_manifest(project, rec, job_dir, device, None)
             run_export(project, job_dir, device, rec.params.get("precision") or project.settings.inference.precision,
-                       base_only=bool(rec.params.get("base_only")))
+                       base_only=bool(rec.params.get("base_only")), merged=bool(rec.params.get("merged")))
         elif rec.kind == "evaluate":
             from .evaluate import run_evaluate
 

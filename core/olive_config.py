@@ -6,8 +6,12 @@ the project root, so `olive run --config finetuning/olive-config.json` works the
 
 from __future__ import annotations
 
+import functools
+import shutil
+import subprocess
 from pathlib import Path
 
+from . import training_text
 from .datasets import is_file_source
 from .errors import AitkError
 from .settings import ProjectSettings
@@ -27,7 +31,8 @@ def _load_dataset_config(source: str, split: str) -> dict:
     return config
 
 
-def _data_config(name: str, source: str, split: str, s: ProjectSettings) -> dict:
+def _data_config(name: str, source: str, split: str, s: ProjectSettings,
+                 tokens: training_text.SpecialTokens) -> dict:
     d = s.data
     return {
         "name": name,
@@ -37,10 +42,13 @@ def _data_config(name: str, source: str, split: str, s: ProjectSettings) -> dict
             "strategy": d.corpus_strategy,
             "max_seq_len": d.source_max_len,
             "pad_to_max_len": d.pad_to_max_len,
-            # Olive renders a row as text_template.format(**row) (then adds bos/eos): settings
-            # validation keeps the template to the grammar of core/text_template.py, where that
-            # is exactly what the preview and the dataset check render.
-            "text_template": d.text_template,
+            # Olive renders a row as text_template.format(**row): settings validation keeps the
+            # template to the grammar of core/text_template.py, where that is exactly what the
+            # preview and the dataset check render. Olive's own bos/eos wrapping is off (a literal
+            # "None" without a BOS token, a doubled end token): the model's special tokens go into
+            # the template instead, where its chat format has them (core/training_text.py).
+            "text_template": training_text.olive_template(d.text_template, tokens),
+            "add_special_tokens": False,
         },
     }
 
@@ -49,6 +57,33 @@ def accelerator(device: str) -> dict:
     providers = {"cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider"}
     return {"device": "gpu" if device in providers else "cpu",
             "execution_providers": [providers.get(device, "CPUExecutionProvider")]}
+
+
+@functools.cache
+def _cuda_bf16() -> bool | None:
+    """Whether this machine's first NVIDIA GPU runs bfloat16 (compute capability 8.0+); None when
+    unknown (no GPU here: a config for a remote GPU)."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.split()
+        return float(out[0]) >= 8.0
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def train_dtype(requested: str, device: str) -> str:
+    """The dtype the model trains in (Olive's `torch_dtype`, for every method): what the hardware
+    runs fast. CPUs train in float32 (bfloat16 on an AVX2 CPU is ~19x slower per step at
+    Qwen2.5-0.5B's shape); a CUDA GPU takes the setting, except bfloat16 on one without it
+    (before Ampere), which gets float16."""
+    if device != "cuda":
+        return "float32"
+    if requested == "bfloat16" and _cuda_bf16() is False:
+        return "float16"
+    return requested
 
 
 def pass_config(s: ProjectSettings, device: str) -> dict:
@@ -104,15 +139,20 @@ def pass_config(s: ProjectSettings, device: str) -> dict:
             p["double_quant"] = f.double_quant
         # 4-bit weights cannot be saved back for export; keep the adapter in full precision.
         p["save_quant_config"] = False
-    else:
-        p["torch_dtype"] = f.compute_dtype
+    # Olive's default is bfloat16 for every method (embeddings, norms, the tied lm_head and the
+    # adapter of a QLoRA run too): set it always, by the hardware.
+    p["torch_dtype"] = train_dtype(f.compute_dtype, device)
     return p
 
 
-def build(s: ProjectSettings, device: str) -> dict:
-    data_configs = [_data_config("train_data", s.data.dataset, s.data.train_split, s)]
+def build(s: ProjectSettings, device: str, root: Path | None = None) -> dict:
+    """The workflow config; `root` (the project folder) finds a model path given relative to it,
+    whose tokenizer decides the special tokens of the training text."""
+    model = Path(root) / s.model.path if root is not None and (Path(root) / s.model.path).is_dir() else s.model.path
+    tokens = training_text.special_tokens(model)
+    data_configs = [_data_config("train_data", s.data.dataset, s.data.train_split, s, tokens)]
     if s.data.eval_dataset:
-        data_configs.append(_data_config("eval_data", s.data.eval_dataset, s.data.eval_split, s))
+        data_configs.append(_data_config("eval_data", s.data.eval_dataset, s.data.eval_split, s, tokens))
     return {
         "input_model": {"type": "HfModel", "model_path": s.model.path},
         "systems": {"local_system": {"type": "LocalSystem", "accelerators": [accelerator(device)]}},

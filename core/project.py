@@ -125,7 +125,7 @@ def _write_generated(root: Path, settings: ProjectSettings, layout: tuple[Path, 
     check_model_consistency(settings.model, project_root or root)
     olive_file, chat_file, readme = layout
     device = detect().best if settings.target.device == "auto" else settings.target.device
-    config = olive_config.build(settings, device)
+    config = olive_config.build(settings, device, project_root or root)
     (root / olive_file).parent.mkdir(parents=True, exist_ok=True)
     (root / olive_file).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (root / chat_file).parent.mkdir(parents=True, exist_ok=True)

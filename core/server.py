@@ -525,21 +525,52 @@ def resolve_model(project_dir: str | None, precision: str | None = None) -> tupl
     return tiny.TINY_ID, onnx
 
 
+def current_merged(project, precision: str | None = None) -> Path | None:
+    """The project's merged export of `precision` when it is there and built from the adapter the
+    project has now (a stale one is never used for "tuned": the adapter form answers instead)."""
+    from .export_state import export_state
+    from .finetune import merged_dir
+    from .publish import current
+
+    folder = current(merged_dir(project, precision))
+    if folder is None or not (folder / "genai_config.json").is_file():
+        return None
+    return folder if export_state(folder, project.adapter_dir).current else None
+
+
+def open_engine(project_dir: str | None, precision: str | None = None):
+    """(name, engine) for serving and chat. A project's tuned model answers from its merged export
+    when that is current (the base model's decode speed), the base model and other adapters from
+    the adapter export; otherwise the adapter export answers both."""
+    from .chat import MergedTunedEngine
+
+    if project_dir:
+        from .project import load_project
+        from .publish import current_export
+
+        project = load_project(project_dir)
+        merged = current_merged(project, precision)
+        if merged is not None:
+            return project.name, MergedTunedEngine(merged, current_export(project, precision))
+    name, onnx = resolve_model(project_dir, precision)
+    return name, GenaiChatEngine(onnx)
+
+
 def serve(project_dir: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           precision: str | None = None, adapter: str | None = None) -> None:
     import uvicorn
 
-    name, onnx = resolve_model(project_dir, precision)
+    name, engine = open_engine(project_dir, precision)
     inference = None
     if project_dir:
         from .project import load_project
 
         inference = load_project(project_dir).settings.inference
-    engine = GenaiChatEngine(onnx)
     default = check_adapter(engine, adapter)
     app = build_app(engine, name, api_key, default_adapter=default, inference=inference,
                     user_options=generation.load_user_values())
     print(f"serving {', '.join(model_names(name, engine, default))} on http://{host}:{port}/v1"
-          f" (context {engine.context_length or '?'} tokens)"
+          f" (context {engine.context_length or '?'} tokens, {engine.threads} threads"
+          f"{', tuned from the merged export' if hasattr(engine, 'merged') else ''})"
           f"{f'; {name} answers with adapter {default}' if default else ''}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACE_S)

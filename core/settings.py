@@ -162,6 +162,8 @@ class InferenceSettings(_Section):
     top_k: int = _gen_field("top_k")
     precision: Literal["int4", "fp32", "fp16"] = Field("fp32", description="ONNX export precision: int4 or "
                                                        "fp32 on CPU, fp16 on CUDA/DirectML.")
+    merged_export: bool = Field(False, description="Every export also writes the merged form (the adapter "
+                                "folded into the weights: tuned chat and serving at the base model's speed).")
 
 
 class TargetSettings(_Section):

@@ -117,3 +117,43 @@ def world(tmp_path, monkeypatch):
     w = testing.World(tmp_path / "aitk", monkeypatch.setenv)
     yield w
     w.close()
+
+
+# -- a small BOS-less Qwen2-architecture model (Qwen2.5's special tokens and chat format) ---------
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+QWEN_TEXT_TEMPLATE = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>"
+
+
+@pytest.fixture(scope="session")
+def qwen_model(tmp_path_factory) -> Path:
+    """Hidden 64, 2 layers, 4 heads / 2 KV heads, random weights; a tokenizer trained on the
+    bundled data with `bos_token: null` like Qwen2.5's."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    from aitk.core import tiny
+
+    dest = tmp_path_factory.mktemp("qwen-shape")
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(tiny.tokenizer_corpus(), trainer=trainers.BpeTrainer(
+        vocab_size=1024, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    ids = {t: raw.token_to_id(t) for t in specials}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token=None, eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", model_max_length=256)
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    tokenizer.save_pretrained(dest)
+    config = Qwen2Config(vocab_size=raw.get_vocab_size(), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, bos_token_id=None, eos_token_id=ids["<|im_end|>"],
+                         pad_token_id=ids["<|endoftext|>"], tie_word_embeddings=True, initializer_range=0.2)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(dest)
+    return dest

@@ -77,7 +77,9 @@ def test_new_line_and_tab_in_a_cli_template_are_a_new_line_and_a_tab(proj, tmp_p
     assert rc == 0, err
     assert settings_of(proj)["data"]["text_template"] == "Q:\t{question}\nA: {answer}"
     config = json.loads((proj / "finetuning" / "olive-config.json").read_text())
-    assert config["data_configs"][0]["pre_process_data_config"]["text_template"] == "Q:\t{question}\nA: {answer}"
+    # The template ends with no end token: the model's EOS ends each sample (core/training_text.py).
+    assert config["data_configs"][0]["pre_process_data_config"]["text_template"] == \
+        "Q:\t{question}\nA: {answer}<|endoftext|>"
     data = write(tmp_path / "d.jsonl", '{"question": "q1", "answer": "a1"}\n')
     rc, out, _ = aitk("dataset", "preview", str(data), "--template", r"{question}\n{answer}", cwd=tmp_path)
     assert rc == 0 and "q1\na1" in out
