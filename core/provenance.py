@@ -8,12 +8,12 @@ run from the settings recorded here and `differences` says what is not the same 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 
 from . import atomic_file
+from .digest import file_sha256
 from .errors import AitkError
 
 MANIFEST = "manifest.json"
@@ -31,14 +31,6 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dataset_record(project, source: str | None, split: str) -> dict | None:

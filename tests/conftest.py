@@ -157,3 +157,37 @@ def qwen_model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(dest)
     return dest
+
+
+@pytest.fixture(scope="module")
+def snapshots_in_tests_snapshots():
+    """Snapshot modules keep their SVGs in tests/snapshots/<module>/ rather than syrupy's
+    __snapshots__ (`pytestmark = pytest.mark.usefixtures("snapshots_in_tests_snapshots")`)."""
+    import pytest_textual_snapshot
+
+    cls = pytest_textual_snapshot.SVGImageExtension
+    assert "dirname" not in cls.__dict__  # inherited from syrupy: removing ours restores it
+
+    def dirname(klass, *, test_location):
+        return str(Path(test_location.filepath).parent / "snapshots" / test_location.basename)
+
+    cls.dirname = classmethod(dirname)
+    yield
+    del cls.dirname
+
+
+@pytest.fixture
+def wizard_world(tmp_path, monkeypatch):
+    """The app's world with a stand-in tiny model (config and an empty weights file: the base-model
+    preflight looks for weights), so the wizard never builds the real one."""
+    from aitk.tui import testing
+
+    w = testing.World(tmp_path / "aitk", monkeypatch.setenv)
+    fake_model = tmp_path / "tiny-model"
+    fake_model.mkdir()
+    (fake_model / "config.json").write_text("{}")
+    (fake_model / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr("aitk.core.tiny.is_built", lambda *a, **k: True)
+    monkeypatch.setattr("aitk.core.tiny.ensure_tiny", lambda *a, **k: fake_model)
+    yield w
+    w.close()

@@ -76,15 +76,8 @@ def test_azure_run_shows_the_estimate_and_asks_above_the_threshold(fake, project
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = testing.World(tmp_path / "aitk", monkeypatch.setenv)
-    fake_model = tmp_path / "tiny-model"
-    fake_model.mkdir()
-    (fake_model / "config.json").write_text("{}")
-    monkeypatch.setattr("aitk.core.tiny.is_built", lambda *a, **k: True)
-    monkeypatch.setattr("aitk.core.tiny.ensure_tiny", lambda *a, **k: fake_model)
-    yield w
-    w.close()
+def world(wizard_world):
+    return wizard_world
 
 
 @sync

@@ -17,17 +17,7 @@ from aitk.tui.testing import sync, text_of, until
 ROOT = Path("/tmp/aitk-tui-data-report")  # a fixed path: the file names show in the picture
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _snapshots_in_tests_snapshots():
-    cls = pytest_textual_snapshot.SVGImageExtension
-    assert "dirname" not in cls.__dict__
-
-    def dirname(klass, *, test_location):
-        return str(Path(test_location.filepath).parent / "snapshots" / test_location.basename)
-
-    cls.dirname = classmethod(dirname)
-    yield
-    del cls.dirname
+pytestmark = pytest.mark.usefixtures("snapshots_in_tests_snapshots")
 
 
 @pytest.fixture

@@ -21,18 +21,7 @@ ROOT = Path("/tmp/aitk-tui-snapshots")  # a fixed path: it shows in some screens
 SIZES = [(80, 24), (120, 40)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _snapshots_in_tests_snapshots():
-    """Keep the SVGs in tests/snapshots/<module>/ rather than syrupy's __snapshots__."""
-    cls = pytest_textual_snapshot.SVGImageExtension
-    assert "dirname" not in cls.__dict__  # inherited from syrupy: removing ours restores it
-
-    def dirname(klass, *, test_location):
-        return str(Path(test_location.filepath).parent / "snapshots" / test_location.basename)
-
-    cls.dirname = classmethod(dirname)
-    yield
-    del cls.dirname
+pytestmark = pytest.mark.usefixtures("snapshots_in_tests_snapshots")
 
 
 @pytest.fixture

@@ -19,16 +19,8 @@ from aitk.tui.wizard.screen import WizardScreen
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = testing.World(tmp_path / "aitk", monkeypatch.setenv)
-    fake_model = tmp_path / "tiny-model"
-    fake_model.mkdir()
-    (fake_model / "config.json").write_text("{}")
-    (fake_model / "model.safetensors").write_bytes(b"")  # the base-model preflight looks for weights
-    monkeypatch.setattr("aitk.core.tiny.is_built", lambda *a, **k: True)
-    monkeypatch.setattr("aitk.core.tiny.ensure_tiny", lambda *a, **k: fake_model)
-    yield w
-    w.close()
+def world(wizard_world):
+    return wizard_world
 
 
 def wizard(app) -> WizardScreen:

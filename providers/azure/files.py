@@ -15,7 +15,6 @@ redone, and the job verifies every hash when it lays the project out.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -23,19 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...core.digest import file_sha256
+
 # Never uploaded: outputs of earlier runs, caches, environments, VCS data.
 SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache", ".pytest_cache", ".ipynb_checkpoints"}
 SKIP_PATHS = ("models/onnx", "models/olive", "models/checkpoints", "models/.olive-cache", "infra")
 OBJECTS = "objects"
 RUNS = "runs"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def project_manifest(root: Path, extra_skip: tuple[str, ...] = ()) -> dict:
@@ -59,7 +52,7 @@ def project_manifest(root: Path, extra_skip: tuple[str, ...] = ()) -> dict:
             if p.is_symlink() and not p.exists():
                 continue
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            files[rel] = {"sha256": _sha256(p), "size": p.stat().st_size}
+            files[rel] = {"sha256": file_sha256(p), "size": p.stat().st_size}
     return {"version": 1, "created": time.time(), "files": files}
 
 

@@ -33,7 +33,8 @@ from . import config
 from .clients import AzureContext
 from .config import InfraConfig
 from .errors import azure_call
-from .files import ShareFiles, _sha256
+from ...core.digest import file_sha256
+from .files import ShareFiles
 from .logs import LOG_STREAM_API, parse_stream_line, query_logs
 from .provision import VOLUME, Step
 
@@ -182,7 +183,7 @@ def deploy_manifest(project) -> dict:
     files = {}
     paths = [root / "aitk.toml"] + sorted(p for p in onnx.rglob("*") if p.is_file() and not p.name.startswith("."))
     for p in paths:
-        files[p.relative_to(root).as_posix()] = {"sha256": _sha256(p), "size": p.stat().st_size}
+        files[p.relative_to(root).as_posix()] = {"sha256": file_sha256(p), "size": p.stat().st_size}
     return {"version": 1, "created": time.time(), "files": files}
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
+from fake_http import read_body
+
 REPO = Path(__file__).resolve().parents[2]
 ENTRY_SCRIPT = REPO / "providers" / "azure" / "container_entry.py"
 GPU_REGIONS = {"westus3", "swedencentral", "australiaeast"}
@@ -96,17 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            out = b""
-            while True:
-                size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return out
-                out += self.rfile.read(size)
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
+        return read_body(self)
 
     def _any(self):
         self.server.fake._dispatch(self)

@@ -20,6 +20,8 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from fake_http import read_body
+
 LFS_SUFFIXES = (".onnx", ".onnx_adapter", ".data", ".safetensors", ".bin")
 
 
@@ -36,16 +38,7 @@ class HubFake:
                 pass
 
             def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    out = b""
-                    while True:
-                        size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            return out
-                        out += self.rfile.read(size)
-                        self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                return read_body(self)
 
             def _send(self, code: int, data: dict | None = None):
                 body = json.dumps(data or {}).encode()
