@@ -191,3 +191,13 @@ def wizard_world(tmp_path, monkeypatch):
     monkeypatch.setattr("aitk.core.tiny.ensure_tiny", lambda *a, **k: fake_model)
     yield w
     w.close()
+
+
+@pytest.fixture
+def snapshot_world(request, monkeypatch):
+    """The app's world at the snapshot module's fixed `ROOT` (paths show in its pictures)."""
+    from aitk.tui import testing
+
+    w = testing.World(request.module.ROOT, monkeypatch.setenv)
+    yield w
+    w.close()

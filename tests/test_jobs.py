@@ -66,13 +66,17 @@ def test_job_outlives_killed_cli_and_a_new_cli_reattaches(slow_project):
     assert "step 500/500" in again.stdout
 
 
+def training(project, step: int, what: str):
+    """A fine-tune of `project`, once it has logged `step`: (provider, store, record, its pid)."""
+    provider = LocalProvider()
+    rec = provider.submit("finetune", project.root)
+    wait_for(lambda: step_reached(provider.store, rec.id, step), what=what)
+    return provider, provider.store, rec, provider.store.get(rec.id).pid
+
+
 @pytest.mark.slow
 def test_killed_job_is_interrupted_then_resumes_without_repeating_steps(slow_project):
-    provider = LocalProvider()
-    store = provider.store
-    rec = provider.submit("finetune", slow_project.root)
-    wait_for(lambda: step_reached(store, rec.id, 130), what="past the first checkpoints")
-    pid = store.get(rec.id).pid
+    provider, store, rec, pid = training(slow_project, 130, "past the first checkpoints")
     os.killpg(pid, signal.SIGKILL)  # kill -9 of the job's process mid-training
     wait_for(lambda: not group_alive(pid), timeout=10, what="process gone")
     reconcile(store)  # what every app/CLI start does
@@ -93,11 +97,7 @@ def test_killed_job_is_interrupted_then_resumes_without_repeating_steps(slow_pro
 
 @pytest.mark.slow
 def test_cancel_kills_the_process_group_within_5s(slow_project):
-    provider = LocalProvider()
-    store = provider.store
-    rec = provider.submit("finetune", slow_project.root)
-    wait_for(lambda: step_reached(store, rec.id, 20), what="training")
-    pid = store.get(rec.id).pid
+    provider, store, rec, pid = training(slow_project, 20, "training")
     t0 = time.time()
     provider.cancel(rec.id)
     wait_for(lambda: not group_alive(pid), timeout=5, what="process group gone")

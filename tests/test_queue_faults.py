@@ -81,15 +81,21 @@ def hold_lock(db: Path) -> sqlite3.Connection:
     return holder
 
 
-def test_finish_waits_out_a_lock_held_past_the_timeout(job_env, project, monkeypatch):
-    monkeypatch.setenv("AITK_DB_TIMEOUT", "0.3")
-    store = JobStore(job_env)
-    rec = store.create("evaluate", project=str(project.root))
+def evaluate_under_a_held_lock(job_env, project):
+    """An evaluate job, started; once it has reserved its outcome file, another process takes the
+    database's lock and holds it (the caller releases it)."""
     from aitk.core.scheduler import schedule
 
+    store = JobStore(job_env)
+    rec = store.create("evaluate", project=str(project.root))
     schedule(store)
     wait_for(lambda: store.outcome_path(rec.id).exists(), what="job started")
-    holder = hold_lock(store.db_path)
+    return store, rec, hold_lock(store.db_path)
+
+
+def test_finish_waits_out_a_lock_held_past_the_timeout(job_env, project, monkeypatch):
+    monkeypatch.setenv("AITK_DB_TIMEOUT", "0.3")
+    store, rec, holder = evaluate_under_a_held_lock(job_env, project)
     try:
         # The job has finished its work and is trying to record it, and stays alive doing so.
         wait_for(lambda: store.read_outcome(rec.id), what="job at its end")
@@ -108,13 +114,7 @@ def test_finish_waits_out_a_lock_held_past_the_timeout(job_env, project, monkeyp
 def test_outcome_file_is_recorded_when_the_job_gave_up_on_the_lock(job_env, project, monkeypatch):
     monkeypatch.setenv("AITK_DB_TIMEOUT", "0.3")
     monkeypatch.setenv("AITK_FINAL_WRITE_S", "1")
-    store = JobStore(job_env)
-    rec = store.create("evaluate", project=str(project.root))
-    from aitk.core.scheduler import schedule
-
-    schedule(store)
-    wait_for(lambda: store.outcome_path(rec.id).exists(), what="job started")
-    holder = hold_lock(store.db_path)
+    store, rec, holder = evaluate_under_a_held_lock(job_env, project)
     try:
         pid = holder.execute("SELECT pid FROM jobs WHERE id = ?", (rec.id,)).fetchone()[0]
         wait_for(lambda: not pid_alive(pid), what="job process gave up and ended")

@@ -21,10 +21,8 @@ pytestmark = pytest.mark.usefixtures("snapshots_in_tests_snapshots")
 
 
 @pytest.fixture
-def world(monkeypatch):
-    w = testing.World(ROOT, monkeypatch.setenv)
-    yield w
-    w.close()
+def world(snapshot_world):
+    return snapshot_world
 
 
 @sync

@@ -179,10 +179,7 @@ async def test_training_step_has_one_scrollbar(world):
 
 # -- Jobs ------------------------------------------------------------------------------------------
 async def jobs_pane(app, pilot):
-    await pilot.press("f3")
-    await until(pilot, lambda: app.pane("jobs") is not None and app.pane("jobs").selected
-                and app.pane("jobs").query_one(DataTable).row_count == 6, what="jobs")
-    return app.pane("jobs")
+    return await testing.open_jobs(app, pilot, rows=6)
 
 
 @sync

@@ -41,18 +41,11 @@ def test_progress_reads_only_the_ends_of_a_big_metrics_file(world, tmp_path):
     assert p.step == 20_000 and p.begin_t == rows[0]["t"]
 
 
-async def open_jobs(app, pilot):
-    await pilot.press("f3")
-    await until(pilot, lambda: app.pane("jobs") is not None and app.pane("jobs").selected is not None,
-                what="a selected job")
-    return app.pane("jobs")
-
-
 @sync
 async def test_running_job_shows_log_chart_progress_and_eta(world):
     app = testing.fixture_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        pane = await open_jobs(app, pilot)
+        pane = await testing.open_jobs(app, pilot)
         rec = world.jobs["running"]
         assert pane.selected == rec.id  # opens on the running job
         table = pane.query_one(DataTable)
@@ -77,7 +70,7 @@ async def test_running_job_shows_log_chart_progress_and_eta(world):
 async def test_finished_fine_tune_shows_eval_before_and_after(world):
     app = testing.fixture_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        pane = await open_jobs(app, pilot)
+        pane = await testing.open_jobs(app, pilot)
         pane.select_job(world.jobs["ft-old"].id)
         evals = [r["eval_loss"] for r in testing.loss_curve() if "eval_loss" in r]
         await until(pilot, lambda: "Base → tuned" in text_of(pane.query_one("#job-eval"))
@@ -93,7 +86,7 @@ async def test_cancel_stops_the_job_process(world, monkeypatch):
     monkeypatch.setattr("aitk.providers.local.CANCEL_GRACE_S", 0.2)
     app = testing.fixture_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await open_jobs(app, pilot)
+        await testing.open_jobs(app, pilot)
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="cancel asks first")
         await pilot.press("y")
@@ -108,7 +101,7 @@ async def test_cancel_stops_the_job_process(world, monkeypatch):
 async def test_retry_and_delete_a_failed_job(world):
     app = testing.fixture_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        pane = await open_jobs(app, pilot)
+        pane = await testing.open_jobs(app, pilot)
         failed = world.jobs["failed"]
         pane.select_job(failed.id)
         before = {r.id for r in world.store.list()}
@@ -140,7 +133,7 @@ async def test_resume_from_the_last_checkpoint(world):
     (ckpt / "trainer_state.json").write_text("{}")
     app = testing.fixture_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        pane = await open_jobs(app, pilot)
+        pane = await testing.open_jobs(app, pilot)
         pane.select_job(world.jobs["ft-old"].id)
         await pilot.press("u")  # a finished job has nothing to resume
         await pilot.pause(0.3)
@@ -159,7 +152,7 @@ async def test_resume_from_the_last_checkpoint(world):
 async def test_open_project_and_chat_with_result(world):
     app = testing.fixture_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        pane = await open_jobs(app, pilot)
+        pane = await testing.open_jobs(app, pilot)
         pane.select_job(world.jobs["ft-old"].id)
         await pilot.press("o")
         await until(pilot, lambda: app.query_one("#panes", TabbedContent).active == "projects", what="projects")
@@ -176,7 +169,7 @@ async def test_open_project_and_chat_with_result(world):
 async def test_failed_job_shows_its_error(world):
     app = testing.fixture_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        pane = await open_jobs(app, pilot)
+        pane = await testing.open_jobs(app, pilot)
         pane.select_job(world.jobs["failed"].id)
         await until(pilot, lambda: "empty value" in text_of(pane.query_one("#job-head")), what="the error")
         assert world.store.get(world.jobs["failed"].id).status == FAILED
@@ -201,7 +194,7 @@ async def test_keys_a_jobs_back_end_lacks_are_greyed_out(world):
     world.store.update(remote.id, provider="azure")
     app = testing.fixture_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        pane = await open_jobs(app, pilot)
+        pane = await testing.open_jobs(app, pilot)
         pane.select_job(remote.id)
         await until(pilot, lambda: "u" in app.active_bindings and not app.active_bindings["u"].enabled,
                     what="resume greyed out")

@@ -269,3 +269,13 @@ async def select_project(pilot, app, root: str) -> None:
     pane = app.pane("projects")
     pane.query_one("DataTable").move_cursor(row=list(pane.projects).index(root))
     await until(pilot, lambda: pane.selected == root, what=f"project {root} selected")
+
+
+async def open_jobs(app, pilot, rows: int | None = None):
+    """F3, then wait for the Jobs pane to select a job (and to show `rows` rows, when given)."""
+    from textual.widgets import DataTable
+
+    await pilot.press("f3")
+    await until(pilot, lambda: app.pane("jobs") is not None and app.pane("jobs").selected is not None
+                and (rows is None or app.pane("jobs").query_one(DataTable).row_count == rows), what="jobs listed")
+    return app.pane("jobs")
