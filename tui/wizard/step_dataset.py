@@ -118,6 +118,8 @@ def length_verdict(stats, max_len: int) -> tuple[Text | None, str | None]:
 
 
 class DatasetChecked(Message):
+    quality = None  # the data-quality report; a dataset that could not be read has none
+
     def __init__(self, **kw):
         super().__init__()
         self.__dict__.update(kw)
