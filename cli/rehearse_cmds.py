@@ -11,7 +11,7 @@ from .common import project_arg
 
 
 def _hours(h: float | None) -> str:
-    from ..core.catalog import human_hours
+    from ..core.estimates import human_hours
 
     return human_hours(h) if h is not None else "-"
 

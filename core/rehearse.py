@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import catalog, olive_config, shapes
+from . import catalog, estimates, olive_config, shapes
 from .catalog import CatalogEntry
 from .errors import AitkError
 from .project import Project
@@ -88,7 +88,7 @@ def formula(entry: CatalogEntry, settings: dict, cpu_count: int) -> dict:
     asks the formulas (so they can move without touching the rest)."""
     from .defaults import default_settings
 
-    est = catalog.memory_estimate(
+    est = estimates.memory_estimate(
         entry, settings["method"], settings["device"], batch_size=settings["batch_size"],
         seq_len=settings["seq_len"], lora_r=settings["lora_r"], target_modules=settings["target_modules"],
         compute_dtype=settings["model_dtype"], gradient_checkpointing=settings["gradient_checkpointing"])
@@ -97,7 +97,7 @@ def formula(entry: CatalogEntry, settings: dict, cpu_count: int) -> dict:
     if settings["device"] == "cpu":
         # The time formula is for the model's default run (it takes no settings): per step is
         # comparable with the measurement when the rehearsal uses those defaults.
-        hours = catalog.cpu_training_hours(entry, settings["method"], cpu_count)
+        hours = estimates.cpu_training_hours(entry, settings["method"], cpu_count)
         d = default_settings("estimate", entry.id, "cpu")
         steps = d.finetune.max_steps
         assumes = {"max_steps": steps, "batch_size": d.finetune.per_device_train_batch_size,
