@@ -37,6 +37,8 @@ bench: install
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/serve_faults.py
 	$(BIN)/python bench/tui_startup.py
+	$(BIN)/python bench/merged_decode.py
+	$(BIN)/python bench/rehearse.py --model qwen2.5-0.5b --steps 1 --seq-len 256
 
 screenshots: install
 	$(BIN)/python scripts/screenshots.py
