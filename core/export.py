@@ -176,14 +176,12 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
     work = publish.work_dir(dest, "build")
     try:
         t0 = time.time()
-        adapter_version = None
         source_adapter = adapter
         # What the export is built from, read before the build: a fine-tune publishing meanwhile
         # makes this export stale rather than wrongly current.
         built_from = export_state.read_adapter(adapter)
         if adapter is not None:
             adapter = publish.snapshot(adapter, work / "adapter")
-            adapter_version = (publish.stamp_of(adapter) or {}).get("version")
         raw = work / "raw"
         if merged:
             print("[aitk] folding the adapter into the base weights", flush=True)
@@ -213,10 +211,10 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
         print(f"[aitk] decoder session: {count} intra-op threads (this machine's physical cores)", flush=True)
         (final / MANIFEST).write_text(json.dumps({
             "base_model": model, "adapter": str(source_adapter) if source_adapter else None,
-            "adapter_version": adapter_version, "precision": precision, "merged": merged,
+            "precision": precision, "merged": merged,
             "device": device, "seconds": round(time.time() - t0, 2),
         }, indent=2))
-        publish.publish(final, dest, adapter_version=adapter_version, adapter=built_from, merged=merged)
+        publish.publish(final, dest, adapter=built_from, merged=merged)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest

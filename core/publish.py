@@ -7,7 +7,7 @@ never missing. The published path stays a real folder (`models/olive/adapter`,
 replaces its output folder in place and cannot write through a symlink) keep working.
 
 Each folder aitk publishes carries a stamp (`.aitk-version`, written last while staging) naming
-its version; an export records the adapter version it was built from.
+its version; an export's stamp also records the adapter it was built from (core/export_state.py).
 
 Where RENAME_EXCHANGE is missing (another OS, an old file system) it falls back to two renames;
 `current()` repairs the one state a crash between them can leave (the path missing, the staged
@@ -171,22 +171,10 @@ def current_adapter(project) -> Path | None:
     return folder if folder is not None and (folder / "adapter_config.json").is_file() else None
 
 
-def current_adapter_version(project) -> str | None:
-    """Which adapter is current (for an export stamp: is this export built from it?)."""
-    return version(project.adapter_dir) if current_adapter(project) is not None else None
-
-
 def current_export(project, precision: str | None = None) -> Path | None:
     """The project's ONNX export folder for `precision` (default: the project's), or None."""
     folder = current(project.onnx_dir(precision))
     return folder if folder is not None and (folder / "genai_config.json").is_file() else None
-
-
-def export_adapter_version(project, precision: str | None = None) -> str | None:
-    """The adapter version an export was built from (None: base only, or built before stamps)."""
-    folder = current_export(project, precision)
-    stamp = stamp_of(folder) if folder else None
-    return stamp.get("adapter_version") if stamp else None
 
 
 def snapshot(dest: Path, into: Path, attempts: int = 5) -> Path | None:

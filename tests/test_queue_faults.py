@@ -202,7 +202,7 @@ def test_kill_9_while_publishing_never_leaves_no_adapter_or_half_of_one(tmp_path
     pub.wait()
     folder = publish.current_adapter(proj)
     assert folder == dest and (dest / "adapter_model.safetensors").is_file()
-    assert publish.current_adapter_version(proj) is not None
+    assert publish.version(dest) is not None
     publish.clean_leftovers(dest)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["adapter"]
 
@@ -239,22 +239,23 @@ def test_olive_run_can_still_replace_the_published_adapter(tmp_path):
     staged = publish.work_dir(proj.adapter_dir, "staged")
     (staged / "adapter_config.json").write_text("{}")
     publish.publish(staged, proj.adapter_dir)
-    assert publish.current_adapter_version(proj)
+    assert publish.version(proj.adapter_dir)
     olive_out = tmp_path / "olive-made"
     olive_out.mkdir()
     (olive_out / "adapter_config.json").write_text('{"olive": true}')
     LocalFolder({"path": olive_out}).save_to_dir(proj.adapter_dir.parent, "adapter", overwrite=True)
     assert json.loads((publish.current_adapter(proj) / "adapter_config.json").read_text()) == {"olive": True}
-    assert publish.current_adapter_version(proj) is None  # not one aitk published
+    assert publish.version(proj.adapter_dir) is None  # not one aitk published
 
 
 @pytest.mark.slow
-def test_export_records_the_adapter_version_it_was_built_from(trained):
+def test_export_records_the_adapter_it_was_built_from(trained):
+    from aitk.core.export_state import adapter_hash
+
     project, _, _ = trained
-    version = publish.current_adapter_version(project)
-    assert version and publish.export_adapter_version(project, "fp32") == version
-    manifest = json.loads((publish.current_export(project, "fp32") / "aitk-export.json").read_text())
-    assert manifest["adapter_version"] == version
+    assert publish.version(project.adapter_dir)  # published by aitk, with a version stamp
+    stamp = publish.stamp_of(publish.current_export(project, "fp32"))
+    assert stamp["adapter"]["sha256"] == adapter_hash(publish.current_adapter(project))
 
 
 # -- a full disk ----------------------------------------------------------------------------
