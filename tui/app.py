@@ -24,6 +24,7 @@ from textual.worker import get_current_worker
 from aitk.tui.commands import COMMANDS
 from aitk.tui.config import Config, load_config
 from aitk.tui.jobs_feed import FeedUpdate, JobsFeed, transition_message
+from aitk.tui.main_screen import MainScreen
 from aitk.tui.theming import DEFAULT_THEME, load_themes
 from aitk.tui.widgets.key_bar import KeyBar
 from aitk.tui.widgets.status_bar import StatusBar
@@ -110,6 +111,9 @@ class AitkApp(App):
             self.set_keymap(self.config.keymap)
 
     # -- layout -------------------------------------------------------------------------------
+    def get_default_screen(self) -> MainScreen:
+        return MainScreen(id="_default")
+
     def compose(self) -> ComposeResult:
         # The first paint is the frame only; the first pane is built right after it, each other
         # one when it is first shown.

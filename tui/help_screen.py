@@ -8,9 +8,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
 
 from aitk.tui.config import config_path
+from aitk.tui.widgets.prerendered import Prerendered
 
 
 def _scopes(app):
@@ -54,7 +54,8 @@ def binding_rows(app, cls) -> list[tuple[str, str, str | None]]:
 
 class HelpScreen(ModalScreen):
     DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
+    /* Opaque: a see-through modal makes every paint compose the pane below it too. */
+    HelpScreen { align: center middle; background: $background; }
     HelpScreen > VerticalScroll { width: 90; max-width: 100%; height: 90%; border: thick $primary;
                                   background: $surface; padding: 0 1; }
     """
@@ -62,7 +63,7 @@ class HelpScreen(ModalScreen):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Static(self._content(), id="help-text")
+            yield Prerendered(self._content(), id="help-text")
 
     def on_mount(self) -> None:
         self.query_one(VerticalScroll).border_title = "Keys — esc closes"
