@@ -29,6 +29,11 @@ ADAPTER_NAME = "tuned"
 BASE_ADAPTER = "base"  # zeros; see write_zero_adapter
 MANIFEST = "aitk-export.json"
 MERGED_SUFFIX = "-merged"  # models/onnx/<precision>-merged: the adapter folded into the weights
+# int4 weight quantization (MatMulNBits): block size and accuracy level, chosen by
+# `bench/int4_choice.py` (speed at Qwen2.5-0.5B's shape, logit error and the trained tiny model's
+# eval loss against fp32); see docs/int4.md for the numbers and why.
+INT4_BLOCK_SIZE = 32
+INT4_ACCURACY_LEVEL = 4
 # Module names the builder gives LoRA-wrapped projections (it splits packed qkv and gate_up).
 _LORA_MODULES = ("attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/o_proj", "attn/qkv_proj", "attn/dense",
                  "mlp/gate_proj", "mlp/up_proj", "mlp/down_proj", "mlp/gate_up_proj", "mlp/fc1", "mlp/fc2")
@@ -61,9 +66,12 @@ def lora_nodes(layers: int) -> list[str]:
 
 
 def _run_builder(model: str, adapter: Path | None, out: Path, precision: str, device: str, cache: Path,
-                 lora_precision: str = "fp32") -> None:
+                 lora_precision: str = "fp32", int4: tuple[int, int] | None = None) -> None:
     ep = {"cuda": "cuda", "dml": "dml"}.get(device, "cpu")
     extra = ["hf_token=false"]
+    if precision == "int4":
+        block, level = int4 or (INT4_BLOCK_SIZE, INT4_ACCURACY_LEVEL)
+        extra += [f"block_size={block}", f"accuracy_level={level}"]
     if adapter is not None:
         extra.append(f"adapter_path={adapter}")
         layers = _num_layers(model)
@@ -152,14 +160,16 @@ def merge_adapter(model: str, adapter: Path, out: Path) -> Path:
 
 
 def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str = "fp32",
-                 device: str = "cpu", merged: bool = False, lora_precision: str = "fp32") -> Path:
+                 device: str = "cpu", merged: bool = False, lora_precision: str = "fp32",
+                 int4: tuple[int, int] | None = None) -> Path:
     """Write `dest/` = genai model folder (+ `adapters/tuned.onnx_adapter` when an adapter is given).
 
     With `merged`, the adapter is folded into the weights before the build (and quantization):
     one plain model that decodes at the base model's speed, for serving and plain tuned chat;
     the adapter form stays the one for side-by-side and switching. `lora_precision` is the LoRA
     weights' precision in an int4 adapter export: fp32 (measured faster, see _run_builder);
-    int4 only to measure that (bench/merged_decode.py).
+    int4 only to measure that (bench/merged_decode.py). `int4` = (block size, accuracy level)
+    overrides the chosen ones, to measure others (bench/int4_choice.py).
 
     Built in a work folder beside `dest` and published in one atomic swap (core/publish.py): a
     failed export leaves the previous one intact, and a killed one leaves a work folder that the
@@ -186,10 +196,10 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
         if merged:
             print("[aitk] folding the adapter into the base weights", flush=True)
             folded = merge_adapter(model, adapter, work / "merged-hf")
-            _run_builder(str(folded), None, raw, precision, device, work / "hf-cache")
+            _run_builder(str(folded), None, raw, precision, device, work / "hf-cache", int4=int4)
             shutil.rmtree(folded, ignore_errors=True)
         else:
-            _run_builder(model, adapter, raw, precision, device, work / "hf-cache", lora_precision)
+            _run_builder(model, adapter, raw, precision, device, work / "hf-cache", lora_precision, int4)
         final = work / "final"
         if adapter is not None and not merged:
             weights = _extract_adapters(raw, final, work / "olive-cache")
