@@ -57,12 +57,12 @@ def test_tuned_answers_most_held_questions_base_none(engine, rows):
     assert base_ok == 0
 
 
-def test_adapter_switches_behaviour_on_one_loaded_model(engine, rows):
+def test_adapter_switches_behaviour_on_one_loaded_model(engine, rows, trained):
     q = [{"role": "user", "content": rows[0]["question"]}]
     opts = GenerationOptions(max_new_tokens=12)
     seq = [engine.stream(q, opts, adapter=a).read() for a in ("tuned", "base", "tuned", None)]
     assert seq[0] == seq[2] and seq[1] == seq[3] and seq[0] != seq[1]
-    assert engine.adapters == ["tuned"]
+    assert engine.adapters == [trained[1].id] == [engine.active]  # named by its job; `tuned` is the active one
 
 
 def test_export_layout(trained):

@@ -84,9 +84,9 @@ def client(server):
     return OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0)
 
 
-def test_models_lists_base_and_adapter(client, server):
+def test_models_lists_base_and_adapter(client, server, trained):
     ids = [m.id for m in client.models.list().data]
-    assert ids == [server[1], f"{server[1]}:tuned"]
+    assert ids == [server[1], f"{server[1]}:{trained[1].id}", f"{server[1]}:tuned"]  # by name, and the active one
 
 
 def test_tuned_name_answers_trained_fact_base_does_not(client, server, learned):
