@@ -25,8 +25,10 @@ TUNED = "tuned"  # the active adapter, whatever its name (core/adapters.py), as 
 
 def manifest_active(model_dir: Path) -> str | None:
     """The adapter an export was built as active (its aitk-export.json); None when not recorded."""
+    from .export_state import MANIFEST
+
     try:
-        value = json.loads((Path(model_dir) / "aitk-export.json").read_text(encoding="utf-8")).get("active")
+        value = json.loads((Path(model_dir) / MANIFEST).read_text(encoding="utf-8")).get("active")
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
