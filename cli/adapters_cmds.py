@@ -86,10 +86,10 @@ def cmd_compare(args) -> int:
                      device=project.device())
     a, b = result.names
     wide = max(24, min(40, max((len(r["prompt"]) for r in result.rows), default=0)))
-    print(f"{'prompt':{wide}}  {'expected':16}  {_short(a, 18):18}  {_short(b, 18)}")
+    print(f"{'prompt':{wide}}  {'expected':16}  {_short(a, 18):18}  {_short(b, 18)}".rstrip())
     for r in result.rows:
         print(f"{_short(r['prompt'], wide)}  {_short(r['expected'], 16)}  {_short(r['answers'][a], 18)}  "
-              f"{_short(r['answers'][b], 18)}")
+              f"{_short(r['answers'][b], 18)}".rstrip())
     n = len(result.rows)
     print(f"\n{'':{wide}}  {'':16}  {a[:18]:18}  {b[:18]}")
     print(f"{'exact answers':{wide}}  {'':16}  {f'{result.exact(a)}/{n}':18}  {result.exact(b)}/{n}")

@@ -59,6 +59,9 @@ def compare(project, first: str, second: str, limit: int = MAX_PROMPTS, max_new_
     if a.name == b.name:
         raise AitkError(f"{first} and {second} are the same adapter", "name two different adapters")
     prompts = eval_prompts(project, limit)
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # a command's output, not a download's
     engine = TorchChatEngine(project.base_model_path(), adapters={a.name: a.path, b.name: b.path})
     if device == "cuda":
         engine.model = engine.model.to("cuda")
