@@ -241,9 +241,9 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
                 shutil.rmtree(work / f"other-{other}", ignore_errors=True)
             for junk in ("footprint.json", "output_footprint.json", "run_history.txt", "model_config.json"):
                 (final / junk).unlink(missing_ok=True)
-            for name in SIDE_FILES:
-                if (raw / name).exists():
-                    shutil.copy2(raw / name, final / name)
+            for side in SIDE_FILES:
+                if (raw / side).exists():
+                    shutil.copy2(raw / side, final / side)
         else:
             final = raw
         count = write_session_threads(final)

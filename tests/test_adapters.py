@@ -195,6 +195,8 @@ def test_one_server_serves_two_adapters_each_with_its_own_facts(two_facts):
     project, facts = two_facts
     files = sorted(p.name for p in (project.onnx_dir("fp32") / "adapters").iterdir())
     assert files == ["base.onnx_adapter", "facts-a.onnx_adapter", "facts-b.onnx_adapter"]
+    manifest = json.loads((project.onnx_dir("fp32") / "aitk-export.json").read_text())
+    assert manifest["active"] == "facts-b" and manifest["adapters"] == ["facts-b", "facts-a"]
     proc, url = start_server(project)
     try:
         client = OpenAI(base_url=f"{url}/v1", api_key="none")
