@@ -2,9 +2,9 @@
 side) or a remote endpoint.
 
 Models load in a worker thread (onnxruntime-genai, one model for base and every adapter the export
-carries: the adapter is switched per request, chosen in the adapter selects beside the mode). Each answer streams from its own worker thread; pieces are coalesced to
-at most ~20 screen updates a second per column, so a fast model never floods the UI. `esc` stops
-generation between two tokens.
+carries: the adapter is switched per request, chosen in the adapter selects beside the mode). Each
+answer streams from its own worker thread; pieces are coalesced to at most ~20 screen updates a
+second per column, so a fast model never floods the UI. `esc` stops generation between two tokens.
 """
 
 from __future__ import annotations
