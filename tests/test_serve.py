@@ -62,7 +62,8 @@ def test_a_deployment_chooses_the_adapter_the_bare_name_answers_with(trained, le
     try:
         client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         name = project.name
-        assert [m.id for m in client.models.list().data] == [name, f"{name}:tuned", f"{name}:base"]
+        assert [m.id for m in client.models.list().data] == [name, f"{name}:{trained[1].id}", f"{name}:tuned",
+                                                             f"{name}:base"]
         assert httpx.get(f"{url}/health").json()["default_adapter"] == "tuned"
         ask = [{"role": "user", "content": learned[0]["question"]}]
         bare = client.chat.completions.create(model=name, messages=ask, max_tokens=12).choices[0].message.content
