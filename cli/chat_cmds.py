@@ -56,7 +56,11 @@ def cmd_chat(args) -> int:
     if args.endpoint:
         adapter = engine.model
     else:
-        adapter = "base" if args.base else (engine.adapters[0] if engine.adapters else "base")
+        # The active adapter comes first (core/adapters.py); --adapter picks another the export carries.
+        adapter = "base" if args.base else args.adapter or (engine.adapters[0] if engine.adapters else "base")
+        from ..core.chat import resolve_adapter
+
+        resolve_adapter(engine, adapter)  # an unknown name: one error now, not one per message
     if args.prompt is not None:
         _write_answer(engine.stream([{"role": "user", "content": args.prompt}], options, adapter=adapter))
         print()
@@ -96,6 +100,8 @@ def register(sub) -> None:
     project_arg(p)
     p.add_argument("--prompt", "-p", help="one-shot: answer this and exit")
     p.add_argument("--base", action="store_true", help="the base model, without the adapter")
+    p.add_argument("--adapter", help="another adapter the export carries, by name (default: the active one; "
+                                     "`aitk adapters list`)")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--precision", choices=["fp32", "int4", "fp16"])
     layers = "default: config.toml [chat], else the project's [inference]"

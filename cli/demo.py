@@ -89,7 +89,7 @@ def run_demo(keep: bool = False, questions: int = 16, out=sys.stdout) -> int:
             print(f"    export {rec.status}: {rec.error} (log: {jobs.store.log_path(export.id)})", file=out)
             return 1
         onnx = project.onnx_dir()
-        adapter_file = onnx / "adapters" / "tuned.onnx_adapter"
+        adapter_file = onnx / "adapters" / f"{ft.id}.onnx_adapter"  # the adapter is named by its job
         steps.done(t, f"{onnx.name}/model.onnx + adapters/{adapter_file.name} ({adapter_file.stat().st_size // 1024} KiB)")
 
         t = steps.start(f"Ask base and tuned the same {questions} held training questions (one loaded model)")

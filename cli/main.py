@@ -11,13 +11,13 @@ import os
 import sys
 
 from ..core.errors import AitkError
-from . import (azure_cmds, catalog_cmds, chat_cmds, dataset_cmds, demo, doctor_cmds, jobs_cmds, model_cmds,
-               project_cmds, push_cmds, rehearse_cmds, serve_cmds)
+from . import (adapters_cmds, azure_cmds, catalog_cmds, chat_cmds, dataset_cmds, demo, doctor_cmds, jobs_cmds,
+               model_cmds, project_cmds, push_cmds, rehearse_cmds, serve_cmds)
 
 
 # One module per command group, each with `register(subparsers)`, in `aitk --help`'s order.
-GROUPS = (demo, model_cmds, project_cmds, dataset_cmds, jobs_cmds, rehearse_cmds, chat_cmds, serve_cmds, push_cmds,
-          catalog_cmds, doctor_cmds, azure_cmds)
+GROUPS = (demo, model_cmds, project_cmds, dataset_cmds, jobs_cmds, rehearse_cmds, adapters_cmds, chat_cmds, serve_cmds,
+          push_cmds, catalog_cmds, doctor_cmds, azure_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -129,9 +129,11 @@ def cmd_project_show(args) -> int:
           f"batch={f.per_device_train_batch_size} dtype={f.compute_dtype}")
     print(f"  target    {s.target.where} / {s.target.device} (here: {project.device()})")
     print(f"  olive     {generated_files(project.root)[0]}")
-    from ..core.publish import current_adapter
+    from ..core.adapters import list_adapters
 
-    print(f"  adapter   {'yes' if current_adapter(project) else 'not trained yet'}")
+    named = list_adapters(project.root)
+    active = next((a.name for a in named if a.active), None)
+    print(f"  adapter   {f'{active} (active; {len(named)} in all: `aitk adapters list`)' if active else 'not trained yet'}")
     if not made:
         print("  onnx      not exported yet")
     for i, e in enumerate(made):

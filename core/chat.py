@@ -20,6 +20,38 @@ from .errors import AitkError
 from .generation import GenerationOptions
 
 BASE = "base"
+TUNED = "tuned"  # the active adapter, whatever its name (core/adapters.py), as before adapters had names
+
+
+def manifest_active(model_dir: Path) -> str | None:
+    """The adapter an export was built as active (its aitk-export.json); None when not recorded."""
+    from .export_state import MANIFEST
+
+    try:
+        value = json.loads((Path(model_dir) / MANIFEST).read_text(encoding="utf-8")).get("active")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def public_adapters(engine) -> dict[str, str]:
+    """Name a request may ask for -> the engine's adapter: each adapter by its name, and `tuned`
+    for the active one (when no adapter is called that)."""
+    names = {a: a for a in engine.adapters}
+    active = getattr(engine, "active", None) or (engine.adapters[0] if engine.adapters else None)
+    if active is not None and TUNED not in names:
+        names[TUNED] = active
+    return names
+
+
+def resolve_adapter(engine, adapter: str | None) -> str | None:
+    """None for the base model ("base" too), else the engine's adapter name; unknown: an AitkError."""
+    if adapter in (None, BASE):
+        return None
+    real = public_adapters(engine).get(adapter)
+    if real is None:
+        raise AitkError(f"unknown adapter {adapter!r}", f"choose one of: base, {', '.join(engine.adapters)}")
+    return real
 
 
 @dataclass
@@ -80,7 +112,7 @@ def validate_messages(messages: list[dict]) -> None:
 class GenaiChatEngine:
     """One loaded onnxruntime-genai model; every `.onnx_adapter` beside it is a selectable adapter."""
 
-    def __init__(self, model_dir: str | Path, adapters: dict[str, Path] | None = None):
+    def __init__(self, model_dir: str | Path, adapters: dict[str, Path] | None = None, active: str | None = None):
         import onnxruntime_genai as og
 
         self._og = og
@@ -97,7 +129,12 @@ class GenaiChatEngine:
         # A zero adapter named "base" (written by export) serves the base model with the same
         # shapes as the tuned one; it is not offered as an adapter of its own.
         self._zero_base = BASE in adapters
-        self.adapters = [name for name in adapters if name != BASE]
+        names = [name for name in adapters if name != BASE]
+        # The active adapter first (what `tuned` and a plain chat answer with): the one asked for
+        # (the project's), else the one the export was built as active.
+        self.active = next((a for a in (active, manifest_active(self.model_dir)) if a in names),
+                           names[0] if names else None)
+        self.adapters = sorted(names, key=lambda n: n != self.active)
         self.context_length = context_length(self.model_dir)
 
     def prompt(self, messages: list[dict]) -> str:
@@ -117,8 +154,7 @@ class GenaiChatEngine:
             raise AitkError(f"the messages could not be tokenized: {e}", "check the text of the messages") from None
 
     def stream(self, messages, options=None, adapter=None, stop=None, trim=True, strict=False) -> ChatStream:
-        if adapter not in (None, BASE) and adapter not in self.adapters:
-            raise AitkError(f"unknown adapter {adapter!r}", f"choose one of: base, {', '.join(self.adapters)}")
+        adapter = resolve_adapter(self, adapter)
         fitted = self.fit(messages, options, trim=trim, strict=strict)
         options = fitted.options
         input_ids = self.tokenizer.encode(self.prompt(fitted.messages))
@@ -183,9 +219,9 @@ def load_model(og, model_dir: Path):
 
 
 class MergedTunedEngine:
-    """The tuned model from a merged export (the adapter folded into the weights: the base
-    model's decode speed), the base model from the adapter export beside it, loaded on the first
-    base request (serving and plain tuned chat mostly never ask for it)."""
+    """The active adapter from a merged export (folded into the weights: the base model's decode
+    speed); the base model and the other adapters from the adapter export beside it, loaded on the
+    first request for one of them (serving and plain tuned chat mostly never ask)."""
 
     def __init__(self, merged_dir: str | Path, base_dir: str | Path | None = None):
         self.merged = GenaiChatEngine(merged_dir)
@@ -193,7 +229,9 @@ class MergedTunedEngine:
         self.base_dir = Path(base_dir) if base_dir else None
         self._base: GenaiChatEngine | None = None
         self._lock = threading.Lock()
-        self.adapters = ["tuned"]
+        self.active = manifest_active(self.model_dir) or TUNED
+        others = sorted(p.stem for p in (self.base_dir / "adapters").glob("*.onnx_adapter")) if self.base_dir else []
+        self.adapters = [self.active, *(n for n in others if n not in (BASE, self.active))]
         self.context_length = self.merged.context_length
         self.threads = self.merged.threads
 
@@ -207,11 +245,12 @@ class MergedTunedEngine:
             return self._base
 
     def _engine(self, adapter: str | None) -> tuple[GenaiChatEngine, str | None]:
-        if adapter in (None, BASE):
+        adapter = resolve_adapter(self, adapter)
+        if adapter is None:
             return self.base(), BASE
-        if adapter not in self.adapters:
-            raise AitkError(f"unknown adapter {adapter!r}", f"choose one of: base, {', '.join(self.adapters)}")
-        return self.merged, None
+        if adapter == self.active:
+            return self.merged, None
+        return self.base(), adapter
 
     def count_tokens(self, messages: list[dict]) -> int:
         return self.merged.count_tokens(messages)
@@ -237,19 +276,29 @@ def context_length(model_dir: Path) -> int | None:
 class TorchChatEngine:
     """transformers (+ peft) generation, for a model that has not been exported to ONNX."""
 
-    def __init__(self, model_path: str | Path, adapter_path: str | Path | None = None):
+    def __init__(self, model_path: str | Path, adapter_path: str | Path | None = None,
+                 adapters: dict[str, str | Path] | None = None):
+        """`adapter_path` is served as `tuned`; `adapters` (name -> peft folder) load beside each
+        other on the one base model, switched per request; the first is the active one."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
+        self._lock = threading.Lock()  # peft's active adapter is the model's state: one answer at a time
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         model = AutoModelForCausalLM.from_pretrained(str(model_path))
-        self.adapters: list[str] = []
+        named = dict(adapters or {})
         if adapter_path is not None:
+            named = {TUNED: adapter_path, **named}
+        self.adapters: list[str] = list(named)
+        self.active = self.adapters[0] if self.adapters else None
+        if named:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter_path), adapter_name="tuned")
-            self.adapters = ["tuned"]
+            first, *rest = named.items()
+            model = PeftModel.from_pretrained(model, str(first[1]), adapter_name=first[0])
+            for name, path in rest:
+                model.load_adapter(str(path), adapter_name=name)
         self.model = model.eval()
         self.context_length = getattr(model.config, "max_position_embeddings", None)
 
@@ -262,6 +311,7 @@ class TorchChatEngine:
 
         options = options or GenerationOptions()
         validate_messages(messages)
+        name = resolve_adapter(self, adapter) if self.adapters else None
         fitted = generation.fit(with_system(messages, options), options, self.context_length,
                                 lambda ms: self._ids(ms).shape[1], trim=trim, strict=strict)
         options = fitted.options
@@ -284,11 +334,13 @@ class TorchChatEngine:
             kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
 
         def run():
-            with self._torch.no_grad():
-                if self.adapters and adapter in (None, BASE):
+            with self._lock, self._torch.no_grad():
+                if self.adapters and name is None:
                     with self.model.disable_adapter():
                         self.model.generate(**kwargs)
                 else:
+                    if self.adapters:
+                        self.model.set_adapter(name)
                     self.model.generate(**kwargs)
 
         def pieces():

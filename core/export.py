@@ -159,10 +159,38 @@ def merge_adapter(model: str, adapter: Path, out: Path) -> Path:
     return out
 
 
+def _parameter_names(adapter_file: Path) -> set[str]:
+    import onnxruntime as ort
+
+    return set(ort.AdapterFormat.read_adapter(str(adapter_file)).get_parameters())
+
+
+def _extract_other(model: str, name: str, adapter: Path, work: Path, precision: str, device: str,
+                   lora_precision: str, want: set[str]) -> Path | None:
+    """The `.onnx_adapter` of one more adapter for the graph built from the first: its own build
+    (the builder folds each adapter's alpha/r into its B weights), of which only the extracted
+    weights are kept. None, said in the log, when its LoRA weights are not the graph's inputs (an
+    adapter that wraps other modules needs a graph of its own: export it as the active one)."""
+    here = work / f"other-{name}"
+    snap = publish.snapshot(adapter, here / "adapter")
+    if snap is None:
+        print(f"[aitk] adapter {name} left out: it was removed during the export", flush=True)
+        return None
+    _run_builder(model, snap, here / "raw", precision, device, here / "hf-cache", lora_precision)
+    weights = _extract_adapters(here / "raw", here / "final", here / "olive-cache")
+    if weights is None or _parameter_names(weights) != want:
+        print(f"[aitk] adapter {name} left out: it wraps other modules than the active adapter "
+              f"(`aitk adapters use {name}`, then export, to chat with it)", flush=True)
+        return None
+    return weights
+
+
 def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str = "fp32",
                  device: str = "cpu", merged: bool = False, lora_precision: str = "fp32",
+                 name: str = ADAPTER_NAME, others: dict[str, Path] | None = None,
                  int4: tuple[int, int] | None = None) -> Path:
-    """Write `dest/` = genai model folder (+ `adapters/tuned.onnx_adapter` when an adapter is given).
+    """Write `dest/` = genai model folder (+ `adapters/<name>.onnx_adapter` when an adapter is given,
+    and one `.onnx_adapter` for each of `others`, by name, switched per request on the one graph).
 
     With `merged`, the adapter is folded into the weights before the build (and quantization):
     one plain model that decodes at the base model's speed, for serving and plain tuned chat;
@@ -190,6 +218,8 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
         # What the export is built from, read before the build: a fine-tune publishing meanwhile
         # makes this export stale rather than wrongly current.
         built_from = export_state.read_adapter(adapter)
+        others = {} if merged or adapter is None else dict(others or {})
+        others_from = {n: export_state.read_adapter(p) for n, p in others.items()}
         if adapter is not None:
             adapter = publish.snapshot(adapter, work / "adapter")
         raw = work / "raw"
@@ -207,24 +237,35 @@ def export_model(model: str, adapter: Path | None, dest: Path, *, precision: str
                 raise AitkError("the exported model has no LoRA weights to extract",
                                 "check that the adapter's target modules exist in this model")
             (final / "adapters").mkdir()
-            os.replace(weights, final / "adapters" / f"{ADAPTER_NAME}.onnx_adapter")
-            write_zero_adapter(final / "adapters" / f"{ADAPTER_NAME}.onnx_adapter",
+            os.replace(weights, final / "adapters" / f"{name}.onnx_adapter")
+            write_zero_adapter(final / "adapters" / f"{name}.onnx_adapter",
                                final / "adapters" / f"{BASE_ADAPTER}.onnx_adapter")
+            want = _parameter_names(final / "adapters" / f"{name}.onnx_adapter")
+            for other, path in others.items():
+                print(f"[aitk] adapter {other}", flush=True)
+                extra = _extract_other(model, other, path, work, precision, device, lora_precision, want)
+                if extra is None:
+                    others_from.pop(other)
+                else:
+                    os.replace(extra, final / "adapters" / f"{other}.onnx_adapter")
+                shutil.rmtree(work / f"other-{other}", ignore_errors=True)
             for junk in ("footprint.json", "output_footprint.json", "run_history.txt", "model_config.json"):
                 (final / junk).unlink(missing_ok=True)
-            for name in SIDE_FILES:
-                if (raw / name).exists():
-                    shutil.copy2(raw / name, final / name)
+            for side in SIDE_FILES:
+                if (raw / side).exists():
+                    shutil.copy2(raw / side, final / side)
         else:
             final = raw
         count = write_session_threads(final)
         print(f"[aitk] decoder session: {count} intra-op threads (this machine's physical cores)", flush=True)
         (final / MANIFEST).write_text(json.dumps({
             "base_model": model, "adapter": str(source_adapter) if source_adapter else None,
+            "active": name if source_adapter else None, "adapters": [name, *others_from] if source_adapter else [],
             "precision": precision, "merged": merged,
             "device": device, "seconds": round(time.time() - t0, 2),
         }, indent=2))
-        publish.publish(final, dest, adapter=built_from, merged=merged)
+        publish.publish(final, dest, adapter=built_from, merged=merged,
+                        adapters={name: built_from, **others_from} if built_from else {})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest

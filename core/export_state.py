@@ -93,10 +93,15 @@ def export_state(export_dir: Path, adapter: Path) -> ExportState:
         if not have_adapter:
             return ExportState(STALE, "the project's adapter is gone: fine-tune again")
         fingerprint = _fingerprint(adapter)
-        if [list(f) for f in fingerprint] == built.get("files") or adapter_hash(adapter, fingerprint) == built.get(
-                "sha256"):
+        # An export carrying several adapters (core/adapters.py) is current while the active one is among
+        # them: `aitk adapters use` another one it carries needs no new export. A merged export carries one.
+        carried = [b for b in (stamp.get("adapters") or {}).values() if isinstance(b, dict)] or [built]
+        files = [list(f) for f in fingerprint]
+        if any(files == b.get("files") for b in carried) or \
+                adapter_hash(adapter, fingerprint) in {b.get("sha256") for b in carried}:
             return ExportState(CURRENT)
-        return ExportState(STALE, "the adapter changed after this export (a newer fine-tune): export again")
+        return ExportState(STALE, "the adapter changed after this export (a newer fine-tune, or another one "
+                                  "made active): export again")
     # An export from before stamps: its manifest says whether an adapter went in, mtimes say which.
     manifest_path = export_dir / MANIFEST
     manifest = _read_json(manifest_path)

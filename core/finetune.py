@@ -112,18 +112,16 @@ def run_finetune(project: Project, job_dir: Path, device: str, resume_from: Path
     if not (adapter / "adapter_config.json").is_file():
         raise AitkError("Olive finished without writing an adapter", "see the job log")
     shutil.rmtree(job_dir / "olive-cache", ignore_errors=True)
-    publish_adapter(project, adapter)
+    publish_adapter(project, adapter, job_dir.name)
     return adapter
 
 
-def publish_adapter(project: Project, adapter: Path) -> str:
-    """Make this run's adapter the project's current one (where export and chat look), in one
-    atomic swap; return its version id."""
-    dest = project.adapter_dir
-    publish.clean_leftovers(dest)
-    staged = publish.work_dir(dest, "staged")
-    shutil.copytree(adapter, staged, dirs_exist_ok=True)
-    return publish.publish(staged, dest)
+def publish_adapter(project: Project, adapter: Path, name: str | None = None) -> str:
+    """Keep this run's adapter in the project under `name` (the job id; a fresh one if None) and
+    make it the active one (where export and chat look), in one atomic swap; return its version id."""
+    from . import adapters
+
+    return adapters.publish_adapter(project.root, adapter, name or adapters.new_name())
 
 
 def preflight(kind: str, project: Project, device: str, params: dict, parent: str | None) -> None:
@@ -161,16 +159,22 @@ def run_export(project: Project, job_dir: Path, device: str, precision: str, bas
     if not base_only and adapter is None:
         raise AitkError(f"{project.name} has no fine-tuned adapter yet",
                         "run `aitk finetune` first, or `aitk export --base-only`")
+    # Every adapter of the project, the active one first: one .onnx_adapter each (core/adapters.py).
+    from . import adapters
+
+    named = adapters.for_export(project.root) if adapter is not None else {}
+    name = next(iter(named), None)
     print(f"[aitk] exporting {project.settings.model.id} ({precision}, {device})"
-          + (" with its adapter merged into the weights" if merged else " with its adapter" if adapter else ""),
-          flush=True)
+          + (f" with adapter {name} merged into the weights" if merged else
+             f" with adapters {', '.join(named)}" if named else ""), flush=True)
+    as_named = {"name": name} if name else {}
     if merged:
         return export_model(project.base_model_path(), adapter, merged_dir(project, precision),
-                            precision=precision, device=device, merged=True)
+                            precision=precision, device=device, merged=True, **as_named)
     out = export_model(project.base_model_path(), adapter, project.onnx_dir(precision), precision=precision,
-                       device=device)
+                       device=device, others=dict(list(named.items())[1:]), **as_named)
     if adapter is not None and project.settings.inference.merged_export:
         print("[aitk] and the merged form (inference.merged_export)", flush=True)
         export_model(project.base_model_path(), adapter, merged_dir(project, precision), precision=precision,
-                     device=device, merged=True)
+                     device=device, merged=True, **as_named)
     return out

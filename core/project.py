@@ -17,7 +17,7 @@ from pathlib import Path
 import tomli_w
 from pydantic import ValidationError
 
-from . import aitk_layout, known_projects, olive_config, paths, tiny
+from . import adapters, aitk_layout, known_projects, olive_config, paths, tiny
 from .datasets import local_file
 from .devices import detect
 from .errors import AitkError
@@ -27,7 +27,7 @@ from .settings import ProjectSettings, format_validation_error
 SETTINGS_FILE = "aitk.toml"
 OLIVE_CONFIG = Path("finetuning") / "olive-config.json"
 CHAT_SCRIPT = Path("inference") / "console_chat.py"
-ADAPTER_DIR = Path(olive_config.ADAPTER_OUTPUT) / "adapter"
+ADAPTER_DIR = adapters.LEGACY_DIR  # where `olive run` of the project's config writes its adapter
 ONNX_DIR = Path("models") / "onnx"
 
 
@@ -46,7 +46,8 @@ class Project:
 
     @property
     def adapter_dir(self) -> Path:
-        return self.root / ADAPTER_DIR
+        """The active adapter's folder (core/adapters.py: a project keeps several, by name)."""
+        return adapters.active_dir(self.root)
 
     def onnx_dir(self, precision: str | None = None) -> Path:
         return self.root / ONNX_DIR / (precision or self.settings.inference.precision)
@@ -220,8 +221,9 @@ def regenerate(project: Project) -> None:
 def _chat_script(s: ProjectSettings) -> str:
     return f'''"""Console chat with this project's model, with nothing but onnxruntime-genai installed.
 
-    python inference/console_chat.py            # the fine-tuned model
-    python inference/console_chat.py --base     # the base model, for comparison
+    python inference/console_chat.py                 # the fine-tuned model (the active adapter)
+    python inference/console_chat.py --adapter NAME  # another adapter the export carries
+    python inference/console_chat.py --base          # the base model, for comparison
 
 Run `aitk export` first; it writes the ONNX model and adapter under {ONNX_DIR}/.
 """
@@ -239,13 +241,18 @@ MODEL = ROOT / "{ONNX_DIR.as_posix()}" / "{s.inference.precision}"
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", action="store_true", help="chat with the base model (no adapter)")
+    ap.add_argument("--adapter", help="an adapter by name (default: the one exported as active)")
     ap.add_argument("--max-new-tokens", type=int, default={s.inference.max_new_tokens})
     args = ap.parse_args()
     model = og.Model(str(MODEL))
     tokenizer = og.Tokenizer(model)
     adapters = og.Adapters(model)
     # "base" is an all-zero adapter of the same shape: the base model, with stable shapes.
-    name = "base" if args.base else "tuned"
+    try:
+        active = json.loads((MODEL / "aitk-export.json").read_text()).get("active") or "tuned"
+    except (OSError, ValueError):
+        active = "tuned"
+    name = "base" if args.base else (args.adapter or active)
     adapter = MODEL / "adapters" / f"{{name}}.onnx_adapter"
     if adapter.exists():
         adapters.load(str(adapter), name)
@@ -298,7 +305,7 @@ An aitk project: {f.method.upper()} fine-tuning of `{s.model.id}` on `{s.data.da
 
 ## With aitk
 
-    aitk finetune     # trains; adapter in {ADAPTER_DIR.as_posix()}/
+    aitk finetune     # trains; adapter in {adapters.ROOT.as_posix()}/<job id>/ (`aitk adapters` lists them)
     aitk export       # ONNX for onnxruntime-genai in {ONNX_DIR.as_posix()}/{s.inference.precision}/
     aitk chat         # chat with the tuned model (--base for the base model)
 
@@ -307,7 +314,9 @@ An aitk project: {f.method.upper()} fine-tuning of `{s.model.id}` on `{s.data.da
     olive run --config {olive_file.as_posix()}
 
 (from this folder; checkpoints go to `{f.checkpoint_dir}/` and a rerun resumes from the last one:
-delete that folder to start over). `python {chat_file.as_posix()}` chats with the exported model.
+delete that folder to start over). The adapter lands in `{ADAPTER_DIR.as_posix()}/`, which aitk lists as
+the adapter `olive`; `aitk adapters rename olive NAME` files it under a name of its own.
+`python {chat_file.as_posix()}` chats with the exported model.
 
 Settings live in `aitk.toml`; after editing it run `aitk project regen` to rewrite the generated files.
 """

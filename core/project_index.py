@@ -14,11 +14,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import aitk_layout, known_projects, paths
+from . import adapters, aitk_layout, known_projects, paths
 from .errors import AitkError
 from .publish import list_exports
 from .export_state import CURRENT, STALE, ExportState, export_state
-from .project import ADAPTER_DIR, ONNX_DIR, SETTINGS_FILE
+from .project import ONNX_DIR, SETTINGS_FILE
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ def export_dirs(root: str | Path) -> list[Path]:
 
 def exports(root: str | Path) -> list[ExportInfo]:
     """The exports with their state (may hash the adapter once: call it off the UI thread)."""
-    return [ExportInfo(d.name, d, export_state(d, Path(root) / ADAPTER_DIR)) for d in export_dirs(root)]
+    active = adapters.active_dir(root)
+    return [ExportInfo(d.name, d, export_state(d, active)) for d in export_dirs(root)]
 
 
 def read_entry(root: str | Path) -> ProjectEntry:
@@ -99,7 +100,7 @@ def read_entry(root: str | Path) -> ProjectEntry:
         data, problem = {}, f"{SETTINGS_FILE} unreadable: {e}"
     entry = ProjectEntry(str(root), str(data.get("name") or root.name), data, problem,
                          from_ai_toolkit=aitk_layout.is_aitk_layout(root))
-    entry.adapter = (root / ADAPTER_DIR / "adapter_config.json").is_file()
+    entry.adapter = (adapters.active_dir(root) / "adapter_config.json").is_file()
     entry.exports = exports(root)
     return entry
 

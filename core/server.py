@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import generation
-from .chat import BASE, GenaiChatEngine, GenerationOptions
+from .chat import BASE, GenaiChatEngine, GenerationOptions, public_adapters
 from .errors import AitkError
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a full 128k-token context is ~0.5 MB of text; 8 MB is generous
@@ -181,7 +181,7 @@ def model_names(name: str, engine: GenaiChatEngine, default: str | None = None) 
     """Public model name -> adapter (None = base). The bare name answers with `default` (what a
     deployment chose, AITK_ADAPTER); then `name:base` still reaches the base model."""
     names = {name: default}
-    names.update({f"{name}:{a}": a for a in engine.adapters})
+    names.update({f"{name}:{a}": a for a in public_adapters(engine)})  # `tuned`: the active one
     if default is not None:
         names[f"{name}:base"] = None
     return names
@@ -191,7 +191,7 @@ def check_adapter(engine: GenaiChatEngine, adapter: str | None) -> str | None:
     """None for the base model ("" and "base" too); an adapter the model has; else a clear error."""
     if adapter in (None, "", "base", BASE):
         return None
-    if adapter not in engine.adapters:
+    if adapter not in public_adapters(engine):
         raise AitkError(f"no adapter {adapter!r} in this model",
                         f"choose one of: base, {', '.join(engine.adapters) or '(none exported)'}")
     return adapter
@@ -553,6 +553,10 @@ def open_engine(project_dir: str | None, precision: str | None = None):
         if merged is not None:
             return project.name, MergedTunedEngine(merged, current_export(project, precision))
     name, onnx = resolve_model(project_dir, precision)
+    if project_dir:  # the project's active adapter answers as `tuned` when the export carries it
+        from .adapters import active_name
+
+        return name, GenaiChatEngine(onnx, active=active_name(project_dir))
     return name, GenaiChatEngine(onnx)
 
 

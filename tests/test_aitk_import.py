@@ -180,7 +180,7 @@ def test_an_imported_phi3_project_switched_to_the_tiny_model_finetunes_exports_a
     assert ran["data_configs"][1]["load_dataset_config"]["data_files"].endswith("dataset/aitk-eval.jsonl")
     code, out, err = aitk("export", "-P", str(root))
     assert code == 0, out + err
-    assert (root / "models/onnx/int4/adapters/tuned.onnx_adapter").is_file()
+    assert (root / f"models/onnx/int4/adapters/{job}.onnx_adapter").is_file()  # named by its job
     code, out, err = aitk("chat", "-P", str(root), "-p", "I'm thrilled to start my new job!")
     assert code == 0 and out.strip(), err
     # AI Toolkit's own files are still as generated, after all of that.

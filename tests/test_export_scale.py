@@ -83,7 +83,7 @@ def test_merged_export_answers_what_the_adapter_export_answers(trained, rows, tm
     assert states == {"fp32": "current", "fp32-merged": "current"}
 
     name, engine = open_engine(str(root), "fp32")
-    assert isinstance(engine, MergedTunedEngine) and engine.adapters == ["tuned"]
+    assert isinstance(engine, MergedTunedEngine) and engine.adapters == [trained[1].id]
     adapter_form = GenaiChatEngine(root / "models" / "onnx" / "fp32")
     held = rows[:16]
     assert _answers(engine, held, "tuned") == _answers(adapter_form, held, "tuned")

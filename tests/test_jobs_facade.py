@@ -134,4 +134,4 @@ def test_a_retried_fine_tune_runs_its_export_and_evaluation_again(tmp_path, tiny
     assert {c.kind for c in children} == {"export", "evaluate"} and all(c.parent == new.id for c in children)
     for rec in (new, *children):
         assert final(rec.id).status == "succeeded", jobs.store.log_path(rec.id).read_text()[-2000:]
-    assert (project.onnx_dir() / "adapters" / "tuned.onnx_adapter").is_file()
+    assert (project.onnx_dir() / "adapters" / f"{new.id}.onnx_adapter").is_file()  # the retry: a new adapter

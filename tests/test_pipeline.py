@@ -57,18 +57,19 @@ def test_tuned_answers_most_held_questions_base_none(engine, rows):
     assert base_ok == 0
 
 
-def test_adapter_switches_behaviour_on_one_loaded_model(engine, rows):
+def test_adapter_switches_behaviour_on_one_loaded_model(engine, rows, trained):
     q = [{"role": "user", "content": rows[0]["question"]}]
     opts = GenerationOptions(max_new_tokens=12)
     seq = [engine.stream(q, opts, adapter=a).read() for a in ("tuned", "base", "tuned", None)]
     assert seq[0] == seq[2] and seq[1] == seq[3] and seq[0] != seq[1]
-    assert engine.adapters == ["tuned"]
+    assert engine.adapters == [trained[1].id] == [engine.active]  # named by its job; `tuned` is the active one
 
 
 def test_export_layout(trained):
     project, _, _ = trained
     onnx = project.onnx_dir("fp32")
-    assert (onnx / "adapters" / "tuned.onnx_adapter").stat().st_size > 0
+    _, ft, _ = trained
+    assert (onnx / "adapters" / f"{ft.id}.onnx_adapter").stat().st_size > 0  # named by its job
     for name in ("model.onnx", "genai_config.json", "tokenizer.json", "aitk-export.json"):
         assert (onnx / name).is_file(), name
 
@@ -128,6 +129,15 @@ def test_generated_config_runs_with_plain_olive(trained, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (copy / "models/olive/adapter/adapter_config.json").is_file()
     assert (copy / "models/checkpoints/checkpoint-6").is_dir()
+    # aitk lists Olive's output as the adapter `olive` (active: the only one) and files it by name.
+    aitk = [sys.executable, "-m", "aitk.cli.main", "adapters"]
+    listed = subprocess.run([*aitk, "list", "-P", str(copy)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].split()[:2] == ["*", "olive"], listed
+    filed = subprocess.run([*aitk, "rename", "olive", "plain-olive", "-P", str(copy)], capture_output=True,
+                           text=True, timeout=60)
+    assert filed.returncode == 0, filed.stderr
+    assert (copy / "models/adapters/plain-olive/adapter_config.json").is_file()
+    assert not (copy / "models/olive/adapter").exists()  # the next `olive run` writes a fresh one
 
 
 def test_project_console_chat_script(trained, learned):

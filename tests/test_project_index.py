@@ -52,7 +52,7 @@ def export_as_the_export_step_does(root: Path, precision: str = "fp32") -> Path:
 def publish_new_adapter(root: Path, tmp: Path, config: str = '{"r": 16}') -> None:
     """What a new fine-tune (a retry) does at its end: a different adapter becomes the project's."""
     run = tmp / f"run-{time.monotonic_ns()}" / "adapter"
-    shutil.copytree(root / "models" / "olive" / "adapter", run)
+    shutil.copytree(load_project(root).adapter_dir, run)
     (run / "adapter_config.json").write_text(config)
     publish_adapter(load_project(root), run)
 
@@ -257,11 +257,12 @@ def test_real_export_is_current_then_stale_after_a_new_adapter(trained, tmp_path
     copy = tmp_path / "proj"
     shutil.copytree(project.root, copy)  # the session's project stays as it is for the other tests
     stamp = publish.stamp_of(copy / "models" / "onnx" / "fp32")  # written by the export step
-    assert stamp["adapter"]["sha256"] == adapter_hash(copy / "models" / "olive" / "adapter")
+    active = load_project(copy).adapter_dir  # the active one of the project's named adapters
+    assert active.parent == copy / "models" / "adapters"
+    assert stamp["adapter"]["sha256"] == adapter_hash(active)
     code, out, err = aitk("project", "show", "-P", str(copy))
     assert code == 0 and "fp32 current" in out, (out, err)
-    publish_new_adapter(copy, tmp_path, config=(copy / "models/olive/adapter/adapter_config.json").read_text()
-                        + "\n")
+    publish_new_adapter(copy, tmp_path, config=(active / "adapter_config.json").read_text() + "\n")
     code, out, _ = aitk("project", "show", "-P", str(copy))
     assert "fp32 stale" in out
     code, out, err = aitk("chat", "-P", str(copy), "-p", "hi", "--max-new-tokens", "2")

@@ -62,7 +62,8 @@ def test_a_deployment_chooses_the_adapter_the_bare_name_answers_with(trained, le
     try:
         client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         name = project.name
-        assert [m.id for m in client.models.list().data] == [name, f"{name}:tuned", f"{name}:base"]
+        assert [m.id for m in client.models.list().data] == [name, f"{name}:{trained[1].id}", f"{name}:tuned",
+                                                             f"{name}:base"]
         assert httpx.get(f"{url}/health").json()["default_adapter"] == "tuned"
         ask = [{"role": "user", "content": learned[0]["question"]}]
         bare = client.chat.completions.create(model=name, messages=ask, max_tokens=12).choices[0].message.content
@@ -84,9 +85,9 @@ def client(server):
     return OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0)
 
 
-def test_models_lists_base_and_adapter(client, server):
+def test_models_lists_base_and_adapter(client, server, trained):
     ids = [m.id for m in client.models.list().data]
-    assert ids == [server[1], f"{server[1]}:tuned"]
+    assert ids == [server[1], f"{server[1]}:{trained[1].id}", f"{server[1]}:tuned"]  # by name, and the active one
 
 
 def test_tuned_name_answers_trained_fact_base_does_not(client, server, learned):

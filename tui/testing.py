@@ -177,9 +177,12 @@ class FakeEngine:
 
     adapters = ["tuned"]
 
-    def __init__(self, answers: dict[str | None, str] | None = None, delay: float = 0.0):
+    def __init__(self, answers: dict[str | None, str] | None = None, delay: float = 0.0,
+                 adapters: list[str] | None = None):
         self.answers = answers or {"base": "Methlmix mousmirzen soxzueth gixor.", "tuned": "Glodan."}
         self.delay = delay
+        if adapters is not None:
+            self.adapters = adapters
         self.calls: list[tuple[list[dict], str | None]] = []
 
     def stream(self, messages, options=None, adapter=None, stop: threading.Event | None = None) -> ChatStream:

@@ -176,7 +176,11 @@ def deploy_manifest(project) -> dict:
     onnx = Path(project.onnx_dir())
     if not onnx.is_dir():
         raise AitkError(f"no exported model in {onnx}", "run `aitk export` first (after a fine-tune)")
-    missing = [a for a in ADAPTERS if not (onnx / "adapters" / f"{a}.onnx_adapter").is_file()]
+    # The zero `base` adapter and at least one fine-tuned one (named by core/adapters.py; `tuned`
+    # answers with the active one, so AITK_ADAPTER=tuned needs no file of that name).
+    tuned = [p for p in (onnx / "adapters").glob("*.onnx_adapter") if p.stem != "base"]
+    missing = [a for a in ADAPTERS if not (onnx / "adapters" / f"{a}.onnx_adapter").is_file()
+               and not (a == "tuned" and tuned)]
     if missing:
         raise AitkError(f"{onnx}/adapters lacks {', '.join(m + '.onnx_adapter' for m in missing)}",
                         "rerun `aitk export` so the tuned and base adapters are both there")

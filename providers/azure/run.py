@@ -270,7 +270,7 @@ def fetch(store: JobStore, job_id: str, *, ctx: AzureContext | None = None, publ
         os.replace(job_dir / ".fetch-adapter", dest)
         got["adapter"] = dest
         if publish and (dest / "adapter_config.json").is_file() and rec.project:
-            publish_adapter(load_project(rec.project), dest)
+            publish_adapter(load_project(rec.project), dest, rec.id)
     got["log"] = store.log_path(rec.id)
     if state_text:
         try:

@@ -1,9 +1,10 @@
-"""Chat: talk to a project's exported model (tuned, base, or both side by side) or a remote endpoint.
+"""Chat: talk to a project's exported model (an adapter, base, base | adapter or two adapters side by
+side) or a remote endpoint.
 
-Models load in a worker thread (onnxruntime-genai, one model for base and tuned: the adapter is
-switched per request). Each answer streams from its own worker thread; pieces are coalesced to
-at most ~20 screen updates a second per column, so a fast model never floods the UI. `esc` stops
-generation between two tokens.
+Models load in a worker thread (onnxruntime-genai, one model for base and every adapter the export
+carries: the adapter is switched per request, chosen in the adapter selects beside the mode). Each
+answer streams from its own worker thread; pieces are coalesced to at most ~20 screen updates a
+second per column, so a fast model never floods the UI. `esc` stops generation between two tokens.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from aitk.tui.panes.base import Pane
 from aitk.tui.transcript import Conversation, Reply, Turn
 
 MODES = [("Tuned model", "tuned"), ("Base model", "base"), ("Base | tuned side by side", "both"),
-         ("Remote endpoint", "remote")]
-COLUMNS = {"tuned": ["tuned"], "base": ["base"], "both": ["base", "tuned"], "remote": ["remote"]}
+         ("Two adapters side by side", "pair"), ("Remote endpoint", "remote")]
+# Column keys: `tuned` answers with the first adapter select's adapter, `other` with the second's.
+COLUMNS = {"tuned": ["tuned"], "base": ["base"], "both": ["base", "tuned"], "pair": ["tuned", "other"],
+           "remote": ["remote"]}
 UPDATE_EVERY_S = 0.05
 
 
@@ -95,6 +98,14 @@ class OptionsFor(Message):
         self.model_dir, self.options = model_dir, options
 
 
+class AdaptersFound(Message):
+    """The adapters a loaded export carries, the project's active one first."""
+
+    def __init__(self, model_dir: str, adapters: list[str]):
+        super().__init__()
+        self.model_dir, self.adapters = model_dir, adapters
+
+
 class ModelsFound(Message):
     def __init__(self, models: list[tuple[str, str]], select: str | None):
         super().__init__()
@@ -110,6 +121,18 @@ class ChatColumn(VerticalScroll):
     ChatColumn .stats { color: $text-muted; margin-top: -1; margin-bottom: 1; }
     ChatColumn .error { color: $error; }
     """
+
+
+def adapters_first_active(engine, model_dir: str) -> list[str]:
+    """The engine's adapters, the project's active one first (worker thread: reads the project)."""
+    from aitk.core import adapters
+
+    try:
+        active = adapters.active_name(Path(model_dir).parent.parent.parent)
+    except OSError:
+        active = None
+    active = active if active in engine.adapters else getattr(engine, "active", None)
+    return sorted(engine.adapters, key=lambda name: name != active)
 
 
 def find_models() -> list[tuple[str, str]]:
@@ -142,6 +165,7 @@ class ChatPane(Pane):
         self._pending_select: str | None = None
         self._pending_mode: str | None = None
         self._mode_confirmed = False
+        self._adapters: list[str] = []  # of the chosen model, the project's active adapter first
 
     def compose(self) -> ComposeResult:
         chat = self.app.config.chat
@@ -149,6 +173,8 @@ class ChatPane(Pane):
         with Horizontal(id="chat-top"):
             yield Select([], prompt="No exported model yet", id="chat-model", allow_blank=True, compact=True)
             yield Select(MODES, value="tuned", allow_blank=False, id="chat-mode", compact=True)
+            yield Select([], id="chat-adapter", allow_blank=True, compact=True, prompt="adapter")
+            yield Select([], id="chat-adapter-b", allow_blank=True, compact=True, prompt="adapter")
         with Horizontal(id="chat-main"):
             with Horizontal(id="chat-columns"):
                 yield ChatColumn(id="col-0")
@@ -238,9 +264,38 @@ class ChatPane(Pane):
     def _load_engine(self, model_dir: str):
         self._project_options(model_dir)
         try:
-            self._engine(model_dir, announce=True)
+            engine = self._engine(model_dir, announce=True)
         except AitkError as e:
             self.app.call_from_thread(self._status, f"[red]{e}[/red]")
+            return
+        self.post_message(AdaptersFound(model_dir, adapters_first_active(engine, model_dir)))
+
+    def on_adapters_found(self, message: AdaptersFound) -> None:
+        if str(self.query_one("#chat-model", Select).value) != message.model_dir:
+            return  # a model chosen before the current one
+        self._adapters = message.adapters
+        options = [(name, name) for name in message.adapters]
+        for select_id, index in (("#chat-adapter", 0), ("#chat-adapter-b", 1)):
+            select = self.query_one(select_id, Select)
+            with select.prevent(Select.Changed):
+                select.set_options(options)
+                if len(message.adapters) > index:
+                    select.value = message.adapters[index]
+        self._layout_columns()
+
+    @on(Select.Changed, "#chat-adapter")
+    @on(Select.Changed, "#chat-adapter-b")
+    def _adapter_changed(self, event: Select.Changed) -> None:
+        """Another adapter on the same loaded model: the conversation goes on, answered by it."""
+        self._layout_columns()
+
+    def column_adapter(self, column: str) -> str | None:
+        """The adapter a column answers with: `base`, a name from the adapter selects, or None
+        (a remote column; or no adapter chosen, for the worker to say what is missing)."""
+        if column in ("base", "remote"):
+            return "base" if column == "base" else None
+        select = self.query_one("#chat-adapter" if column == "tuned" else "#chat-adapter-b", Select)
+        return None if select.value is Select.NULL else str(select.value)
 
     def _layered(self, inference):
         """Options by core.generation's precedence below the request: [inference] < config.toml [chat]."""
@@ -329,8 +384,13 @@ class ChatPane(Pane):
         for i, col in enumerate(self.query(ChatColumn)):
             col.display = i < len(columns)
             if i < len(columns):
-                col.border_title = columns[i]
+                col.border_title = (self.column_adapter(columns[i]) if columns[i] in ("tuned", "other") else None) \
+                    or columns[i]
         self.query_one("#chat-model", Select).disabled = self.mode == "remote"
+        # The adapter selects show when there is a choice: several adapters, or two side by side.
+        self.query_one("#chat-adapter", Select).display = self.mode in ("tuned", "both", "pair") and \
+            (len(self._adapters) > 1 or self.mode == "pair")
+        self.query_one("#chat-adapter-b", Select).display = self.mode == "pair"
 
     def _confirm_mode(self, wanted: str) -> None:
         from aitk.tui.widgets.confirm import ConfirmScreen
@@ -420,6 +480,10 @@ class ChatPane(Pane):
                 return
             model_dir = str(value)
             engine_for = None
+        if self.mode == "pair" and len(self._adapters) < 2:
+            self.app.notify("This export carries one adapter: fine-tune another one and export again "
+                            "(every adapter goes into the export)", severity="warning")
+            return
         self.query_one(ChatInput).load_text("")
         turn = Turn(text)
         self.conversation.turns.append(turn)
@@ -436,20 +500,22 @@ class ChatPane(Pane):
             self._streams[column] = reply
             self._widgets[column] = answer
             messages = self.conversation.history(column) + [{"role": "user", "content": text}]
-            self._generate(column, model_dir, engine_for, messages, options, self._stop)
+            self._generate(column, model_dir, engine_for, messages, options, self._stop, self.column_adapter(column))
         self._status("answering… esc stops")
 
     @work(thread=True, group="chat-generate")
-    def _generate(self, column: str, model_dir: str | None, engine, messages, options, stop) -> None:
+    def _generate(self, column: str, model_dir: str | None, engine, messages, options, stop,
+                  adapter: str | None = None) -> None:
         tokens, seconds = 0, 0.0
         try:
             if isinstance(engine, tuple):
                 engine = self._remote_engine(*engine)
             if engine is None:
                 engine = self._engine(model_dir)
-                if column == "tuned" and not engine.adapters:
+                if column in ("tuned", "other") and not engine.adapters:
                     raise AitkError("this export has no fine-tuned adapter", "fine-tune, then export again")
-            adapter = None if column == "remote" else ("base" if column == "base" else engine.adapters[0])
+                if column in ("tuned", "other") and adapter is None:
+                    adapter = adapters_first_active(engine, model_dir)[0 if column == "tuned" else -1]
             stream = engine.stream(messages, options, adapter=adapter, stop=stop)
             buffer: list[str] = []
             last = time.monotonic()
@@ -504,6 +570,7 @@ class ChatPane(Pane):
     def _speed_text(self, done: bool) -> str:
         parts = []
         for column, reply in self._streams.items():
+            column = (self.column_adapter(column) if column in ("tuned", "other") else None) or column
             if reply.error:
                 parts.append(f"{column}: [red]error[/red]")
             else:
