@@ -289,7 +289,10 @@ def shape_mode(args, base: Path, entry, shape_dir: Path) -> None:
               f"plain {seq / p['s_per_step'] if p['s_per_step'] else float('nan'):.1f}")
         rows += [(f"{entry.id} {method.upper()} s/step aitk / plain", step, "<= 1.1"),
                  (f"{entry.id} {method.upper()} tokens/s aitk / plain", 1 / step if step else None, ">= 0.97"),
-                 (f"{entry.id} {method.upper()} end-to-end wall aitk / plain", a["wall"] / p["wall"], "<= 1.15")]
+                 (f"{entry.id} {method.upper()} end-to-end wall aitk / plain", a["wall"] / p["wall"], "<= 1.15"),
+                 (f"{entry.id} {method.upper()} end-to-end cpu s aitk / plain", a["cpu"] / p["cpu"], ""),
+                 (f"{entry.id} {method.upper()} s before training aitk / plain",
+                  a["before_training"] / p["before_training"], "")]
     summary(rows)
 
 
