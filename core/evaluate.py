@@ -1,8 +1,10 @@
 """Evaluate job: loss and perplexity of the base and the tuned model on the eval split.
 
-Runs in a job process (torch, transformers, peft). The same texts the fine-tune trained on
-(the project's template, cut at its max length) are scored once without and once with the
-adapter on one loaded model, so the two numbers are directly comparable.
+Runs in a job process (torch, transformers, peft). The same texts the fine-tune trained on are
+scored once without and once with the adapter on one loaded model, so the two numbers are
+directly comparable. "The same" means token for token: the template with the special tokens
+training adds (core/training_text.py: no literal None, one end token), tokenized without the
+tokenizer's own special tokens and cut at the sample length, as Olive does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ RESULT_FILE = "result.json"
 
 
 def eval_texts(project: Project) -> list[str]:
-    from . import datasets, text_template
+    """The eval rows rendered exactly as training renders a row."""
+    from . import datasets, training_text
     from .datasets import is_file_source
 
     d = project.settings.data
@@ -28,7 +31,15 @@ def eval_texts(project: Project) -> list[str]:
     rows = datasets.load_rows(path, split=d.eval_split if d.eval_dataset else d.train_split).rows
     if not rows:
         raise AitkError(f"the eval data {source} has no rows", "add rows or set eval_dataset in aitk.toml")
-    return [text_template.render(d.text_template, r) for r in rows]
+    tokens = training_text.special_tokens(project.base_model_path())
+    return [training_text.training_text(d.text_template, r, tokens) for r in rows]
+
+
+def encode(tokenizer, texts: list[str], max_len: int):
+    """A padded batch of `texts` with the ids training sees (no BOS/EOS added by the tokenizer:
+    the text carries the ones training has)."""
+    return tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_len,
+                     add_special_tokens=False)
 
 
 def mean_loss(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 8) -> tuple[float, int]:
@@ -38,8 +49,7 @@ def mean_loss(model, tokenizer, texts: list[str], max_len: int, batch_size: int 
     total, tokens = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
-                              max_length=max_len)
+            batch = encode(tokenizer, texts[i:i + batch_size], max_len)
             labels = batch["input_ids"].clone()
             labels[batch["attention_mask"] == 0] = -100
             logits = model(**batch).logits[:, :-1]

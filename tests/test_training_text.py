@@ -88,3 +88,29 @@ def test_a_template_ending_in_an_end_of_turn_token_gets_nothing_added(tiny_test_
     tokens = training_text.special_tokens(tiny_test_model)
     assert tokens.bos == "<|endoftext|>" and not tokens.template_bos and "<|end|>" in tokens.specials
     assert training_text.olive_template(tiny.TEXT_TEMPLATE, tokens) == tiny.TEXT_TEMPLATE
+
+
+def test_evaluate_scores_the_tokens_training_sees(qwen_model, tmp_path):
+    """A template without an end token on a BOS-less tokenizer: evaluation renders and tokenizes the
+    eval rows as Olive's training pre-processing does (the EOS once, no literal None)."""
+    from transformers import AutoTokenizer
+
+    from aitk.core import evaluate
+    from aitk.core.project import create_project
+
+    s = ProjectSettings(name="ev")
+    s.model.id, s.model.path = "qwen-shape", str(qwen_model)
+    s.data.text_template = "Q: {question} A: {answer}"
+    s.data.pad_to_max_len = False
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(ROW) + "\n")
+    project = create_project(tmp_path / "ev", s, dataset=str(data), eval_dataset=str(data))
+    [text] = evaluate.eval_texts(project)
+    assert text == "Q: What colour is a Touxkru bird? A: Glodan.<|im_end|>" and "None" not in text
+
+    train = olive_config.build(project.settings, "cpu", project.root)["data_configs"][0]
+    assert _olive_texts(qwen_model, train, [ROW]) == [text]
+    tokenizer = AutoTokenizer.from_pretrained(str(qwen_model))
+    ids = evaluate.encode(tokenizer, [text], project.settings.data.source_max_len)["input_ids"][0].tolist()
+    assert ids == training_text.tokens(text, tokenizer.backend_tokenizer, project.settings.data.source_max_len)
+    assert ids.count(tokenizer.convert_tokens_to_ids("<|im_end|>")) == 1
