@@ -18,8 +18,10 @@ from .project import Project
 RESULT_FILE = "result.json"
 
 
-def eval_texts(project: Project) -> list[str]:
-    from . import datasets, text_template
+def eval_rows(project: Project) -> list[dict]:
+    """The eval split's rows (the training data's when the project has no eval data); the loss
+    and the parity check (core/parity.py) both ask these."""
+    from . import datasets
     from .datasets import is_file_source
 
     d = project.settings.data
@@ -28,7 +30,13 @@ def eval_texts(project: Project) -> list[str]:
     rows = datasets.load_rows(path, split=d.eval_split if d.eval_dataset else d.train_split).rows
     if not rows:
         raise AitkError(f"the eval data {source} has no rows", "add rows or set eval_dataset in aitk.toml")
-    return [text_template.render(d.text_template, r) for r in rows]
+    return rows
+
+
+def eval_texts(project: Project) -> list[str]:
+    from . import text_template
+
+    return [text_template.render(project.settings.data.text_template, r) for r in eval_rows(project)]
 
 
 def mean_loss(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 8) -> tuple[float, int]:
