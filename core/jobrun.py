@@ -75,12 +75,12 @@ def run(job_id: str) -> int:
             from .evaluate import run_evaluate
 
             record_manifest(project, rec, job_dir, device, None)
-            precision = rec.params.get("precision")
+            precision, limit = rec.params.get("precision"), rec.params.get("prompts") or parity.DEFAULT_LIMIT
             if rec.params.get("parity_only"):  # asked for: a check that cannot run fails the job
-                result = {"parity": parity.outcome(parity.run(project, precision, job_dir, say=say))}
+                result = {"parity": parity.outcome(parity.run(project, precision, job_dir, limit, say=say))}
             else:
                 result = run_evaluate(project, job_dir, device)
-                result["parity"] = parity.job_step(project, job_dir, precision, reuse=True, say=say)
+                result["parity"] = parity.job_step(project, job_dir, precision, reuse=True, limit=limit, say=say)
         else:
             raise AitkError(f"job kind {rec.kind!r} cannot run locally")
     except BaseException as e:  # noqa: BLE001 - a job must always record how it ended

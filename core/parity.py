@@ -144,14 +144,16 @@ def mark(root: str | Path, precision: str, stale_exports: set[str] | None = None
 
 
 def job_mark(job_dir: str | Path) -> ParityMark | None:
-    """The mark of the check a job ran (None: it ran none), stale once its project's export moved on."""
+    """The mark of the check a job ran (None: it ran none), stale once its project's export moved
+    on. Reads a record and two stamps only (a front end's table calls it): a new adapter shows as
+    stale here once it is exported."""
     record = read_record(Path(job_dir) / JOB_RECORD)
     if record is None:
         return None
     root = record.get("root")
     if not root or not Path(root).is_dir():
         return ParityMark(STALE, record.get("precision", "?"), "the project is gone", record)
-    return judge(record, root, record["precision"])
+    return judge(record, root, record["precision"], stale_exports=set())
 
 
 # -- the report's words (the job log and the CLI print these) ------------------------------------
@@ -386,10 +388,12 @@ def run(project, precision: str | None = None, job_dir: Path | None = None, limi
         findings.append(_finding("end token: training", "training samples end without an end token or EOS, so no "
                                  "form learns where an answer stops", "end data.text_template with the model's "
                                  "end-of-turn token", "note"))
-    if getattr(project.settings.inference, "system_prompt", None):
-        findings.append(_finding("system prompt: inference", "[inference] system_prompt adds a system message to "
-                                 "chat that training never saw (parity asks without it)",
-                                 "put the same system message into the training template, or clear it", "note"))
+    from .generation import load_user_values, resolve
+
+    if resolve(project.settings.inference, load_user_values()).system_prompt:
+        findings.append(_finding("system prompt: chat", "a system prompt (config.toml [chat]) adds a system message "
+                                 "to `aitk chat` and the Chat pane that training never saw (parity asks without it; "
+                                 "`aitk serve` sends none)", "train with the same system message, or clear it", "note"))
     train_ids = [tok(p.prefix, add_special_tokens=False)["input_ids"] for p in items]
     train_stop = sorted({i for i in (end_id, tok.eos_token_id) if isinstance(i, int)})
 
@@ -453,8 +457,7 @@ def run(project, precision: str | None = None, job_dir: Path | None = None, limi
         source_form = "merged" if source.endswith("-merged") else "onnx"
         if not exact and source_form in answers:
             comparisons.append(_compare("serve", source_form, True, served, answers[source_form], items))
-        source_dir = folders[source_form]
-        eos = _ids(_genai_config(source_dir).get("eos_token_id"))
+        eos = _ids(_genai_config(folders[source_form] or onnx_dir or merged).get("eos_token_id"))
         if end_id is not None and end_id not in eos:
             findings.append(_finding("eos: aitk serve", f"answers tuned from {source} and stops on {eos} (its "
                                      f"genai_config.json), not on {end!r} ({end_id}), which ends every training "
@@ -518,10 +521,12 @@ def _export_findings(folder: Path, tok, special, end: str | None, end_id: int | 
 
 def outcome(record: dict) -> dict:
     """What a job's own result keeps of a check (the record itself is in the job folder)."""
-    return {"precision": record["precision"], "passed": record["passed"], "verdict": record.get("verdict", "")}
+    return {"precision": record["precision"], "passed": record["passed"], "verdict": record.get("verdict", ""),
+            "divergence": ParityMark(PASSED, record["precision"], record=record).divergence}
 
 
-def job_step(project, job_dir: Path, precision: str | None = None, *, reuse: bool = False, say=print) -> dict | None:
+def job_step(project, job_dir: Path, precision: str | None = None, *, reuse: bool = False,
+             limit: int = DEFAULT_LIMIT, say=print) -> dict | None:
     """Parity as the last step of an export or evaluate job. A project without what parity
     compares (no adapter, a base-only export, a text template without an answer field) is said
     and skipped: the export itself is fine. `reuse`: a check made after this very export is not
@@ -534,7 +539,12 @@ def job_step(project, job_dir: Path, precision: str | None = None, *, reuse: boo
                 "(`aitk evaluate --parity` checks again)")
             return outcome(found.record)
     try:
-        return outcome(run(project, precision, job_dir, say=say))
+        return outcome(run(project, precision, job_dir, limit, say=say))
     except AitkError as e:
         say(f"[aitk] parity not checked: {e}")
-        return None
+    except Exception as e:  # noqa: BLE001 - a check that breaks must not fail the export it checks
+        import traceback
+
+        traceback.print_exc()
+        say(f"[aitk] parity not checked: {type(e).__name__}: {e}")
+    return None
