@@ -334,7 +334,7 @@ def register(sub) -> None:
     """`aitk finetune|export|evaluate` and `aitk jobs ...`."""
     for name, func, text in (("finetune", cmd_finetune, "fine-tune the project's model where its target says (a job)"),
                              ("export", cmd_export, "export to ONNX for onnxruntime-genai (a job)"),
-                             ("evaluate", cmd_evaluate, "loss/perplexity of base vs tuned on the eval split, and parity")):
+                             ("evaluate", cmd_evaluate, "base vs tuned loss on the eval split, and parity")):
         p = sub.add_parser(name, help=text)
         project_arg(p)
         p.add_argument("--detach", "-d", action="store_true", help="submit and return; follow with `aitk jobs logs -f`")

@@ -97,8 +97,9 @@ class ParityMark:
     def failures(self) -> list[str]:
         """Names of what failed: comparisons below 100 % that were required, then error findings."""
         rec = self.record or {}
-        out = [f"{c['form']} vs {c['against']} {c['agree']}/{c['total']}" for c in rec.get("comparisons", [])
-               if c.get("required") and not c.get("skipped") and c["agree"] != c["total"]]
+        out = [f"{c['form']}: {c['skipped']}" if c.get("skipped") else f"{c['form']} vs {c['against']} "
+               f"{c['agree']}/{c['total']}" for c in rec.get("comparisons", [])
+               if c.get("required") and (c.get("skipped") or c["agree"] != c["total"])]
         return out + [f["name"] for f in rec.get("findings", []) if f.get("severity") == "error"]
 
     @property
@@ -164,11 +165,11 @@ def summary_lines(record: dict) -> list[str]:
     out.append(f"  {'form':11} {'vs':11} {'agree':>9}  required")
     for c in record.get("comparisons", []):
         if c.get("skipped"):
-            out.append(f"  {c['form']:11} {'':11} {'skipped':>9}  {c['skipped']}")
+            out.append(f"  {c['form']:11} {'':11} {'skipped':>9}  {c['skipped']}"
+                       + (f": {c['error']}" if c.get("error") else ""))
             continue
         rate = f"{c['agree']}/{c['total']}"
-        note = f"  ({c['error']})" if c.get("error") else ""
-        out.append(f"  {c['form']:11} {c['against']:11} {rate:>9}  {'yes' if c.get('required') else 'no'}{note}")
+        out.append(f"  {c['form']:11} {c['against']:11} {rate:>9}  {'yes' if c.get('required') else 'no'}")
     div = ParityMark(verdict, record["precision"], record=record).divergence
     if div:
         out.append(f"  first divergence ({div['form']} vs {div['against']}, eval row {div['row'] + 1}): "
@@ -357,7 +358,7 @@ def run(project, precision: str | None = None, job_dir: Path | None = None, limi
     from .chat import GenaiChatEngine, TorchChatEngine
     from .export import ADAPTER_NAME
     from .finetune import merged_dir
-    from .generation import GenerationOptions
+    from .generation import GenerationOptions, load_user_values, resolve
     from .publish import current, current_adapter, current_export
     from .server import current_merged
 
@@ -369,7 +370,8 @@ def run(project, precision: str | None = None, job_dir: Path | None = None, limi
                         "run `aitk finetune` first")
     onnx_dir, merged = current_export(project, precision), current_merged(project, precision)
     if onnx_dir is None and merged is None:
-        raise AitkError(f"{project.name} has no {precision} export to check", f"run `aitk export --precision {precision}`")
+        raise AitkError(f"{project.name} has no {precision} export to check",
+                        f"run `aitk export --precision {precision}`")
     versions = export_versions(project.root, precision)  # before reading: a newer export makes this stale
     base = project.base_model_path()
     special = training_text.special_tokens(base)
@@ -388,8 +390,6 @@ def run(project, precision: str | None = None, job_dir: Path | None = None, limi
         findings.append(_finding("end token: training", "training samples end without an end token or EOS, so no "
                                  "form learns where an answer stops", "end data.text_template with the model's "
                                  "end-of-turn token", "note"))
-    from .generation import load_user_values, resolve
-
     if resolve(project.settings.inference, load_user_values()).system_prompt:
         findings.append(_finding("system prompt: chat", "a system prompt (config.toml [chat]) adds a system message "
                                  "to `aitk chat` and the Chat pane that training never saw (parity asks without it; "
@@ -405,16 +405,17 @@ def run(project, precision: str | None = None, job_dir: Path | None = None, limi
         rendered = [tok.apply_chat_template(_messages(p), add_generation_prompt=True, tokenize=False) for p in items]
         chat_ids = [tok.apply_chat_template(_messages(p), add_generation_prompt=True, tokenize=True,
                                             return_dict=True)["input_ids"] for p in items]
+    except Exception as e:  # noqa: BLE001 - none, or one that fails: named, the other forms still checked
+        findings.append(_finding("chat template: tokenizer", f"cannot render a chat prompt: {e}",
+                                 "give the model a chat template"))
+        comparisons.append({**_skipped("torch-chat", "no usable chat template"), "required": True})
+    else:
         findings += _prompt_findings("tokenizer", items, train_ids, rendered, chat_ids,
                                      "make the model's chat template (tokenizer_config.json / chat_template.jinja) "
                                      "and data.text_template format prompts alike")
         say("[aitk] parity: PyTorch + adapter through the chat template")
         comparisons.append(_compare("torch-chat", REFERENCE, True, _ask(torch_engine, items, options, "tuned"),
                                     expected, items))
-    except Exception as e:  # noqa: BLE001 - no chat template, one that fails: named, the rest still checked
-        findings.append(_finding("chat template: tokenizer", f"cannot render a chat prompt: {e}",
-                                 "give the model a chat template"))
-        comparisons.append({**_skipped("torch-chat", "no usable chat template"), "required": True})
     gen_eos = _ids(getattr(torch_engine.model.generation_config, "eos_token_id", None))
     if end_id is not None and end_id not in gen_eos:
         findings.append(_finding("eos: PyTorch generation_config.json",
@@ -435,7 +436,12 @@ def run(project, precision: str | None = None, job_dir: Path | None = None, limi
         findings += _export_findings(folder, tok, special, end, end_id)
         try:
             engine = GenaiChatEngine(folder)
-            prompts_text = [engine.prompt(_messages(p)) for p in items]
+            try:
+                prompts_text = [engine.prompt(_messages(p)) for p in items]
+            except RuntimeError as e:  # genai's: "Empty chat template." and the like
+                findings.append(_finding(f"chat template: export {folder.name}", f"cannot render a chat prompt: {e}",
+                                         f"export again: {folder} needs the base model's chat template"))
+                raise
             findings += _prompt_findings(f"export {folder.name}", items, train_ids, prompts_text,
                                          [[int(i) for i in engine.tokenizer.encode(t)] for t in prompts_text],
                                          f"the export's chat_template.jinja / tokenizer_config.json in {folder} "
@@ -443,14 +449,14 @@ def run(project, precision: str | None = None, job_dir: Path | None = None, limi
             say(f"[aitk] parity: {FORMS[form]} ({folder.name})")
             answers[form] = _ask(engine, items, options, ADAPTER_NAME if form == "onnx" else None)
             del engine
-        except AitkError as e:
-            comparisons.append({**_skipped(form, "could not answer"), "required": exact, "error": str(e)})
+        except (AitkError, RuntimeError) as e:  # genai's own errors (an empty chat template) are RuntimeErrors
+            comparisons.append({**_skipped(form, "could not answer"), "required": True, "error": str(e)})
             continue
         comparisons.append(_compare(form, REFERENCE, exact, answers[form], expected, items))
     try:
         say("[aitk] parity: aitk serve on 127.0.0.1 over HTTP")
         served, source = _serve(project, precision, items, options, ADAPTER_NAME)
-    except AitkError as e:
+    except (AitkError, RuntimeError) as e:
         comparisons.append({**_skipped("serve", "could not answer"), "required": True, "error": str(e)})
     else:
         comparisons.append(_compare("serve", REFERENCE, exact, served, expected, items))
