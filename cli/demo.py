@@ -82,7 +82,8 @@ def run_demo(keep: bool = False, questions: int = 16, out=sys.stdout) -> int:
         losses = [m for m in jobs.store.metrics(ft.id) if "loss" in m]
         steps.done(t, f"loss {losses[0]['loss']:.3f} -> {losses[-1]['loss']:.3f}" if losses else "")
 
-        t = steps.start(f"Export to ONNX ({s.inference.precision}) with the adapter as its own file — child job")
+        t = steps.start(f"Export to ONNX ({s.inference.precision}) with the adapter as its own file, then check "
+                        "parity — child job")
         while not (rec := jobs.status(export.id)).is_final:
             time.sleep(0.1)
         if rec.status != "succeeded":
@@ -90,7 +91,10 @@ def run_demo(keep: bool = False, questions: int = 16, out=sys.stdout) -> int:
             return 1
         onnx = project.onnx_dir()
         adapter_file = onnx / "adapters" / f"{ft.id}.onnx_adapter"  # the adapter is named by its job
-        steps.done(t, f"{onnx.name}/model.onnx + adapters/{adapter_file.name} ({adapter_file.stat().st_size // 1024} KiB)")
+        from ..core import parity
+
+        steps.done(t, f"{onnx.name}/model.onnx + adapters/{adapter_file.name} ({adapter_file.stat().st_size // 1024} KiB)"
+                   f"; parity {parity.mark(project.root, s.inference.precision).summary}")
 
         t = steps.start(f"Ask base and tuned the same {questions} held training questions (one loaded model)")
         engine = GenaiChatEngine(onnx)

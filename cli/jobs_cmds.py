@@ -69,7 +69,7 @@ def submit_and_follow(kind: str, args, params: dict | None = None, on: str | Non
     print(f"job {rec.id} ({kind}{where}) {rec.status} — log: {jobs.store.log_path(rec.id)}")
     code = detach_or_follow(rec.id, args.detach, quiet_log=not args.verbose)
     if code == 0 and not args.detach:
-        _after(kind, jobs.status(rec.id), project, args)
+        code = _after(kind, jobs.status(rec.id), project, args)
     return code
 
 
@@ -88,16 +88,45 @@ def detach_or_follow(job_id: str, detach: bool, quiet_log: bool = True) -> int:
         return 130
 
 
-def _after(kind: str, rec, project, args) -> None:
-    """What a finished job leaves to do (and, for an evaluation, what it found)."""
+def _after(kind: str, rec, project, args) -> int:
+    """What a finished job leaves to do (and, for an evaluation, what it found); 1 when an
+    evaluation's parity check failed (so scripts and CI can stop on it). After an export a failed
+    check is a warning: the export itself is whole."""
     where = f" -P {project.root}"
+    job_dir = facade().store.job_dir(rec.id)
     if kind == "finetune":
         print(f"next: `aitk export{where}` (ONNX for chat), then `aitk chat{where}`")
     elif kind == "export":
         precision = getattr(args, "precision", None)
+        print_parity(job_dir)
         print(f"next: `aitk chat{where}" + (f" --precision {precision}" if precision else "") + "`")
     elif kind == "evaluate":
-        print_evaluation(facade().store.job_dir(rec.id) / "result.json")
+        if not getattr(args, "parity", False):
+            print_evaluation(job_dir / "result.json")
+        reused = bool((rec.result or {}).get("parity"))  # a check made after the export, not repeated
+        return 1 if print_parity(job_dir, project.root if reused else None, (rec.params or {}).get("precision")
+                                 or project.settings.inference.precision) else 0
+    return 0
+
+
+def print_parity(job_dir: Path, root: Path | None = None, precision: str | None = None, out=None) -> bool:
+    """The parity record the job wrote (else the project's, which an evaluation may have reused);
+    True when it failed."""
+    from ..core import parity
+
+    out = out or sys.stdout
+    record = parity.read_record(job_dir / parity.JOB_RECORD)
+    if record is None and root is not None and precision:
+        record = parity.read_record(parity.record_path(root, precision))
+    if record is None:
+        return False
+    print("", file=out)
+    for line in parity.summary_lines(record):
+        print(line, file=out)
+    if not record["passed"]:
+        print(f"warning: parity failed: the exported model does not answer like the trained one (record: "
+              f"{parity.record_path(record['root'], record['precision'])})", file=out)
+    return not record["passed"]
 
 
 def print_evaluation(result_path: Path, out=None) -> None:
@@ -134,7 +163,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    return submit_and_follow("evaluate", args)
+    if args.prompts is not None and args.prompts < 1:
+        from ..core.errors import AitkError
+
+        raise AitkError(f"--prompts {args.prompts}: the parity check needs at least one prompt", "e.g. --prompts 16")
+    return submit_and_follow("evaluate", args, {k: v for k, v in (("parity_only", args.parity),
+                                                                  ("precision", args.precision),
+                                                                  ("prompts", args.prompts)) if v})
 
 
 def rec_line(r) -> str:
@@ -299,14 +334,23 @@ def register(sub) -> None:
     """`aitk finetune|export|evaluate` and `aitk jobs ...`."""
     for name, func, text in (("finetune", cmd_finetune, "fine-tune the project's model where its target says (a job)"),
                              ("export", cmd_export, "export to ONNX for onnxruntime-genai (a job)"),
-                             ("evaluate", cmd_evaluate, "loss/perplexity of base vs tuned on the eval split")):
+                             ("evaluate", cmd_evaluate, "base vs tuned loss on the eval split, and parity")):
         p = sub.add_parser(name, help=text)
         project_arg(p)
         p.add_argument("--detach", "-d", action="store_true", help="submit and return; follow with `aitk jobs logs -f`")
         p.add_argument("--verbose", "-v", action="store_true", help="print the whole job log, not just progress")
         p.add_argument("--device", choices=["cpu", "cuda", "dml"], help="override the project's device")
+        if name in ("export", "evaluate"):
+            p.add_argument("--precision", choices=["fp32", "int4", "fp16"],
+                           help=None if name == "export" else "the export whose parity is checked (default: "
+                           "the project's)")
+        if name == "evaluate":
+            p.add_argument("--parity", action="store_true",
+                           help="only the parity check: the eval prompts through PyTorch + adapter, the ONNX "
+                                "export (adapter and merged) and aitk serve, and their formats (exit 1 if it fails)")
+            p.add_argument("--prompts", type=int, metavar="N",
+                           help="eval prompts the parity check asks (default 32; fewer is faster on big models)")
         if name == "export":
-            p.add_argument("--precision", choices=["fp32", "int4", "fp16"])
             p.add_argument("--base-only", action="store_true", help="export without the adapter")
             p.add_argument("--merged", action="store_true",
                            help="fold the adapter into the weights (models/onnx/<precision>-merged): the tuned "

@@ -111,14 +111,17 @@ def cmd_project_keys(args) -> int:
 
 def cmd_project_show(args) -> int:
     from ..core.project import find_project, generated_files
-    from ..core.project_index import exports
+    from ..core.project_index import exports, parity_of
 
     project = find_project(args.project)
     made = exports(project.root)
+    parity = parity_of(project.root, project.settings.inference.precision, made)
     if args.json:
         print(json.dumps({"root": str(project.root), "settings": project.settings.model_dump(mode="json"),
                           "exports": [{"precision": e.precision, "path": str(e.path), "state": e.state.state,
-                                       "reason": e.state.reason} for e in made]}, indent=2))
+                                       "reason": e.state.reason} for e in made],
+                          "parity": None if parity is None else {"state": parity.state, "summary": parity.summary,
+                                                                 "divergence": parity.divergence}}, indent=2))
         return 0
     s = project.settings
     print(f"{project.name}  ({project.root})")
@@ -138,6 +141,10 @@ def cmd_project_show(args) -> int:
         print("  onnx      not exported yet")
     for i, e in enumerate(made):
         print(f"  {'onnx' if i == 0 else '':9} {e.precision} {e.summary} ({e.path})")
+    if parity is not None:
+        print(f"  parity    {parity.summary}")
+        if (div := parity.divergence) and parity.state != "passed":
+            print(f"            {div['form']}: {div['prompt']!r} expected {div['expected']!r} got {div['got']!r}")
     return 0
 
 

@@ -20,9 +20,10 @@ from .project import Project
 RESULT_FILE = "result.json"
 
 
-def eval_texts(project: Project) -> list[str]:
-    """The eval rows rendered exactly as training renders a row."""
-    from . import datasets, training_text
+def eval_rows(project: Project) -> list[dict]:
+    """The eval split's rows (the training data's when the project has no eval data); the loss
+    and the parity check (core/parity.py) both ask these."""
+    from . import datasets
     from .datasets import is_file_source
 
     d = project.settings.data
@@ -31,8 +32,15 @@ def eval_texts(project: Project) -> list[str]:
     rows = datasets.load_rows(path, split=d.eval_split if d.eval_dataset else d.train_split).rows
     if not rows:
         raise AitkError(f"the eval data {source} has no rows", "add rows or set eval_dataset in aitk.toml")
+    return rows
+
+
+def eval_texts(project: Project) -> list[str]:
+    """The eval rows rendered exactly as training renders a row."""
+    from . import training_text
+
     tokens = training_text.special_tokens(project.base_model_path())
-    return [training_text.training_text(d.text_template, r, tokens) for r in rows]
+    return [training_text.training_text(project.settings.data.text_template, r, tokens) for r in eval_rows(project)]
 
 
 def encode(tokenizer, texts: list[str], max_len: int):

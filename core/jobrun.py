@@ -63,14 +63,24 @@ def run(job_id: str) -> int:
             from .finetune import run_export
 
             record_manifest(project, rec, job_dir, device, None)
-            run_export(project, job_dir, device, rec.params.get("precision") or project.settings.inference.precision,
-                       base_only=bool(rec.params.get("base_only")), merged=bool(rec.params.get("merged")))
+            precision = rec.params.get("precision") or project.settings.inference.precision
+            run_export(project, job_dir, device, precision, base_only=bool(rec.params.get("base_only")),
+                       merged=bool(rec.params.get("merged")))
+            if not rec.params.get("base_only"):  # every export of the tuned model is checked (core/parity.py)
+                from . import parity
+
+                result = {"parity": parity.job_step(project, job_dir, precision, say=say)}
         elif rec.kind == "evaluate":
+            from . import parity
             from .evaluate import run_evaluate
 
             record_manifest(project, rec, job_dir, device, None)
-
-            result = run_evaluate(project, job_dir, device)
+            precision, limit = rec.params.get("precision"), rec.params.get("prompts") or parity.DEFAULT_LIMIT
+            if rec.params.get("parity_only"):  # asked for: a check that cannot run fails the job
+                result = {"parity": parity.outcome(parity.run(project, precision, job_dir, limit, say=say))}
+            else:
+                result = run_evaluate(project, job_dir, device)
+                result["parity"] = parity.job_step(project, job_dir, precision, reuse=True, limit=limit, say=say)
         else:
             raise AitkError(f"job kind {rec.kind!r} cannot run locally")
     except BaseException as e:  # noqa: BLE001 - a job must always record how it ended

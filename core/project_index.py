@@ -17,7 +17,8 @@ from pathlib import Path
 from . import adapters, aitk_layout, known_projects, paths
 from .errors import AitkError
 from .publish import list_exports
-from .export_state import CURRENT, STALE, ExportState, export_state
+from .export_state import BASE, CURRENT, STALE, ExportState, export_state
+from .parity import ParityMark
 from .project import ONNX_DIR, SETTINGS_FILE
 
 
@@ -64,6 +65,7 @@ class ProjectEntry:
     exports: list[ExportInfo] = field(default_factory=list)  # newest first
     kind: str = AITK
     from_ai_toolkit: bool = False  # AI Toolkit's layout is in the folder (imported, or not yet)
+    parity: ParityMark | None = None  # of the export chat and serve use; None: no tuned export to check
 
     def get(self, section: str, key: str, default="—"):
         value = self.settings.get(section, {}).get(key, default)
@@ -102,7 +104,20 @@ def read_entry(root: str | Path) -> ProjectEntry:
                          from_ai_toolkit=aitk_layout.is_aitk_layout(root))
     entry.adapter = (adapters.active_dir(root) / "adapter_config.json").is_file()
     entry.exports = exports(root)
+    entry.parity = parity_of(root, str(entry.get("inference", "precision", "fp32")), entry.exports)
     return entry
+
+
+def parity_of(root: str | Path, precision: str, made: list[ExportInfo]) -> ParityMark | None:
+    """The parity mark of the project's `precision` export (adapter or merged form; core/parity.py),
+    None when it has no tuned export there."""
+    from . import parity
+    from .export import MERGED_SUFFIX
+
+    forms = {precision, precision + MERGED_SUFFIX}
+    if not any(e.precision in forms and e.state.state != BASE for e in made):
+        return None
+    return parity.mark(root, precision, {e.precision for e in made if e.precision in forms and e.stale})
 
 
 def _job_projects() -> list[str]:

@@ -560,10 +560,10 @@ def open_engine(project_dir: str | None, precision: str | None = None):
     return name, GenaiChatEngine(onnx)
 
 
-def serve(project_dir: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          precision: str | None = None, adapter: str | None = None) -> None:
-    import uvicorn
-
+def project_app(project_dir: str | None = None, api_key: str | None = None, precision: str | None = None,
+                adapter: str | None = None):
+    """(app, name, engine, default adapter): exactly what `aitk serve` serves; the parity check
+    (core/parity.py) starts this same app on a loopback port."""
     name, engine = open_engine(project_dir, precision)
     inference = None
     if project_dir:
@@ -573,6 +573,14 @@ def serve(project_dir: str | None = None, host: str = "127.0.0.1", port: int = 8
     default = check_adapter(engine, adapter)
     app = build_app(engine, name, api_key, default_adapter=default, inference=inference,
                     user_options=generation.load_user_values())
+    return app, name, engine, default
+
+
+def serve(project_dir: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          precision: str | None = None, adapter: str | None = None) -> None:
+    import uvicorn
+
+    app, name, engine, default = project_app(project_dir, api_key, precision, adapter)
     print(f"serving {', '.join(model_names(name, engine, default))} on http://{host}:{port}/v1"
           f" (context {engine.context_length or '?'} tokens, {engine.threads} threads"
           f"{', tuned from the merged export' if hasattr(engine, 'merged') else ''})"

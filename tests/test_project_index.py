@@ -169,7 +169,8 @@ async def test_chat_lists_exactly_what_projects_lists(world, tmp_path, use_engin
         projects = app.pane("projects")
         table = projects.query_one(DataTable)
         chat_cell = {str(table.get_row(root)[0]): str(table.get_row(root)[4]) for root in projects.projects}
-        assert chat_cell == {"demo-qa": "ready", "qa": "ready", "stale-bot": "stale", "support-bot": "—"}
+        # "?": parity not checked (qa's export is not at its settings' precision: no mark)
+        assert chat_cell == {"demo-qa": "ready ?", "qa": "ready", "stale-bot": "stale ?", "support-bot": "—"}
         in_projects = sorted((f"{p.name} · {e.label}", str(e.path))
                              for p in projects.projects.values() for e in p.exports)
         table.move_cursor(row=list(projects.projects).index(str(stale.resolve())))

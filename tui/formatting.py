@@ -58,3 +58,31 @@ def status_text(status: str):
 
     icon, style = STATUS_STYLE.get(status, ("?", ""))
     return Text(f"{icon} {status}", style=style)
+
+
+PARITY_STYLE = {"passed": ("✔", "green"), "failed": ("✘", "bold red"), "stale": ("~", "yellow"),
+                "not checked": ("?", "dim")}
+
+
+def parity_glyph(mark):
+    """One character for a table cell: ✔ passed, ✘ failed, ~ stale, ? not checked."""
+    from rich.text import Text
+
+    icon, style = PARITY_STYLE.get(mark.state, ("?", "dim"))
+    return Text(icon, style=style)
+
+
+def parity_text(mark, now: float | None = None):
+    """The parity mark in words; a failed one is a warning with its first divergent example."""
+    from rich.text import Text
+
+    icon, style = PARITY_STYLE.get(mark.state, ("?", "dim"))
+    out = Text(f"{icon} {mark.summary}", style=style)
+    checked = (mark.record or {}).get("checked")
+    if now is not None and checked and mark.state in ("passed", "failed"):
+        out.append(f"  checked {age(now - checked)} ago", style="dim")
+    div = mark.divergence
+    if mark.state == "failed" and div:
+        out.append(f"\n⚠ {div['form']}: {div['prompt']!r}\n  expected {div['expected']!r}, got {div['got']!r}",
+                   style="yellow")
+    return out

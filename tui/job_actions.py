@@ -62,6 +62,13 @@ def evaluation_result(store: JobStore, rec: JobRecord) -> dict | None:
         return None
 
 
+def parity_mark(store: JobStore, rec: JobRecord):
+    """The parity mark of the check the job ran (an export or evaluate job), or None."""
+    from aitk.core import parity
+
+    return parity.job_mark(store.job_dir(rec.id))
+
+
 def child_of_kind(records: list[JobRecord], parent: JobRecord, kind: str) -> JobRecord | None:
     """The newest `kind` job of the same project created after `parent` (its child or a later run)."""
     for rec in records:  # newest first

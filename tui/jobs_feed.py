@@ -146,6 +146,12 @@ def transition_message(rec: JobRecord, old: str | None) -> tuple[str, str] | Non
     if rec.status == "running" and old in (None, "queued", "starting"):
         return f"{what} of {name} started", "information"
     if rec.status == "succeeded":
+        parity = (rec.result or {}).get("parity") if isinstance(rec.result, dict) else None
+        if parity and not parity.get("passed"):
+            div = parity.get("divergence")
+            example = f": {div['prompt']!r} expected {div['expected']!r}, got {div['got']!r} ({div['form']})" \
+                if div else f": {parity.get('verdict')}"
+            return f"{what} of {name} succeeded, but parity failed{example}", "warning"
         return f"{what} of {name} succeeded", "information"
     if rec.status == "failed":
         return f"{what} of {name} failed: {rec.error or 'see its log'}", "error"

@@ -114,6 +114,40 @@ def fabricate_job(store: JobStore, kind: str, status: str, project: Path | None,
     return store.get(rec.id)
 
 
+def fabricate_parity(store: JobStore, project: Path, job: JobRecord | None, *, passed: bool,
+                     checked: float = FIXED_NOW - 7130) -> dict:
+    """A parity record as `core.parity.run` writes it, for the project's fp32 export (and in the
+    folder of the job that checked), made against the project's export stamps now."""
+    from aitk.core import atomic_file, parity
+
+    def comparison(form, agree, divergence=None):
+        return {"form": form, "label": parity.FORMS[form], "against": "torch", "required": True, "agree": agree,
+                "total": 32, "rate": agree / 32, "first_divergence": divergence}
+
+    divergence = None if passed else {"row": 2, "prompt": "Who invented the Brounshan?", "expected": "Kounglour.",
+                                      "got": "What.", "answer": "Kounglour."}
+    agree = 32 if passed else 14
+    findings = [] if passed else [{
+        "name": "chat template: export fp32", "severity": "error",
+        "message": "renders eval row 1 as '<|user|>What colour is a Touxkru bir', training saw "
+                   "'<|user|>\\nWhat colour is a Touxkru bi'", "hint": "export again"}]
+    record = {"schema": parity.SCHEMA, "project": project.name, "root": str(project), "precision": "fp32",
+              "checked": checked, "seconds": 31.5, "prompts": 32, "max_new_tokens": 16, "reference": "torch",
+              "rule": parity.PASS_RULE, "exports": parity.export_versions(project, "fp32"), "end_token": "<|end|>",
+              "stops": {"training": [0, 4], "torch-chat": [4, 0]},
+              "comparisons": [comparison("torch-chat", 32), comparison("onnx", agree, divergence),
+                              {**comparison("merged", 0), "required": False, "total": 0,
+                               "skipped": "no merged export (`aitk export --merged`)"},
+                              comparison("serve", agree, divergence)],
+              "findings": findings, "passed": passed,
+              "verdict": "" if passed else "onnx vs torch; serve vs torch; chat template: export fp32"}
+    text = json.dumps(record, indent=2)
+    atomic_file.write_text(parity.record_path(project, "fp32"), text)
+    if job is not None:
+        atomic_file.write_text(store.job_dir(job.id) / parity.JOB_RECORD, text)
+    return record
+
+
 def training_log(steps: int) -> list[str]:
     lines = ["[aitk] fine-tuning tiny (lora) on cpu",
              "[2026-01-01 00:00:01,000] [INFO] [engine.py:842:_create_system] Host system created",

@@ -24,7 +24,7 @@ from aitk.core.errors import AitkError
 from aitk.core.jobs import ACTIVE, JobRecord
 from aitk.core.metrics import MARK
 from aitk.tui import job_actions
-from aitk.tui.formatting import clock_time, duration, status_text
+from aitk.tui.formatting import PARITY_STYLE, clock_time, duration, status_text
 from aitk.tui.jobs_feed import FeedUpdate, Progress
 from aitk.tui.panes.base import Pane
 from aitk.tui.widgets.loss_chart import LossChart
@@ -60,12 +60,31 @@ def _num(v: float) -> str:
     return f"{v:,.0f}" if v >= 1000 else f"{v:.3g}"
 
 
-def eval_summary(records: list[dict], evaluation: dict | None = None, finished: bool = False) -> Text:
-    """Base vs tuned on the eval data (an evaluate job's result), the eval loss during training
-    (first and last evaluation), and the train loss trend. `finished`: the run has ended."""
+def parity_summary(mark) -> Text:
+    """The parity mark for the narrow panel beside the chart: the state, each form's agreement,
+    and a failed check's first divergent example."""
+    icon, style = PARITY_STYLE.get(mark.state, ("?", "dim"))
+    out = Text("Parity ", style="bold")
+    out.append(f"{icon} {mark.state} {mark.precision}\n", style=style)
+    if mark.state == "stale":
+        out.append(" export changed since\n", style="yellow")
+    for c in (mark.record or {}).get("comparisons", []):
+        if c.get("against") == "torch" and not c.get("skipped"):
+            bad = c.get("required") and c["agree"] != c["total"]
+            out.append(f" {c['form']:10} {c['agree']}/{c['total']}\n", style="red" if bad else "")
+    for name in [f["name"] for f in (mark.record or {}).get("findings", []) if f.get("severity") == "error"]:
+        out.append(f" ✘ {name}\n", style="red")
+    return out
+
+
+def eval_summary(records: list[dict], evaluation: dict | None = None, finished: bool = False,
+                 parity=None) -> Text:
+    """The parity mark (of an export or evaluate job, or a fine-tune's export), base vs tuned on
+    the eval data (an evaluate job's result), the eval loss during training (first and last
+    evaluation), and the train loss trend. `finished`: the run has ended."""
     evals = [(r["step"], r["eval_loss"]) for r in records if isinstance(r.get("eval_loss"), (int, float))]
     trains = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))]
-    out = Text()
+    out = parity_summary(parity) if parity is not None else Text()
     if evaluation and "base" in evaluation:
         out.append("Base → tuned\n", style="bold")
         base, tuned = evaluation["base"], evaluation.get("tuned")
@@ -131,6 +150,7 @@ class JobsPane(Pane):
         self._select_timer = None
         self._pending_select: str | None = None
         self._evaluations: dict[str, dict | None] = {}
+        self._parities: dict[str, object] = {}  # job id -> its parity mark (None: it ran no check)
         self._shown: dict[str, tuple] = {}  # cells on screen per job, to update only what changed
         self._painted: dict[str, object] = {}  # content of the detail's Statics, likewise
 
@@ -161,6 +181,8 @@ class JobsPane(Pane):
         ids = [r.id for r in update.records]
         self.progress = update.progress
         self.records = {r.id: r for r in update.records}
+        if any(r.status == "succeeded" for r, _ in update.transitions):
+            self._parities.clear()  # a new export may have made an older check stale
         if ids != self.order:
             target = self._pending_select or self.selected
             # Refilling moves the cursor; those moves are not the user's choice.
@@ -192,8 +214,20 @@ class JobsPane(Pane):
         if self.selected in self.records and (update.transitions or self.records[self.selected].status in ACTIVE
                                                or update.first):
             self._show_head(self.records[self.selected])
-            if any(r.kind == "evaluate" for r, _ in update.transitions):
+            if any(r.kind in ("evaluate", "export") for r, _ in update.transitions):
                 self._update_eval()
+
+    def _parity(self, rec: JobRecord | None):
+        """The parity mark of a finished export or evaluate job (a fine-tune: its export's), cached
+        until a job succeeds (a new export makes older checks stale)."""
+        if rec is not None and rec.kind == "finetune":  # its own export's (newest first)
+            rec = next((r for r in self.records.values() if r.kind == "export" and r.parent == rec.id
+                        and r.status == "succeeded"), None)
+        if rec is None or rec.kind not in ("export", "evaluate") or rec.status != "succeeded":
+            return None
+        if rec.id not in self._parities:
+            self._parities[rec.id] = job_actions.parity_mark(self.app.store(), rec)
+        return self._parities[rec.id]
 
     def _update_eval(self) -> None:
         rec = self.records.get(self.selected or "")
@@ -206,11 +240,15 @@ class JobsPane(Pane):
                     self._evaluations[ev.id] = job_actions.evaluation_result(self.app.store(), ev)
                 evaluation = self._evaluations[ev.id]
         self.query_one("#job-eval", Static).update(
-            eval_summary(self.metrics, evaluation, finished=rec is not None and rec.is_final))
+            eval_summary(self.metrics, evaluation, finished=rec is not None and rec.is_final, parity=self._parity(rec)))
 
     def _cells(self, rec: JobRecord, now: float) -> tuple:
         progress = self.progress.get(rec.id)
-        if rec.status == "succeeded":
+        mark = self._parity(rec) if rec.kind != "finetune" else None
+        if mark is not None:
+            icon, style = PARITY_STYLE.get(mark.state, ("?", "dim"))
+            prog = Text(f"{icon} parity" if mark.state != "stale" else "parity stale", style=style)
+        elif rec.status == "succeeded":
             prog = Text("done", style="green")
         elif progress and progress.fraction is not None:
             prog = Text(f"{progress.fraction * 100:3.0f}% {progress.step}/{progress.max_steps}")
@@ -265,6 +303,11 @@ class JobsPane(Pane):
                              status_text(rec.status), " · ", (rec.device or "—"), " · ", (rec.id, "dim"))
         if rec.error and rec.status != "succeeded":
             head.append(f"\n{rec.error}", style="red" if rec.status == "failed" else "yellow")
+        mark = self._parity(rec)
+        if mark is not None and mark.state == "failed":  # a warning with the first divergent example
+            div = mark.divergence
+            head.append(f"\n⚠ parity failed ({div['form']}): {div['prompt']!r} expected {div['expected']!r}, "
+                        f"got {div['got']!r}" if div else f"\n⚠ {mark.summary}", style="yellow")
         self._update_if_changed("#job-head", head)
         chart = self.query_one(LossChart)
         note = chart_note(rec)

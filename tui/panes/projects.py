@@ -21,7 +21,7 @@ from aitk.core.errors import AitkError
 from aitk.core.jobs import ACTIVE, JobRecord
 from aitk.core.project_index import AI_TOOLKIT, ProjectEntry
 from aitk.tui import job_actions
-from aitk.tui.formatting import age, status_text
+from aitk.tui.formatting import age, parity_glyph, parity_text, status_text
 from aitk.tui.jobs_feed import FeedUpdate
 from aitk.tui.panes.base import Pane
 
@@ -57,11 +57,11 @@ class ProjectsPane(Pane):
 
     def compose(self) -> ComposeResult:
         table = DataTable(id="projects-table", cursor_type="row", zebra_stripes=True)
-        table.add_column("Project", key="name", width=20)
+        table.add_column("Project", key="name", width=18)
         table.add_column("Model", key="model", width=12)
         table.add_column("Method", key="method", width=7)
         table.add_column("Last job", key="last", width=23)  # "⚠ interrupted fine-tune" whole
-        table.add_column("Chat", key="chat", width=6)
+        table.add_column("Chat", key="chat", width=8)  # "ready ✔": the export's state, its parity mark
         yield table
         with VerticalScroll(id="project-detail"):
             yield Static("Looking for projects…", id="project-info")
@@ -105,6 +105,8 @@ class ProjectsPane(Pane):
         last_text = Text("—", style="dim") if last is None else \
             Text.assemble(status_text(last.status), f" {last.kind}")
         chat = Text(*CHAT_CELL[info.chat_state])
+        if info.parity is not None:
+            chat.append(" ").append_text(parity_glyph(info.parity))
         if info.kind == AI_TOOLKIT:
             model = str(info.get("model", "id")).rsplit("/", 1)[-1]
             return (Text(AI_TOOLKIT_MARK + info.name, style="bold magenta"), model,
@@ -184,6 +186,8 @@ class ProjectsPane(Pane):
             if not e.current:
                 style = "yellow" if e.stale else "dim"
                 grid.add_row("", Text(f"ONNX {e.precision} {e.summary}", style=style))
+        if info.parity is not None:
+            grid.add_row("Parity", parity_text(info.parity, self.app.clock()))
         jobs = [r for r in self.jobs if r.project and str(Path(r.project).resolve()) == info.root][:5]
         now = self.app.clock()
         for i, rec in enumerate(jobs):
