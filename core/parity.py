@@ -130,11 +130,13 @@ def judge(record: dict | None, root: str | Path, precision: str, stale_exports: 
     if checked != export_versions(root, precision):
         return ParityMark(STALE, precision, "the export changed after the check: `aitk evaluate --parity`", record)
     if stale_exports is None:
+        from . import adapters
         from .export_state import STALE as EXPORT_STALE, export_state
-        from .project import ADAPTER_DIR, ONNX_DIR
+        from .project import ONNX_DIR
 
+        active = adapters.active_dir(root)
         stale_exports = {n for n, v in checked.items() if v and export_state(
-            Path(root) / ONNX_DIR / n, Path(root) / ADAPTER_DIR).state == EXPORT_STALE}
+            Path(root) / ONNX_DIR / n, active).state == EXPORT_STALE}
     if any(checked.get(n) for n in stale_exports):
         return ParityMark(STALE, precision, "the adapter changed after the check: export again", record)
     return ParityMark(PASSED if record.get("passed") else FAILED, precision, record.get("verdict", ""), record)
