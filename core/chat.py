@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from . import generation
+from .adapters import BASE, TUNED
 from .errors import AitkError
 from .generation import GenerationOptions
-
-BASE = "base"
-TUNED = "tuned"  # the active adapter, whatever its name (core/adapters.py), as before adapters had names
 
 
 def manifest_active(model_dir: Path) -> str | None:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from . import export_state, publish, threads
+from .adapters import BASE as BASE_ADAPTER, TUNED as ADAPTER_NAME  # BASE: zeros, see write_zero_adapter
 from .errors import AitkError
 from .jobs import die_with_parent
 
@@ -25,8 +26,6 @@ PRECISIONS = {"cpu": ("int4", "fp32"), "cuda": ("fp16", "int4", "fp32"), "dml": 
 # Files genai needs beside the ONNX graph, which ExtractAdapters does not carry over.
 SIDE_FILES = ("genai_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
               "special_tokens_map.json", "tokenizer.model", "added_tokens.json")
-ADAPTER_NAME = "tuned"
-BASE_ADAPTER = "base"  # zeros; see write_zero_adapter
 MANIFEST = "aitk-export.json"
 MERGED_SUFFIX = "-merged"  # models/onnx/<precision>-merged: the adapter folded into the weights
 # int4 weight quantization (MatMulNBits): block size and accuracy level, chosen by
