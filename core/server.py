@@ -193,7 +193,7 @@ def check_adapter(engine: GenaiChatEngine, adapter: str | None) -> str | None:
         return None
     if adapter not in public_adapters(engine):
         raise AitkError(f"no adapter {adapter!r} in this model",
-                        f"choose one of: base, {', '.join(engine.adapters) or '(none exported)'}")
+                        f"choose one of: base, {', '.join(public_adapters(engine)) or '(none exported)'}")
     return adapter
 
 
