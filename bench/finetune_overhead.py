@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from aitk.core.project import create_project, regenerate
+from results import Row, emit
 
 PLAIN = r"""
 import json, sys, torch
@@ -90,6 +91,8 @@ def main() -> None:
     a, o, t = results.values()
     print(f"aitk / olive run       = {a / o:.3f}   (goal <= 1.05)")
     print(f"aitk / plain Trainer   = {a / t:.3f}")
+    emit(Row("finetune_overhead", "aitk finetune / olive run (wall)", a / o, "<= 1.05", unit="x"),
+         Row("finetune_overhead", "aitk finetune / plain Trainer (wall)", a / t, unit="x"))
     shutil.rmtree(base, ignore_errors=True)
 
 

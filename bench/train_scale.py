@@ -1,0 +1,138 @@
+"""Training at real scale: `aitk finetune` against a plain transformers + peft script, LoRA and QLoRA.
+
+    python bench/train_scale.py [--model qwen2.5-0.5b] [--steps 4] [--seq-len 256] [--methods lora qlora]
+
+One project on the catalog model's shape model (core/shapes.py, random weights, the real shape),
+the device's default settings with LoRA r 16, the bundled Q/A rows, `--steps` optimizer steps.
+For each method, `aitk finetune` (the whole job: Olive, export of the adapter left out) and a plain
+script (the same model, data, template, sequence length, targets, batch, accumulation, dtype and
+quantization, read from the project's generated Olive config) run as fresh processes one after
+the other. Seconds per step are the Trainer's own train_runtime / steps on both sides (the job
+log, the script's output); end-to-end wall is the process's. Goals (issue 17): s/step aitk / plain
+<= 1.1 for LoRA and QLoRA, end-to-end wall aitk / plain <= 1.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aitk.core import catalog, paths, shapes
+from results import Row, emit
+
+PLAIN = r"""
+import json, sys, time, torch
+from pathlib import Path
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, Trainer, TrainingArguments
+model_path, data_dir, cfg, out = sys.argv[1], Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text()), sys.argv[4]
+p = cfg["passes"]["finetune"]; ta = p["training_args"]
+pre = cfg["data_configs"][0]["pre_process_data_config"]
+tok = AutoTokenizer.from_pretrained(model_path)
+kwargs = {"dtype": getattr(torch, p.get("torch_dtype") or "float32")}
+if p["type"].lower() == "qlora":
+    kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=p.get("quant_type", "nf4"),
+        bnb_4bit_use_double_quant=p.get("double_quant", True),
+        bnb_4bit_compute_dtype=getattr(torch, p.get("compute_dtype") or "float32"))
+model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+if ta.get("gradient_checkpointing"):
+    model.enable_input_require_grads()
+model = get_peft_model(model, LoraConfig(r=p["r"], lora_alpha=p["alpha"], lora_dropout=p["lora_dropout"],
+                                         target_modules=p["target_modules"], task_type="CAUSAL_LM"))
+rows = [json.loads(l) for l in open(data_dir / "train.jsonl")]
+texts = [pre["text_template"].format(**r) for r in rows]
+data = Dataset.from_dict(tok(texts, truncation=True, max_length=pre["max_seq_len"]))
+def collate(batch):
+    ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(b["input_ids"]) for b in batch], batch_first=True,
+                                          padding_value=tok.pad_token_id)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.tensor(b["attention_mask"]) for b in batch], batch_first=True)
+    labels = ids.clone(); labels[mask == 0] = -100
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+args = TrainingArguments(output_dir=out, max_steps=ta["max_steps"],
+    per_device_train_batch_size=ta["per_device_train_batch_size"],
+    gradient_accumulation_steps=ta.get("gradient_accumulation_steps", 1),
+    gradient_checkpointing=ta.get("gradient_checkpointing", False),
+    learning_rate=ta["learning_rate"], lr_scheduler_type=ta["lr_scheduler_type"], logging_steps=ta["logging_steps"],
+    save_strategy="no", seed=ta["seed"], data_seed=ta["data_seed"], report_to="none", optim="adamw_torch",
+    disable_tqdm=True, use_cpu=True)
+result = Trainer(model=model, args=args, train_dataset=data, data_collator=collate).train()
+print(f"{{'train_runtime': {result.metrics['train_runtime']}}}")
+"""
+
+RUNTIME = re.compile(r"'train_runtime': ([0-9.]+)")
+
+
+def run(cmd: list[str], cwd: Path, log: Path | None = None) -> tuple[float, str]:
+    """(wall seconds, output); the output is the job log when `log` names it."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "CI": "1"})
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:4]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    text = proc.stdout + proc.stderr
+    if log is not None:
+        text += "".join(p.read_text(errors="replace") for p in log.glob("*.log"))
+    return took, text
+
+
+def runtime(text: str, what: str) -> float:
+    found = RUNTIME.findall(text)
+    if not found:
+        raise SystemExit(f"{what}: no train_runtime in its output:\n{text[-2000:]}")
+    return float(found[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="qwen2.5-0.5b")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--methods", nargs="+", default=["lora", "qlora"], choices=["lora", "qlora"])
+    args = ap.parse_args()
+    shape = shapes.build_shape(shapes.spec_for(catalog.get(args.model)))
+    aitk = [sys.executable, "-m", "aitk.cli.main"]
+    data = paths.bundled_data() / "tiny_qa"
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="aitk-bench-train-") as tmp:
+        for method in args.methods:
+            project = Path(tmp) / method
+            subprocess.run([*aitk, "project", "new", str(project), "--model", args.model,
+                            "--dataset", str(data / "train.jsonl"), "--eval-dataset", str(data / "eval.jsonl"),
+                            "--set", f"model.path={shape}", f"finetune.method={method}", "finetune.lora_r=16",
+                            f"finetune.max_steps={args.steps}", f"data.source_max_len={args.seq_len}",
+                            "finetune.logging_steps=1", f"finetune.eval_steps={10 * args.steps}",
+                            f"finetune.save_steps={10 * args.steps}"],
+                           check=True, stdout=subprocess.DEVNULL)
+            config = project / "finetuning" / "olive-config.json"
+            print(f"[bench] {method}: aitk finetune", file=sys.stderr, flush=True)
+            a_wall, a_out = run([*aitk, "finetune", "-P", str(project), "--verbose"], project)
+            print(f"[bench] {method}: plain script", file=sys.stderr, flush=True)
+            p_wall, p_out = run([sys.executable, "-c", PLAIN, str(shape), str(project / "dataset"), str(config),
+                                 str(Path(tmp) / f"plain-{method}")], project)
+            results[method] = {"aitk_wall": a_wall, "plain_wall": p_wall,
+                               "aitk_step": runtime(a_out, "aitk finetune") / args.steps,
+                               "plain_step": runtime(p_out, "the plain script") / args.steps}
+    at = f"{args.steps} steps, seq {args.seq_len}"
+    print(f"{args.model} shape, {at}, LoRA r 16, device defaults")
+    print(f"{'method':8}{'aitk s/step':>13}{'plain s/step':>14}{'ratio':>8}{'aitk wall':>11}{'plain wall':>12}{'ratio':>8}")
+    for method, r in results.items():
+        step, wall = r["aitk_step"] / r["plain_step"], r["aitk_wall"] / r["plain_wall"]
+        print(f"{method:8}{r['aitk_step']:13.2f}{r['plain_step']:14.2f}{step:8.3f}{r['aitk_wall']:11.1f}"
+              f"{r['plain_wall']:12.1f}{wall:8.3f}")
+        emit(Row("train_scale", f"{method.upper()} s/step, aitk / plain script", step, "<= 1.1", args.model, "x", at),
+             Row("train_scale", f"{method.upper()} end-to-end wall, aitk / plain script", wall, "<= 1.15",
+                 args.model, "x", at),
+             Row("train_scale", f"{method.upper()} s/step, aitk", r["aitk_step"], "", args.model, "s", at))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
