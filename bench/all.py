@@ -88,10 +88,11 @@ def run(plan: list[Bench], out_json: Path, quick: bool = False) -> list[Row]:
                         "exit": code, "rows": len(got)})
             print(f"[bench] {bench.name}: {len(got)} figures in {seconds:.0f} s{f' ({why})' if why else ''}",
                   file=sys.stderr, flush=True)
-    out_json.write_text(json.dumps({
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "quick": quick, "started": started,
-        "machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]},
-        "benches": ran, "rows": [r.as_dict() for r in rows]}, indent=2) + "\n")
+            # Written after every bench: a long run stopped part way keeps what it measured.
+            out_json.write_text(json.dumps({
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "quick": quick, "started": started,
+                "machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]},
+                "benches": ran, "rows": [r.as_dict() for r in rows]}, indent=2) + "\n")
     return rows
 
 

@@ -1,6 +1,7 @@
 """Training at real scale: `aitk finetune` against a plain transformers + peft script, LoRA and QLoRA.
 
     python bench/train_scale.py [--model qwen2.5-0.5b] [--steps 4] [--seq-len 256] [--methods lora qlora]
+                                [--layers N]
 
 One project on the catalog model's shape model (core/shapes.py, random weights, the real shape),
 the device's default settings with LoRA r 16, the bundled Q/A rows, `--steps` optimizer steps.
@@ -96,8 +97,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--methods", nargs="+", default=["lora", "qlora"], choices=["lora", "qlora"])
+    ap.add_argument("--layers", type=int, help="the shape model cut to N layers (a smoke run)")
     args = ap.parse_args()
-    shape = shapes.build_shape(shapes.spec_for(catalog.get(args.model)))
+    spec = shapes.spec_for(catalog.get(args.model), args.layers)
+    shape = shapes.build_shape(spec)
     aitk = [sys.executable, "-m", "aitk.cli.main"]
     data = paths.bundled_data() / "tiny_qa"
     results = {}
@@ -121,16 +124,16 @@ def main() -> None:
                                "aitk_step": runtime(a_out, "aitk finetune") / args.steps,
                                "plain_step": runtime(p_out, "the plain script") / args.steps}
     at = f"{args.steps} steps, seq {args.seq_len}"
-    print(f"{args.model} shape, {at}, LoRA r 16, device defaults")
+    print(f"{spec.name} shape, {at}, LoRA r 16, device defaults")
     print(f"{'method':8}{'aitk s/step':>13}{'plain s/step':>14}{'ratio':>8}{'aitk wall':>11}{'plain wall':>12}{'ratio':>8}")
     for method, r in results.items():
         step, wall = r["aitk_step"] / r["plain_step"], r["aitk_wall"] / r["plain_wall"]
         print(f"{method:8}{r['aitk_step']:13.2f}{r['plain_step']:14.2f}{step:8.3f}{r['aitk_wall']:11.1f}"
               f"{r['plain_wall']:12.1f}{wall:8.3f}")
-        emit(Row("train_scale", f"{method.upper()} s/step, aitk / plain script", step, "<= 1.1", args.model, "x", at),
+        emit(Row("train_scale", f"{method.upper()} s/step, aitk / plain script", step, "<= 1.1", spec.name, "x", at),
              Row("train_scale", f"{method.upper()} end-to-end wall, aitk / plain script", wall, "<= 1.15",
-                 args.model, "x", at),
-             Row("train_scale", f"{method.upper()} s/step, aitk", r["aitk_step"], "", args.model, "s", at))
+                 spec.name, "x", at),
+             Row("train_scale", f"{method.upper()} s/step, aitk", r["aitk_step"], "", spec.name, "s", at))
     print(json.dumps(results))
 
 

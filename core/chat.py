@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -167,6 +167,7 @@ class Prepared:
     options: GenerationOptions
     adapter: str | None
     dropped: int = 0
+    answered: list[int] = field(default_factory=list)  # this answer's tokens decoded elsewhere already
 
     @property
     def prompt_tokens(self) -> int:
@@ -175,6 +176,11 @@ class Prepared:
     @property
     def max_new_tokens(self) -> int:
         return self.options.max_new_tokens
+
+    def continued(self, tokens: list[int]) -> Prepared:
+        """The rest of this answer after `tokens` of it: they join the prompt, the cap shrinks."""
+        return replace(self, input_ids=[*self.input_ids, *tokens], answered=[*self.answered, *tokens],
+                       options=replace(self.options, max_new_tokens=self.max_new_tokens - len(tokens)))
 
     @property
     def batch_key(self) -> tuple:
@@ -190,8 +196,8 @@ class Batch:
     The prompts are right-padded with the pad token: genai masks the padding and continues each
     row from its own last token, so a greedy answer is the one it gets alone. Each row ends at its
     own end token or its own max_new_tokens; `drop` stops reporting a row (its client left), and the
-    generator is freed when no row is wanted. Faults while starting surface in `step`'s first call
-    (the prompt is appended there), before any row has produced a token."""
+    generator is freed when no row is wanted. `generated` keeps each row's tokens, so an answer can
+    go on elsewhere (`Prepared.continued`) when this batch fails."""
 
     def __init__(self, engine: GenaiChatEngine, answers: list[Prepared]):
         import numpy as np
@@ -217,8 +223,11 @@ class Batch:
             raise AitkError(f"the model could not start this answer: {e}", "shorten the conversation or "
                             "lower max_new_tokens") from None
         self._texts = [tok.create_stream() for _ in answers]
+        for text, a in zip(self._texts, answers):
+            for token in a.answered:  # the detokenizer may hold text back until the next token: as it was
+                text.decode(token)
         self._end = set(int(i) for i in tok.eos_token_ids)
-        self.tokens = [0] * len(answers)
+        self.generated: list[list[int]] = [[] for _ in answers]
         self.wanted = [True] * len(answers)
 
     @property
@@ -226,8 +235,8 @@ class Batch:
         return self._generator is None or not any(self.wanted)
 
     @property
-    def started(self) -> bool:
-        return self._prompts is None
+    def tokens(self) -> list[int]:
+        return [len(g) for g in self.generated]
 
     def step(self) -> list[tuple[int, str | Exception, bool]]:
         """Decode one token for every row: (row, its text piece, whether that row has ended) for
@@ -246,8 +255,8 @@ class Batch:
             if not self.wanted[row]:
                 continue
             token = int(token)
-            self.tokens[row] += 1
-            ended = token in self._end or self.tokens[row] >= self.answers[row].max_new_tokens
+            self.generated[row].append(token)
+            ended = token in self._end or len(self.generated[row]) >= self.answers[row].max_new_tokens
             try:
                 piece = self.piece(row, token)
             except Exception as e:  # noqa: BLE001 - this row's fault; the other rows decode on

@@ -60,14 +60,19 @@ class DecoderStopped(AitkError):
 @dataclass
 class Member:
     """A request inside a batch: its row, and text decoded but not yet sent (`held` may be the
-    start of a stop string, so it waits for the next piece to tell)."""
+    start of a stop string, so it waits for the next piece to tell). `answer` is what is left to
+    decode: the whole answer, or its rest after `before` tokens decoded in a batch that failed."""
 
     req: Request
     answer: Prepared
     row: int = 0
+    before: int = 0
     new: list[str] = field(default_factory=list)
     held: str = ""
     ended: bool = False
+
+    def __post_init__(self):
+        self.prompt_tokens, self.cap = self.answer.prompt_tokens, self.answer.max_new_tokens
 
 
 @dataclass
@@ -101,8 +106,8 @@ class Decoder:
     its own, so none waits for another to finish.
 
     Faults stay with their request: one that cannot be prepared or decoded into text fails
-    alone; a batch that fails as its prompts go in is split and each request starts alone (so
-    only the faulty one fails); a batch failing later fails its own requests, no other batch's.
+    alone; when a batch's step fails, the batch is split and each of its requests goes on alone
+    from the tokens it has (greedy: the same answer), so only the one at fault fails.
 
     Items sent to a request's queue: ("start", prompt_tokens, max_new_tokens) once its answer
     has started, then text pieces, then ("done", finish_reason, tokens, prompt_tokens); or an
@@ -211,7 +216,7 @@ class Decoder:
                     members.remove(m)
                     batch.drop(m.row)
                     self.stats["cancelled"] += 1
-                    self.stats["tokens"] += batch.tokens[m.row]
+                    self.stats["tokens"] += m.before + batch.tokens[m.row]
                 if batch.done:
                     break
                 for row, piece, ended in batch.step():
@@ -224,19 +229,24 @@ class Decoder:
                     m.ended = ended
                 if batch.done or time.perf_counter() >= turn_end:
                     break
-        except Exception as e:  # noqa: BLE001 - this batch's fault; other batches decode on
+        except Exception as e:  # noqa: BLE001 - find the request at fault: each goes on alone
             self._runs.remove(run)
             batch.close()
-            if not batch.started and len(members) > 1:
-                for m in members:
-                    self._start([m], announce=False)
-            else:
-                for m in members:
-                    self._fail(m.req, e)
+            if len(members) == 1:
+                self._fail(members[0].req, e)
+                return
+            for m in members:
+                if m.ended:  # its answer was complete before the failing step
+                    self._deliver(m, m.before + batch.tokens[m.row])
+                    continue
+                done = batch.generated[m.row]
+                m.before += len(done)
+                m.answer = m.answer.continued(done)
+                self._start([m], announce=False)
             return
         for m in list(members):
             try:
-                finished = self._deliver(m, batch.tokens[m.row])
+                finished = self._deliver(m, m.before + batch.tokens[m.row])
             except Exception as e:  # noqa: BLE001 - report to that client, keep serving the others
                 finished = True
                 self._fail(m.req, e)
@@ -259,7 +269,7 @@ class Decoder:
             req.cancel.set()
         elif m.ended:
             m.held = ""
-            finished = "length" if tokens >= m.answer.max_new_tokens else "stop"
+            finished = "length" if tokens >= m.cap else "stop"
         else:  # hold back an end of the text that a stop string may start with
             keep = max((k for s in stops for k in range(len(s) - 1, 0, -1) if text.endswith(s[:k])), default=0)
             text, m.held = (text[:-keep], text[-keep:]) if keep else (text, "")
@@ -269,7 +279,7 @@ class Decoder:
             return False
         self.stats["answered"] += 1
         self.stats["tokens"] += tokens
-        self._send(req, ("done", finished, tokens, m.answer.prompt_tokens))
+        self._send(req, ("done", finished, tokens, m.prompt_tokens))
         return True
 
 

@@ -66,15 +66,24 @@ class Gated(GenaiChatEngine):
         return prepared
 
     def start(self, answers):
-        return Undecodable(self, answers)
+        return Faulty(self, answers)
 
 
-class Undecodable(Batch):
-    """Rows whose prompt says "undecodable" cannot be turned into text after their third token."""
+class Faulty(Batch):
+    """A row whose prompt says "undecodable" cannot be turned into text after its third token; a
+    batch with a row saying "crashes" fails its fourth step (alone too, so the row is at fault)."""
+
+    def says(self, row, word):
+        return word in self.answers[row].engine.tokenizer.decode(self.answers[row].input_ids)
+
+    def step(self):
+        if any(self.wanted[row] and self.says(row, "crashes") for row in range(len(self.answers))) \
+                and max(self.tokens) >= 3:
+            raise RuntimeError("the device is gone")
+        return super().step()
 
     def piece(self, row, token):
-        if "undecodable" in self.answers[row].engine.tokenizer.decode(self.answers[row].input_ids) \
-                and self.tokens[row] > 3:
+        if self.says(row, "undecodable") and self.tokens[row] > 3:
             raise ValueError("a token with no text")
         return super().piece(row, token)
 
@@ -152,10 +161,11 @@ def test_concurrent_requests_share_a_generator_and_get_the_answers_they_get_alon
     assert after["answered"] - before["answered"] == len(QUESTIONS) and after["failed"] == before["failed"]
 
 
-@pytest.mark.parametrize("fault", ["undecodable", "unknown token"])
+@pytest.mark.parametrize("fault", ["undecodable", "unknown token", "crashes"])
 def test_a_faulty_request_in_a_batch_fails_alone(server, fault):
-    """Mid-answer (its token has no text: the batch decodes on without it) and as the prompts go
-    in (an id the model lacks fails the whole step: the batch is split, each request alone)."""
+    """Its token has no text (the batch decodes on without it); an id the model lacks fails the
+    whole step as the prompts go in, or the batch's step fails mid-answer: the batch is split and
+    each request goes on alone from the tokens it has, the same greedy answer."""
     url, engine = server
     questions = list(QUESTIONS)
     questions[3] = f"{fault} {questions[3]}"
@@ -163,8 +173,8 @@ def test_a_faulty_request_in_a_batch_fails_alone(server, fault):
     before = httpx.get(f"{url}/health").json()["requests"]
     got = together(url, engine, questions)
     status, message = got.pop(3)
-    assert status >= 400 and ("could not be decoded" in message if fault == "undecodable"
-                              else "indices element out of data bounds" in message)
+    assert status >= 400 and {"undecodable": "could not be decoded", "unknown token": "out of data bounds",
+                              "crashes": "the device is gone"}[fault] in message
     assert got == alone
     after = httpx.get(f"{url}/health").json()
     assert after["requests"]["failed"] - before["failed"] == 1 and after["decoder"] == "running"
