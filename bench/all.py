@@ -65,11 +65,12 @@ def run(plan: list[Bench], out_json: Path, quick: bool = False) -> list[Row]:
     with open(log_path, "w", encoding="utf-8") as log, tempfile.TemporaryDirectory(prefix="aitk-bench-rows-") as tmp:
         for i, bench in enumerate(plan):
             args = bench.argv if not quick else [bench.argv[0], *(bench.quick or [])]
+            shape = bench.shape if not quick else "quick"
             rows_file = Path(tmp) / f"{i}.jsonl"
             rows_file.touch()
             cmd = [sys.executable, str(HERE / args[0]), *args[1:]]
-            print(f"[bench] {bench.name} ({bench.shape}): {' '.join(args)}", file=sys.stderr, flush=True)
-            log.write(f"\n===== {bench.name} ({bench.shape}): {' '.join(args)}\n")
+            print(f"[bench] {bench.name} ({shape}): {' '.join(args)}", file=sys.stderr, flush=True)
+            log.write(f"\n===== {bench.name} ({shape}): {' '.join(args)}\n")
             log.flush()
             t0 = time.perf_counter()
             try:
@@ -81,10 +82,10 @@ def run(plan: list[Bench], out_json: Path, quick: bool = False) -> list[Row]:
             seconds = time.perf_counter() - t0
             got = read(rows_file)
             if not got:
-                got = [Row(bench.name, "(no figure)", None, shape=bench.shape,
+                got = [Row(bench.name, "(no figure)", None, shape=shape,
                            note=f"{why or 'reported nothing'}; see {log_path.name}")]
             rows += got
-            ran.append({"bench": bench.name, "shape": bench.shape, "args": args, "seconds": round(seconds, 1),
+            ran.append({"bench": bench.name, "shape": shape, "args": args, "seconds": round(seconds, 1),
                         "exit": code, "rows": len(got)})
             print(f"[bench] {bench.name}: {len(got)} figures in {seconds:.0f} s{f' ({why})' if why else ''}",
                   file=sys.stderr, flush=True)

@@ -104,6 +104,7 @@ def main() -> None:
     aitk = [sys.executable, "-m", "aitk.cli.main"]
     data = paths.bundled_data() / "tiny_qa"
     results = {}
+    at = f"{args.steps} steps, seq {args.seq_len}"
     with tempfile.TemporaryDirectory(prefix="aitk-bench-train-") as tmp:
         for method in args.methods:
             project = Path(tmp) / method
@@ -120,20 +121,22 @@ def main() -> None:
             print(f"[bench] {method}: plain script", file=sys.stderr, flush=True)
             p_wall, p_out = run([sys.executable, "-c", PLAIN, str(shape), str(project / "dataset"), str(config),
                                  str(Path(tmp) / f"plain-{method}")], project)
-            results[method] = {"aitk_wall": a_wall, "plain_wall": p_wall,
-                               "aitk_step": runtime(a_out, "aitk finetune") / args.steps,
-                               "plain_step": runtime(p_out, "the plain script") / args.steps}
-    at = f"{args.steps} steps, seq {args.seq_len}"
+            r = results[method] = {"aitk_wall": a_wall, "plain_wall": p_wall,
+                                   "aitk_step": runtime(a_out, "aitk finetune") / args.steps,
+                                   "plain_step": runtime(p_out, "the plain script") / args.steps}
+            step, wall = r["aitk_step"] / r["plain_step"], r["aitk_wall"] / r["plain_wall"]
+            # Each method's rows as soon as it is measured: a run stopped during the next keeps them.
+            emit(Row("train_scale", f"{method.upper()} s/step, aitk / plain script", step, "<= 1.1", spec.name, "x",
+                     at),
+                 Row("train_scale", f"{method.upper()} end-to-end wall, aitk / plain script", wall, "<= 1.15",
+                     spec.name, "x", at),
+                 Row("train_scale", f"{method.upper()} s/step, aitk", r["aitk_step"], "", spec.name, "s", at))
+            print(f"[bench] {method}: {json.dumps(r)}", file=sys.stderr, flush=True)
     print(f"{spec.name} shape, {at}, LoRA r 16, device defaults")
     print(f"{'method':8}{'aitk s/step':>13}{'plain s/step':>14}{'ratio':>8}{'aitk wall':>11}{'plain wall':>12}{'ratio':>8}")
     for method, r in results.items():
-        step, wall = r["aitk_step"] / r["plain_step"], r["aitk_wall"] / r["plain_wall"]
-        print(f"{method:8}{r['aitk_step']:13.2f}{r['plain_step']:14.2f}{step:8.3f}{r['aitk_wall']:11.1f}"
-              f"{r['plain_wall']:12.1f}{wall:8.3f}")
-        emit(Row("train_scale", f"{method.upper()} s/step, aitk / plain script", step, "<= 1.1", spec.name, "x", at),
-             Row("train_scale", f"{method.upper()} end-to-end wall, aitk / plain script", wall, "<= 1.15",
-                 spec.name, "x", at),
-             Row("train_scale", f"{method.upper()} s/step, aitk", r["aitk_step"], "", spec.name, "s", at))
+        print(f"{method:8}{r['aitk_step']:13.2f}{r['plain_step']:14.2f}{r['aitk_step'] / r['plain_step']:8.3f}"
+              f"{r['aitk_wall']:11.1f}{r['plain_wall']:12.1f}{r['aitk_wall'] / r['plain_wall']:8.3f}")
     print(json.dumps(results))
 
 
