@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test demo bench screenshots clean
+.PHONY: install run test demo bench bench-quick screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,15 +30,13 @@ test: install
 demo: install
 	$(BIN)/aitk demo
 
+# Every bench, one table of figures and goals (tiny and 0.5B shape), rows in bench/results.json
+# (or $OUT/bench-results.json). `make bench-quick`: a smoke run of the tiny-shape benches.
 bench: install
-	$(BIN)/python bench/finetune_overhead.py
-	$(BIN)/python bench/chat_decode.py
-	$(BIN)/python bench/log_follow.py
-	$(BIN)/python bench/serve.py
-	$(BIN)/python bench/serve_faults.py
-	$(BIN)/python bench/tui_startup.py
-	$(BIN)/python bench/merged_decode.py
-	$(BIN)/python bench/rehearse.py --model qwen2.5-0.5b --steps 1 --seq-len 256
+	$(BIN)/python bench/all.py
+
+bench-quick: install
+	$(BIN)/python bench/all.py --quick
 
 screenshots: install
 	$(BIN)/python scripts/screenshots.py

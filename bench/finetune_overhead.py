@@ -37,6 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import Row, emit, table  # noqa: E402
+
 PLAIN = r"""
 import json, sys, time
 T0 = time.time()
@@ -148,16 +151,11 @@ def load_avg() -> str:
         return "?"
 
 
-def summary(rows: list[tuple[str, float | None, str]]) -> None:
-    """The final lines: `figure  value  goal  met` (what `make bench` hooks)."""
-    print("\nsummary:")
-    for figure, value, goal in rows:
-        met = ""
-        if value is not None and goal:
-            op, limit = goal.split()
-            met = "met" if (value <= float(limit) if op == "<=" else value >= float(limit)) else "NOT met"
-        shown = "n/a" if value is None else f"{value:.3f}"
-        print(f"  {figure:52} {shown:>8}  {goal or '-':8}  {met}")
+def summary(rows: list[tuple[str, float | None, str]], shape: str = "tiny") -> None:
+    """The final table of `(figure, value, goal)`, also reported to `make bench` (bench/results.py)."""
+    out = [Row("finetune_overhead", figure, value, goal, shape=shape, unit="x") for figure, value, goal in rows]
+    print("\nsummary:\n" + table(out))
+    emit(*out)
 
 
 # --- tiny mode ----------------------------------------------------------------------------------
@@ -293,7 +291,7 @@ def shape_mode(args, base: Path, entry, shape_dir: Path) -> None:
                  (f"{entry.id} {method.upper()} end-to-end cpu s aitk / plain", a["cpu"] / p["cpu"], ""),
                  (f"{entry.id} {method.upper()} s before training aitk / plain",
                   a["before_training"] / p["before_training"], "")]
-    summary(rows)
+    summary(rows, entry.id)
 
 
 def main() -> None:

@@ -29,6 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import Row, emit  # noqa: E402
+
 CANDIDATES = [(32, 4), (64, 4), (128, 4), (32, 1)]  # (block size, accuracy level); 4 = int8 compute, 1 = fp32
 PROMPT = [{"role": "user", "content": "Tell me a long story about the capital of Vozai."}]
 
@@ -110,6 +113,12 @@ def shape_part(args, tmp: Path) -> dict:
         f = fid.get(c, {"rel_error": 0.0, "top1_agree": 1.0})
         rows.append({"export": _name(c), "tok_s": v, "rel_error": f["rel_error"], "top1_agree": f["top1_agree"]})
         print(f"{_name(c):<16}{v:>8.1f}{v / tps[(32, 4)]:>10.3f}{f['rel_error']:>16.4f}{f['top1_agree']:>14.3f}")
+    shape = spec.name
+    emit(*(Row("int4_choice", f"{r['export']} decode", r["tok_s"], shape=shape, unit="tok/s",
+               note=f"logit err {r['rel_error']:.3f}") for r in rows),
+         Row("int4_choice", "chosen (b32 a4) / fastest int4 decode",
+             tps[(32, 4)] / max(v for c, v in tps.items() if c is not None), shape=shape, unit="x",
+             note="the cost of the chosen block size in speed"))
     return {"layers": spec.layers, "rows": rows}
 
 
@@ -168,6 +177,9 @@ def tiny_part(tmp: Path) -> dict:
         ok, _ = score(GenaiChatEngine(d), rows, None)
         out.append({"export": _name(c), "answer_loss": loss, "exact": ok, "of": len(rows)})
         print(f"{_name(c):<16}{loss:>12.4f}{math.exp(loss):>8.3f}{ok:>5}/{len(rows)}")
+    ref = out[0]["answer_loss"]
+    emit(*(Row("int4_choice", f"{r['export']} answer loss / fp32", r["answer_loss"] / ref, unit="x",
+               note=f"exact {r['exact']}/{r['of']}") for r in out[1:]))
     return {"rows": out}
 
 

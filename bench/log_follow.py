@@ -24,6 +24,7 @@ import tracemalloc
 from pathlib import Path
 
 from aitk.core import follow
+from results import Row, emit
 
 WRITER = r"""
 import sys, time
@@ -136,6 +137,8 @@ async def through_jobs_pane(lines: int, spread: float) -> None:
           f"max {idle[-1] * 1000:.0f} ms (this machine's floor)")
     print(f"the first help screen (built once, before the log started) took {cold * 1000:.0f} ms")
     print(f"ratios: time/goal {shown / 2:.2f}, worst key/goal {every[-1] / 0.1:.2f}")
+    emit(Row("log_follow", f"jobs pane: last of {lines:,} lines shown ({how})", shown, "<= 2", unit="s"),
+         Row("log_follow", f"jobs pane: worst key under the flood ({how})", every[-1] * 1000, "<= 100", unit="ms"))
 
 
 def main() -> None:
@@ -173,6 +176,7 @@ def main() -> None:
         offset, n = chunk.offset, n + len(chunk.lines)
     catch_up = time.perf_counter() - t0
     print(f"catch-up read of the whole log: {n} lines in {catch_up:.3f} s = {n / catch_up:,.0f} lines/s")
+    emit(Row("log_follow", "follow API catch-up read", n / catch_up, unit="lines/s"))
     if not args.skip_app:
         # A burst (the UI catches up at once), then a sustained flood that keys are pressed through.
         asyncio.run(through_jobs_pane(args.lines, 0.0))

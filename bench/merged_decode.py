@@ -24,6 +24,7 @@ from pathlib import Path
 from aitk.core import threads, tiny
 from aitk.core.chat import GenaiChatEngine, GenerationOptions
 from aitk.core.export import export_model
+from results import Row, emit
 
 PROMPT = [{"role": "user", "content": "Tell me a long story about the capital of Vozai."}]
 CHAT_TEMPLATE = (
@@ -112,6 +113,15 @@ def main() -> None:
         print(f"{name:<22}{v:>9.1f}{v / base:>9.3f}")
     ratio = med["merged"] / base
     print(f"merged / base {ratio:.3f} (goal >= 0.95: {'met' if ratio >= 0.95 else 'not met'})")
+    full = (args.hidden, args.layers, args.inter) == (896, 24, 4864)
+    shape = "qwen2.5-0.5b" if full else f"h{args.hidden} x{args.layers} i{args.inter}"
+    note = "vocab 2k"  # the real vocabulary adds the same lm_head cost to every form
+    emit(Row("merged_decode", "tuned decode, merged / base", ratio, ">= 0.95", shape, "x", note),
+         Row("merged_decode", "tuned decode, adapter form (fp32 LoRA) / base", med["adapter (fp32 LoRA)"] / base,
+             "", shape, "x", note),
+         Row("merged_decode", "tuned decode, adapter form (int4 LoRA) / base", med["adapter (int4 LoRA)"] / base,
+             "", shape, "x", note),
+         Row("merged_decode", "base decode", base, "", shape, "tok/s", note))
     if args.json:
         Path(args.json).write_text(json.dumps({"shape": vars(args), "tok_s": med, "merged_over_base": ratio,
                                                "threads": threads.physical_cores()}, indent=2))

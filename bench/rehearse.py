@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from results import Row, emit
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -50,6 +52,14 @@ def main() -> int:
     if out:
         Path(out).write_text(json.dumps(report, indent=2) + "\n")
         print(f"report: {out}")
+    ratios, settings = report["ratios"], report["settings"]
+    at = f"seq {settings['seq_len']}, {report['shape']['layers']} layers"
+    emit(Row("rehearse", "peak memory, measured / formula", ratios["memory_measured_over_estimate"], "0.75..1.25",
+             args.model, "x", at),
+         Row("rehearse", "s/step, measured / formula", ratios["step_measured_over_estimate"], "0.75..1.25",
+             args.model, "x", at if ratios["step_measured_over_estimate"] is not None
+             else f"{at}: the formula knows only the default run's settings"),
+         Row("rehearse", "s/step measured", report["measured"]["seconds_per_step"], "", args.model, "s", at))
     return 0
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from results import Row, emit
+
 KEY = "sk-bench"
 MODEL = "tiny"
 HI = [{"role": "user", "content": "Where is the capital of Vozai?"}]
@@ -143,6 +145,9 @@ def main() -> int:
         print(f"server RSS {rss0:.0f} MB -> {rss1:.0f} MB; threads {threads0} -> {threads1}")
         print(f"decoder: {health['decoder']}; requests {json.dumps(health['requests'])}")
         print(f"an ordinary request afterwards: {'answered' if final else 'FAILED'}")
+        emit(Row("serve_faults", f"bad and good requests handled (of {len(results)})", handled,
+                 f">= {len(results)}"),
+             Row("serve_faults", "an ordinary request answered afterwards", float(final), ">= 1"))
         return 0 if final and handled == len(results) else 1
     finally:
         proc.terminate()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -151,51 +151,171 @@ class GenaiChatEngine:
         except RuntimeError as e:  # the tokenizer's own errors are plain RuntimeErrors
             raise AitkError(f"the messages could not be tokenized: {e}", "check the text of the messages") from None
 
-    def stream(self, messages, options=None, adapter=None, stop=None, trim=True, strict=False) -> ChatStream:
+    def prepare(self, messages, options=None, adapter=None, trim=True, strict=False) -> Prepared:
+        """The answer fitted to the context and tokenized, its adapter chosen: ready for `start`."""
         adapter = resolve_adapter(self, adapter)
         fitted = self.fit(messages, options, trim=trim, strict=strict)
-        options = fitted.options
-        input_ids = self.tokenizer.encode(self.prompt(fitted.messages))
-        search = {"max_length": len(input_ids) + options.max_new_tokens, "do_sample": not options.greedy}
-        if not options.greedy:
-            search.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
-        try:
-            params = self._og.GeneratorParams(self.model)
-            params.set_search_options(**search)
-            generator = self._og.Generator(self.model, params)
-            if adapter not in (None, BASE):
-                generator.set_active_adapter(self._adapters, adapter)
-            elif self._zero_base:
-                generator.set_active_adapter(self._adapters, BASE)
-        except Exception as e:  # noqa: BLE001 - onnxruntime-genai raises plain RuntimeErrors
-            raise AitkError(f"the model could not start this answer: {e}", "shorten the conversation or "
-                            "lower max_new_tokens") from None
-        result = ChatStream(iter(()), prompt_tokens=len(input_ids), dropped=fitted.dropped,
-                            max_new_tokens=options.max_new_tokens)
+        active = adapter if adapter not in (None, BASE) else (BASE if self._zero_base else None)
+        return Prepared(self, [int(i) for i in self.tokenizer.encode(self.prompt(fitted.messages))],
+                        fitted.options, active, fitted.dropped)
+
+    def start(self, answers: list[Prepared]) -> Batch:
+        """One generator for `answers` (one adapter, one set of search options: `Prepared.batch_key`)."""
+        return Batch(self, answers)
+
+    def stream(self, messages, options=None, adapter=None, stop=None, trim=True, strict=False) -> ChatStream:
+        prepared = self.prepare(messages, options, adapter=adapter, trim=trim, strict=strict)
+        batch = self.start([prepared])
+        result = ChatStream(iter(()), prompt_tokens=prepared.prompt_tokens, dropped=prepared.dropped,
+                            max_new_tokens=prepared.max_new_tokens)
 
         def pieces():
-            decoder = self.tokenizer.create_stream()
             t0 = time.perf_counter()
             try:
-                generator.append_tokens(input_ids)
-                while not generator.is_done():
+                while not batch.done:
                     if stop is not None and stop.is_set():
                         result.stopped = True
                         break
-                    generator.generate_next_token()
-                    result.tokens += 1
-                    piece = decoder.decode(generator.get_next_tokens()[0])
-                    result.seconds = time.perf_counter() - t0
-                    if piece:
-                        yield piece
-            except RuntimeError as e:
-                raise AitkError(f"generation failed: {e}", "shorten the conversation or lower max_new_tokens") \
-                    from None
+                    for _, piece, _ in batch.step():
+                        if isinstance(piece, Exception):
+                            raise piece
+                        result.tokens += 1
+                        result.seconds = time.perf_counter() - t0
+                        if piece:
+                            yield piece
             finally:
+                batch.close()
                 result.seconds = time.perf_counter() - t0
 
         result.pieces = pieces()
         return result
+
+
+@dataclass
+class Prepared:
+    """One answer ready to decode (GenaiChatEngine.prepare): the prompt's token ids, the options
+    that fit the context, the adapter its generator runs with (None: no adapter)."""
+
+    engine: GenaiChatEngine
+    input_ids: list[int]
+    options: GenerationOptions
+    adapter: str | None
+    dropped: int = 0
+    answered: list[int] = field(default_factory=list)  # this answer's tokens decoded elsewhere already
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.options.max_new_tokens
+
+    def continued(self, tokens: list[int]) -> Prepared:
+        """The rest of this answer after `tokens` of it: they join the prompt, the cap shrinks."""
+        return replace(self, input_ids=[*self.input_ids, *tokens], answered=[*self.answered, *tokens],
+                       options=replace(self.options, max_new_tokens=self.max_new_tokens - len(tokens)))
+
+    @property
+    def batch_key(self) -> tuple:
+        """Answers with equal keys can share a generator: same model, adapter and search options."""
+        o = self.options
+        return (id(self.engine), self.adapter) + (("greedy",) if o.greedy else (o.temperature, o.top_p, o.top_k))
+
+
+class Batch:
+    """Answers of one key decoded side by side by one onnxruntime-genai generator: a step costs
+    little more than one answer's (decode reads every weight per step, whatever the batch).
+
+    The prompts are right-padded with the pad token: genai masks the padding and continues each
+    row from its own last token, so a greedy answer is the one it gets alone. Each row ends at its
+    own end token or its own max_new_tokens; `drop` stops reporting a row (its client left), and the
+    generator is freed when no row is wanted. `generated` keeps each row's tokens, so an answer can
+    go on elsewhere (`Prepared.continued`) when this batch fails."""
+
+    def __init__(self, engine: GenaiChatEngine, answers: list[Prepared]):
+        import numpy as np
+
+        og, tok = engine._og, engine.tokenizer
+        self.answers = answers
+        width = max(a.prompt_tokens for a in answers)
+        first = answers[0].options
+        search = {"max_length": width + max(a.max_new_tokens for a in answers), "do_sample": not first.greedy,
+                  "batch_size": len(answers)}
+        if not first.greedy:
+            search.update(temperature=first.temperature, top_p=first.top_p, top_k=first.top_k)
+        self._prompts = np.full((len(answers), width), tok.pad_token_id, dtype=np.int32)
+        for row, a in enumerate(answers):
+            self._prompts[row, :a.prompt_tokens] = a.input_ids
+        try:
+            params = og.GeneratorParams(engine.model)
+            params.set_search_options(**search)
+            self._generator = og.Generator(engine.model, params)
+            if answers[0].adapter is not None:
+                self._generator.set_active_adapter(engine._adapters, answers[0].adapter)
+        except Exception as e:  # noqa: BLE001 - onnxruntime-genai raises plain RuntimeErrors
+            raise AitkError(f"the model could not start this answer: {e}", "shorten the conversation or "
+                            "lower max_new_tokens") from None
+        self._texts = [tok.create_stream() for _ in answers]
+        for text, a in zip(self._texts, answers):
+            for token in a.answered:  # the detokenizer may hold text back until the next token: as it was
+                text.decode(token)
+        self._end = set(int(i) for i in tok.eos_token_ids)
+        self.generated: list[list[int]] = [[] for _ in answers]
+        self.wanted = [True] * len(answers)
+
+    @property
+    def done(self) -> bool:
+        return self._generator is None or not any(self.wanted)
+
+    @property
+    def tokens(self) -> list[int]:
+        return [len(g) for g in self.generated]
+
+    def step(self) -> list[tuple[int, str | Exception, bool]]:
+        """Decode one token for every row: (row, its text piece, whether that row has ended) for
+        each row still wanted; ended rows are no longer wanted. A row whose token cannot be turned
+        into text gets the error instead of a piece, and ends."""
+        try:
+            if self._prompts is not None:
+                self._generator.append_tokens(self._prompts)
+                self._prompts = None
+            self._generator.generate_next_token()
+            tokens = self._generator.get_next_tokens()
+        except RuntimeError as e:
+            raise AitkError(f"generation failed: {e}", "shorten the conversation or lower max_new_tokens") from None
+        out = []
+        for row, token in enumerate(tokens):
+            if not self.wanted[row]:
+                continue
+            token = int(token)
+            self.generated[row].append(token)
+            ended = token in self._end or len(self.generated[row]) >= self.answers[row].max_new_tokens
+            try:
+                piece = self.piece(row, token)
+            except Exception as e:  # noqa: BLE001 - this row's fault; the other rows decode on
+                piece, ended = AitkError(f"the answer could not be decoded: {e}"), True
+            out.append((row, piece, ended))
+            if ended:
+                self.wanted[row] = False
+        if self._generator.is_done():
+            self.wanted = [False] * len(self.wanted)
+        if self.done:
+            self.close()
+        return out
+
+    def piece(self, row: int, token: int) -> str:
+        """Row's text for its next token (its own streaming detokenizer: a piece may wait for the
+        rest of a multi-byte character)."""
+        return self._texts[row].decode(token)
+
+    def drop(self, row: int) -> None:
+        self.wanted[row] = False
+        if self.done:
+            self.close()
+
+    def close(self) -> None:
+        self._generator = None  # frees the KV cache now, not at the next garbage collection
 
 
 def load_model(og, model_dir: Path):
@@ -255,6 +375,13 @@ class MergedTunedEngine:
 
     def fit(self, messages, options=None, trim: bool = True, strict: bool = False) -> generation.Fit:
         return self.merged.fit(messages, options, trim=trim, strict=strict)
+
+    def prepare(self, messages, options=None, adapter=None, trim=True, strict=False) -> Prepared:
+        engine, which = self._engine(adapter)
+        return engine.prepare(messages, options, adapter=which, trim=trim, strict=strict)
+
+    def start(self, answers: list[Prepared]) -> Batch:
+        return answers[0].engine.start(answers)
 
     def stream(self, messages, options=None, adapter=None, stop=None, trim=True, strict=False) -> ChatStream:
         engine, which = self._engine(adapter)

@@ -2,8 +2,10 @@
 
 POST /v1/chat/completions (SSE streaming and not), GET /v1/models, GET /health. The whole
 message history is used (AI Toolkit's server answers only the last message). Concurrent
-requests are interleaved token by token on one decode thread: every stream progresses, none
-waits for another to finish, and no two ever share a generator. FastAPI is imported only here.
+requests are batched on one decode thread: those that arrive together and can share a
+generator (same adapter and search options) decode in one batch, a step of which costs little
+more than one answer's; batches take turns, so every stream progresses and none waits for
+another to finish. A greedy answer is the same in a batch as alone. FastAPI is imported only here.
 
 Faults stay with the request that caused them: anything raised while starting or decoding one
 answer fails that request alone with an OpenAI error object; only a bug in the decode loop itself
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import generation
-from .chat import BASE, GenaiChatEngine, GenerationOptions, public_adapters
+from .chat import BASE, Batch, GenaiChatEngine, GenerationOptions, Prepared, public_adapters
 from .errors import AitkError
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a full 128k-token context is ~0.5 MB of text; 8 MB is generous
@@ -48,14 +50,64 @@ class Request:
 
 
 TURN_S = 0.01
+MAX_BATCH = 16  # answers per generator; the KV cache grows with it, the cost of a step barely does
 
 
 class DecoderStopped(AitkError):
     pass
 
 
+@dataclass
+class Member:
+    """A request inside a batch: its row, and text decoded but not yet sent (`held` may be the
+    start of a stop string, so it waits for the next piece to tell). `answer` is what is left to
+    decode: the whole answer, or its rest after `before` tokens decoded in a batch that failed."""
+
+    req: Request
+    answer: Prepared
+    row: int = 0
+    before: int = 0
+    new: list[str] = field(default_factory=list)
+    held: str = ""
+    ended: bool = False
+
+    def __post_init__(self):
+        self.prompt_tokens, self.cap = self.answer.prompt_tokens, self.answer.max_new_tokens
+
+
+@dataclass
+class Run:
+    batch: Batch
+    members: list[Member]
+
+
+def group(members: list[Member], context_length: int | None, limit: int = MAX_BATCH) -> list[list[Member]]:
+    """Requests that can share a generator, in arrival order: same model, adapter and search
+    options (`Prepared.batch_key`), at most `limit`, and padded to the group's longest prompt the
+    longest answer still fits the context (a request that does not waits for a group of its own)."""
+    groups: list[list[Member]] = []
+    for m in members:
+        for g in groups:
+            if g[0].answer.batch_key == m.answer.batch_key and len(g) < limit and (
+                    context_length is None or max(x.answer.prompt_tokens for x in (*g, m))
+                    + max(x.answer.max_new_tokens for x in (*g, m)) <= context_length):
+                g.append(m)
+                break
+        else:
+            groups.append([m])
+    return groups
+
+
 class Decoder:
-    """One thread owns every generator; active requests advance round-robin, a piece each.
+    """One thread owns every generator. The requests waiting when it looks are prepared (context
+    rule, tokens) and grouped (`group`): each group shares one generator, a batch, which decodes
+    all its answers in one step for little more than one answer costs. Batches advance
+    round-robin, a turn each: a request arriving while others decode starts at once in a batch of
+    its own, so none waits for another to finish.
+
+    Faults stay with their request: one that cannot be prepared or decoded into text fails
+    alone; when a batch's step fails, the batch is split and each of its requests goes on alone
+    from the tokens it has (greedy: the same answer), so only the one at fault fails.
 
     Items sent to a request's queue: ("start", prompt_tokens, max_new_tokens) once its answer
     has started, then text pieces, then ("done", finish_reason, tokens, prompt_tokens); or an
@@ -65,8 +117,8 @@ class Decoder:
         self.engine = engine
         self.inbox: queue.Queue[Request | None] = queue.Queue()
         self.error: str | None = None
-        self.stats = {"answered": 0, "failed": 0, "cancelled": 0, "tokens": 0}
-        self._active: list[tuple[Request, object, list[str]]] = []
+        self.stats = {"answered": 0, "failed": 0, "cancelled": 0, "tokens": 0, "batched": 0}
+        self._runs: list[Run] = []
         self.thread = threading.Thread(target=self._run, name="aitk-decoder", daemon=True)
         self.thread.start()
 
@@ -96,8 +148,9 @@ class Decoder:
         except BaseException as e:  # noqa: BLE001 - record why, then fail every waiting request
             self.error = f"{type(e).__name__}: {e}"
             stopped = DecoderStopped(f"the decoder stopped ({self.error})", "restart `aitk serve`")
-            for req, _, _ in self._active:
-                self._send(req, stopped)
+            for run in self._runs:
+                for m in run.members:
+                    self._send(m.req, stopped)
             while True:
                 try:
                     req = self.inbox.get_nowait()
@@ -106,16 +159,14 @@ class Decoder:
                 if req is not None:
                     self._send(req, stopped)
 
-    def _fail(self, entry, error: Exception) -> None:
-        if entry in self._active:
-            self._active.remove(entry)
+    def _fail(self, req: Request, error: Exception) -> None:
         self.stats["failed"] += 1
-        self._send(entry[0], error)
+        self._send(req, error)
 
     def _loop(self) -> None:
-        active = self._active
         while True:
-            block = not active
+            arrived: list[Member] = []
+            block = not self._runs
             while True:
                 try:
                     req = self.inbox.get(block=block)
@@ -125,56 +176,111 @@ class Decoder:
                     return
                 block = False
                 try:
-                    stream = self.engine.stream(req.messages, req.options, adapter=req.adapter, stop=req.cancel,
-                                                trim=False, strict=req.strict)
+                    answer = self.engine.prepare(req.messages, req.options, adapter=req.adapter, trim=False,
+                                                 strict=req.strict)
                 except Exception as e:  # noqa: BLE001 - this request fails, the decoder serves on
-                    self._fail((req, None, []), e)
+                    self._fail(req, e)
                     continue
-                active.append((req, stream, []))
-                self._send(req, ("start", stream.prompt_tokens, stream.max_new_tokens))
-            for entry in list(active):
-                try:
-                    self._turn(entry)
-                except Exception as e:  # noqa: BLE001 - report to that client, keep serving others
-                    self._fail(entry, e)
+                arrived.append(Member(req, answer))
+            for members in group(arrived, self.engine.context_length):
+                self._start(members)
+            for run in list(self._runs):
+                self._turn(run)
 
-    def _turn(self, entry) -> None:
-        req, stream, text = entry
-        # A turn lasts up to TURN_S: with one client that is many tokens per hand-over to the
-        # event loop (per-token hand-overs cost more than decoding a tiny model).
-        turn_end = time.perf_counter() + TURN_S
-        new: list[str] = []
-        finished = None
-        while True:
-            try:
-                new.append(next(stream))
-            except StopIteration:
-                finished = "length" if stream.tokens >= stream.max_new_tokens else "stop"
-                break
-            if time.perf_counter() >= turn_end:
-                break
-        if stream.stopped:  # cancelled: the client hung up (or the server is stopping)
-            self._active.remove(entry)
-            self.stats["cancelled"] += 1
-            self.stats["tokens"] += stream.tokens
+    def _start(self, members: list[Member], announce: bool = True) -> None:
+        try:
+            batch = self.engine.start([m.answer for m in members])
+        except Exception as e:  # noqa: BLE001 - find the request at fault: each starts alone
+            if len(members) > 1:
+                for m in members:
+                    self._start([m], announce)
+            else:
+                self._fail(members[0].req, e)
             return
-        piece = "".join(new)
-        sent = len("".join(text))
-        text.append(piece)
-        joined = "".join(text)
-        hits = [i for i in (joined.find(s, max(0, sent - len(s))) for s in req.stop_strings if s) if i >= 0]
-        if hits:
-            if min(hits) > sent:
-                self._send(req, joined[sent:min(hits)])
+        for row, m in enumerate(members):
+            m.row = row
+            if announce:
+                self._send(m.req, ("start", m.answer.prompt_tokens, m.answer.max_new_tokens))
+        if len(members) > 1:
+            self.stats["batched"] += len(members)
+        self._runs.append(Run(batch, members))
+
+    def _turn(self, run: Run) -> None:
+        """Steps of one batch for up to TURN_S (with the tiny model that is many tokens per hand-over
+        to the event loop, which costs more than decoding one), then each request gets its text."""
+        batch, members = run.batch, run.members
+        turn_end = time.perf_counter() + TURN_S
+        try:
+            while True:
+                for m in [m for m in members if m.req.cancel.is_set()]:  # the client hung up (or shutdown)
+                    members.remove(m)
+                    batch.drop(m.row)
+                    self.stats["cancelled"] += 1
+                    self.stats["tokens"] += m.before + batch.tokens[m.row]
+                if batch.done:
+                    break
+                for row, piece, ended in batch.step():
+                    m = next(m for m in members if m.row == row)
+                    if isinstance(piece, Exception):
+                        members.remove(m)
+                        self._fail(m.req, piece)
+                        continue
+                    m.new.append(piece)
+                    m.ended = ended
+                if batch.done or time.perf_counter() >= turn_end:
+                    break
+        except Exception as e:  # noqa: BLE001 - find the request at fault: each goes on alone
+            self._runs.remove(run)
+            batch.close()
+            if len(members) == 1:
+                self._fail(members[0].req, e)
+                return
+            for m in members:
+                if m.ended:  # its answer was complete before the failing step
+                    self._deliver(m, m.before + batch.tokens[m.row])
+                    continue
+                done = batch.generated[m.row]
+                m.before += len(done)
+                m.answer = m.answer.continued(done)
+                self._start([m], announce=False)
+            return
+        for m in list(members):
+            try:
+                finished = self._deliver(m, m.before + batch.tokens[m.row])
+            except Exception as e:  # noqa: BLE001 - report to that client, keep serving the others
+                finished = True
+                self._fail(m.req, e)
+            if finished:
+                members.remove(m)
+                batch.drop(m.row)
+        if batch.done:
+            self._runs.remove(run)
+
+    def _deliver(self, m: Member, tokens: int) -> bool:
+        """Send the member's new text, cut at the first stop string; True once its answer is done."""
+        req = m.req
+        text = m.held + "".join(m.new)
+        m.new.clear()
+        stops = [s for s in req.stop_strings if s]
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        finished = None
+        if cut >= 0:
+            text, m.held, finished = text[:cut], "", "stop"
             req.cancel.set()
-            finished = "stop"
-        elif piece:
-            self._send(req, piece)
-        if finished is not None:
-            self._active.remove(entry)
-            self.stats["answered"] += 1
-            self.stats["tokens"] += stream.tokens
-            self._send(req, ("done", finished, stream.tokens, stream.prompt_tokens))
+        elif m.ended:
+            m.held = ""
+            finished = "length" if tokens >= m.cap else "stop"
+        else:  # hold back an end of the text that a stop string may start with
+            keep = max((k for s in stops for k in range(len(s) - 1, 0, -1) if text.endswith(s[:k])), default=0)
+            text, m.held = (text[:-keep], text[-keep:]) if keep else (text, "")
+        if text:
+            self._send(req, text)
+        if finished is None:
+            return False
+        self.stats["answered"] += 1
+        self.stats["tokens"] += tokens
+        self._send(req, ("done", finished, tokens, m.prompt_tokens))
+        return True
 
 
 def model_names(name: str, engine: GenaiChatEngine, default: str | None = None) -> dict[str, str | None]:

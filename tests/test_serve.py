@@ -386,10 +386,10 @@ def test_health_reports_a_dead_decoder_and_requests_fail_at_once(trained):
     from aitk.core.server import build_app
 
     class Broken(GenaiChatEngine):
-        def stream(self, messages, *args, **kwargs):
+        def prepare(self, messages, *args, **kwargs):
             if messages[-1]["content"] == "break":
                 raise KeyboardInterrupt("a bug in the decoder")
-            return super().stream(messages, *args, **kwargs)
+            return super().prepare(messages, *args, **kwargs)
 
     project, _, _ = trained
     app = build_app(Broken(project.onnx_dir("fp32")), "m")
