@@ -186,6 +186,10 @@ def tiny_mode(args, base: Path) -> None:
         order = names[r % 3:] + names[:r % 3]
         for name in order:
             cmd, cwd = cmds[name]
+            # Olive resumes from a checkpoint it finds in its output_dir: a later round would train
+            # nothing. Every run starts clean (aitk gives each job its own folder anyway).
+            for left in ("models/checkpoints", "models/olive", "plain-ckpt", "plain-adapter"):
+                shutil.rmtree(olive_copy / left, ignore_errors=True)
             wall, cpu, _ = timed(cmd, cwd)
             runs[name].append((wall, cpu))
             print(f"  round {r + 1}  {name:28} {wall:7.1f} s wall  {cpu:7.1f} s cpu   (load {load_avg()})",

@@ -51,12 +51,10 @@ def cmd_rehearse(args) -> int:
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(width[i]) if i == 0 else c.rjust(width[i]) for i, c in enumerate(r)))
-    if e["time_assumptions"]:
-        a = e["time_assumptions"]
-        same = report["ratios"]["step_measured_over_estimate"] is not None
-        print(f"formula time is for the default run: {a['max_steps']} steps, batch {a['batch_size']} x "
-              f"{a['gradient_accumulation_steps']}, seq {a['seq_len']}, {a['cpu_count']} cores"
-              + ("" if same else " (not these settings: no ratio)"))
+    if report["ratios"].get("step_cpu_over_estimate") is not None:
+        print(f"formula time is for an idle machine with {e['cpu_count']} cores; measured process CPU time / "
+              f"formula: {_ratio(report['ratios']['step_cpu_over_estimate'])} (other programs' load moves only "
+              "the wall-time ratio)")
     print(f"every sample {s['seq_len']} tokens (worst case); report: {report['report_path']}")
     return 0
 

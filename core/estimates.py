@@ -20,12 +20,21 @@ from .errors import AitkError
 BYTES_PER_PARAM = {"float32": 4.0, "fp32": 4.0, "bfloat16": 2.0, "float16": 2.0, "fp16": 2.0, "int8": 1.0,
                    # 4-bit with one fp16 scale per block of 32 (RTN/nf4 + double quant land close to this).
                    "int4": 0.5625, "nf4": 0.5625, "fp4": 0.5625}
-TRAIN_OVERHEAD = 1 * GiB        # framework, allocator slack, CUDA context
+# Training constants are fitted to the measurements in data/estimates_calibration.json (`aitk
+# rehearse` runs at real shapes, written by bench/calibrate_estimates.py; tests/test_estimates.py
+# holds every row to +-25%). GPUs: run that bench with `--device cuda` on the GPU (the peak is then
+# torch.cuda.max_memory_allocated, which the CUDA context is not part of) and fit the same terms.
+TRAIN_OVERHEAD = 1 * GiB        # GPU: framework, allocator slack, CUDA context
+CPU_TRAIN_OVERHEAD = 700 * MiB  # CPU: RSS of a process with torch, transformers and peft loaded, its allocator slack
+LOGITS_COPIES = 3               # fp32 b x s x V tensors alive at the peak (logits, log-softmax, a gradient)
 INFER_OVERHEAD = 512 * MiB      # ORT GenAI session, tokenizer, buffers
 DEFAULT_INFER_CONTEXT = 4096    # tokens of KV cache an estimate reserves (capped at the model's context)
 RAM_USABLE = 0.85               # share of RAM a job may take (the rest: OS, the UI)
 VRAM_USABLE = 0.95
-CPU_GFLOPS_PER_CORE = 25.0      # sustained fp32 GFLOP/s one core gives PyTorch training (AVX2-class)
+CPU_GFLOPS_PER_CORE = 68.0      # sustained fp32 GFLOP/s of one core in PyTorch LoRA training (AVX-512 Xeon, 2.8 GHz)
+CPU_STEP_SECONDS = 3.1          # core-seconds per micro-batch beyond the FLOPs (loss, optimizer, data) ...
+CPU_LAYER_STEP_SECONDS = 1.0    # ... and per layer: op dispatch and thread barriers (dearer on a busy machine)
+QLORA_CPU_FACTOR = 1.2          # 4-bit weights dequantized on every matmul (issue 17: 10.4-12.5 s vs ~10 s per step)
 
 
 def _module_shapes(e: CatalogEntry) -> dict[str, tuple[int, int]]:
@@ -85,10 +94,19 @@ def memory_estimate(entry: CatalogEntry, method: str, device: str = "cpu", *, va
       and the embeddings in the compute dtype, E × bytes.
     - adapter: n = L × Σ_targets r × (d_in + d_out) parameters in fp32 (4 B); gradients 4 B each;
       AdamW's two moments 8 B each: n × 16 B in all.
-    - activations (Korthikanti et al. 2022): b × s × (34 h + 5 a s) × bytes/2 per layer; with
-      gradient checkpointing only each layer's input, b × s × h × bytes × L, plus one layer in full.
-    - logits: b × s × V × 4 B, twice (fp32 logits and their gradient).
-    - overhead: 1 GiB (framework, allocator, CUDA context).
+    - activations (Korthikanti et al. 2022): b × s × 34 h × bytes/2 per layer, without their
+      5 a s² attention-score term: PyTorch's SDPA never stores the scores whole (measured: b 1 × s
+      2048 peaks where b 2 × s 1024 does). With gradient checkpointing only each layer's input,
+      b × s × h × bytes × L, plus one layer in full.
+    - logits: b × s × V × 4 B, LOGITS_COPIES (3) times: fp32 logits, the loss's log-softmax and a
+      gradient of the same size are alive together in the backward pass. At a 152k vocabulary this
+      is the largest term after the weights (0.6 GB a copy at b 1, s 1024); the formula's former
+      two copies and 1 GiB overhead were 2x off at Qwen2.5-0.5B's shape, seq 1024.
+    - overhead: CPU_TRAIN_OVERHEAD on CPU (the process's libraries and allocator slack; RSS is
+      what is measured there), TRAIN_OVERHEAD on GPUs (framework, allocator, CUDA context).
+
+    Calibration: the constants are fitted to `aitk rehearse` runs at Qwen2.5's real shapes on a
+    2-core AVX2 CPU (data/estimates_calibration.json; every row within ±25%).
 
     Inference (method `inference`, ONNX Runtime GenAI): the variant's download size when it is a
     published build, else E × io-bytes + (P − E) × bytes(precision) (io: fp32 on CPU, fp16 on
@@ -101,7 +119,7 @@ def memory_estimate(entry: CatalogEntry, method: str, device: str = "cpu", *, va
     if method not in METHODS:
         raise AitkError(f"unknown method {method!r}", f"use one of: {', '.join(METHODS)}")
     P, E = entry.params, entry.vocab_size * entry.hidden_size
-    L, h, a, V = entry.num_layers, entry.hidden_size, entry.num_heads, entry.vocab_size
+    L, h, V = entry.num_layers, entry.hidden_size, entry.vocab_size
 
     if method == "inference":
         variant = variant or (entry.variants_for(device) or [None])[0]
@@ -137,7 +155,7 @@ def memory_estimate(entry: CatalogEntry, method: str, device: str = "cpu", *, va
     else:
         weights = int(P * nbytes)
     n = lora_param_count(entry, r, targets)
-    per_layer = b * s * (34 * h + 5 * a * s) * nbytes / 2
+    per_layer = b * s * 34 * h * nbytes / 2  # attention scores are never stored whole (SDPA)
     acts = (b * s * h * nbytes * L + per_layer) if ckpt else per_layer * L
     parts = {
         "weights": weights,
@@ -145,13 +163,18 @@ def memory_estimate(entry: CatalogEntry, method: str, device: str = "cpu", *, va
         "gradients": n * 4,
         "optimizer": n * 8,
         "activations": int(acts),
-        "logits": int(b * s * V * 4 * 2),
-        "overhead": TRAIN_OVERHEAD,
+        "logits": logits_bytes(V, b, s),
+        "overhead": CPU_TRAIN_OVERHEAD if device == "cpu" else TRAIN_OVERHEAD,
     }
     return MemoryEstimate(entry.id, method, device, parts,
                           {"compute_dtype": dtype, "batch_size": b, "seq_len": s, "lora_r": r,
                            "target_modules": list(targets), "gradient_checkpointing": ckpt,
                            "adapter_params": n})
+
+
+def logits_bytes(vocab: int, batch: int, seq: int) -> int:
+    """The vocabulary-sized fp32 tensors of the loss at the training peak."""
+    return int(LOGITS_COPIES * batch * seq * vocab * 4)
 
 
 def device_budget(info: DeviceInfo, device: str) -> int | None:
@@ -222,20 +245,61 @@ def human_hours(h: float | None) -> str:
     return f"{h / 24:.0f} days"
 
 
-def cpu_training_hours(entry: CatalogEntry, method: str, cpu_count: int) -> float:
-    """Rough wall time of a default training run on CPU.
+def train_flops_per_token(entry: CatalogEntry, seq_len: int, *, gradient_checkpointing: bool, lora_r: int,
+                          target_modules: Iterable[str] | None = None) -> float:
+    """Floating-point operations one training token costs with LoRA on frozen weights.
 
-    Tokens = max_steps × batch × accumulation × sequence length (project defaults); FLOPs per token
-    ≈ 4 P for LoRA (forward, and backward through frozen weights), 6 P with gradient checkpointing;
-    QLoRA on CPU dequantizes on every matmul: ×2. Throughput: CPU_GFLOPS_PER_CORE per core.
+    Matmul weights W (every parameter but an untied input embedding, whose lookup is free): the
+    forward pass is 2 W, the backward pass 2 W again (gradients of the activations only: the
+    base is frozen), checkpointing recomputes the forward of the layers (2 (W − V h): the lm_head
+    is not recomputed). Causal attention adds 2 s × q-width per layer forward, twice that
+    backward. The adapter's n parameters cost 2 n forward and 4 n backward (their weight
+    gradients too).
     """
+    e = entry
+    V, h, L = e.vocab_size, e.hidden_size, e.num_layers
+    W = e.params - (0 if e.tie_embeddings else V * h)
+    attn = 2 * seq_len * e.num_heads * e.head_dim * L
+    n = lora_param_count(e, lora_r, target_modules)
+    flops = (2 * W + attn + 2 * n) + (2 * W + 2 * attn + 4 * n)
+    if gradient_checkpointing:
+        flops += 2 * (W - V * h) + attn + 2 * n
+    return flops
+
+
+def cpu_step_seconds(entry: CatalogEntry, method: str, cpu_count: int, *, batch_size: int, seq_len: int,
+                     gradient_accumulation_steps: int, gradient_checkpointing: bool, lora_r: int,
+                     target_modules: Iterable[str] | None = None) -> float:
+    """Seconds per optimizer step of LoRA / QLoRA training on an otherwise idle CPU.
+
+    Tokens per step (batch × accumulation × sequence) × `train_flops_per_token` at
+    CPU_GFLOPS_PER_CORE per core, plus per micro-batch CPU_STEP_SECONDS and CPU_LAYER_STEP_SECONDS
+    per layer (the thousands of small ops a step runs: their dispatch and the threads' barriers,
+    which a busy machine makes dearer); QLoRA × QLORA_CPU_FACTOR. Both constants are fitted to the process
+    CPU seconds of the calibration runs (all threads), which other programs' load inflates far
+    less than wall time: the estimate is for a machine the training has to itself.
+    """
+    tokens = batch_size * gradient_accumulation_steps * seq_len
+    flops = tokens * train_flops_per_token(entry, seq_len, gradient_checkpointing=gradient_checkpointing,
+                                           lora_r=lora_r, target_modules=target_modules)
+    core_seconds = flops / (CPU_GFLOPS_PER_CORE * 1e9) + \
+        (CPU_STEP_SECONDS + CPU_LAYER_STEP_SECONDS * entry.num_layers) * gradient_accumulation_steps
+    seconds = core_seconds / max(cpu_count, 1)
+    return seconds * (QLORA_CPU_FACTOR if method == "qlora" else 1.0)
+
+
+def cpu_training_hours(entry: CatalogEntry, method: str, cpu_count: int) -> float:
+    """Rough wall time of a default training run on CPU: max_steps (1000 for an epoch-based run)
+    × `cpu_step_seconds` at the project defaults for the model."""
     s = _defaults(entry, "cpu")
     ft = s.finetune
     steps = ft.max_steps if ft.max_steps > 0 else 1000
-    tokens = steps * ft.per_device_train_batch_size * ft.gradient_accumulation_steps * \
-        min(s.data.source_max_len, entry.context_length)
-    flops = tokens * entry.params * (6 if ft.gradient_checkpointing else 4) * (2 if method == "qlora" else 1)
-    return flops / (max(cpu_count, 1) * CPU_GFLOPS_PER_CORE * 1e9) / 3600
+    per_step = cpu_step_seconds(entry, method, cpu_count, batch_size=ft.per_device_train_batch_size,
+                                seq_len=min(s.data.source_max_len, entry.context_length),
+                                gradient_accumulation_steps=ft.gradient_accumulation_steps,
+                                gradient_checkpointing=ft.gradient_checkpointing, lora_r=ft.lora_r,
+                                target_modules=ft.target_modules or entry.lora_targets)
+    return steps * per_step / 3600
 
 
 def fits(entry: CatalogEntry, info: DeviceInfo, method: str = "inference", device: str | None = None) -> Fit:

@@ -83,29 +83,22 @@ def plan(project: Project, device: str, seq_len: int | None) -> dict:
     }
 
 
-def formula(entry: CatalogEntry, settings: dict, cpu_count: int) -> dict:
+def formula(entry: CatalogEntry, settings: dict, cpu_count: int, run_steps: int | None = None) -> dict:
     """The app's estimates for the rehearsed shape and settings: the one place this module
     asks the formulas (so they can move without touching the rest)."""
-    from .defaults import default_settings
-
     est = estimates.memory_estimate(
         entry, settings["method"], settings["device"], batch_size=settings["batch_size"],
         seq_len=settings["seq_len"], lora_r=settings["lora_r"], target_modules=settings["target_modules"],
         compute_dtype=settings["model_dtype"], gradient_checkpointing=settings["gradient_checkpointing"])
     out = {"memory_bytes": est.total, "memory_parts": est.parts, "memory_assumptions": est.assumptions,
-           "seconds_per_step": None, "run_hours": None, "time_assumptions": None}
+           "seconds_per_step": None, "run_hours": None, "cpu_count": cpu_count}
     if settings["device"] == "cpu":
-        # The time formula is for the model's default run (it takes no settings): per step is
-        # comparable with the measurement when the rehearsal uses those defaults.
-        hours = estimates.cpu_training_hours(entry, settings["method"], cpu_count)
-        d = default_settings("estimate", entry.id, "cpu")
-        steps = d.finetune.max_steps
-        assumes = {"max_steps": steps, "batch_size": d.finetune.per_device_train_batch_size,
-                   "gradient_accumulation_steps": d.finetune.gradient_accumulation_steps,
-                   "seq_len": min(d.data.source_max_len, entry.context_length),
-                   "gradient_checkpointing": d.finetune.gradient_checkpointing, "cpu_count": cpu_count}
-        out.update(run_hours=hours, time_assumptions=assumes,
-                   seconds_per_step=hours * 3600 / steps if steps > 0 else None)
+        per_step = estimates.cpu_step_seconds(
+            entry, settings["method"], cpu_count, batch_size=settings["batch_size"], seq_len=settings["seq_len"],
+            gradient_accumulation_steps=settings["gradient_accumulation_steps"],
+            gradient_checkpointing=settings["gradient_checkpointing"], lora_r=settings["lora_r"],
+            target_modules=settings["target_modules"])
+        out.update(seconds_per_step=per_step, run_hours=per_step * run_steps / 3600 if run_steps else None)
     return out
 
 
@@ -153,13 +146,8 @@ def rehearse(project: Project, *, steps: int = DEFAULT_STEPS, layers: int | None
     if marker is not None and marker["facts"]["num_layers"] != entry.num_layers:
         shape_entry = entry.model_copy(update={"num_layers": marker["facts"]["num_layers"],
                                                "params": marker["params"]})
-    estimate = formula(shape_entry, settings, measured["cpu_count"])
     run_steps, how = total_steps(project)
-    a = estimate["time_assumptions"] or {}
-    # The time formula knows only the default run: a ratio means something only at its settings.
-    comparable = bool(estimate["seconds_per_step"]) and all(
-        settings[k] == a.get(k) for k in ("batch_size", "gradient_accumulation_steps", "seq_len",
-                                          "gradient_checkpointing"))
+    estimate = formula(shape_entry, settings, measured["cpu_count"], run_steps)
     peak = measured["cuda_max_allocated_bytes"] if device == "cuda" else measured["peak_rss_bytes"]
     per_step = measured["seconds_per_step"]
     report = {
@@ -173,7 +161,12 @@ def rehearse(project: Project, *, steps: int = DEFAULT_STEPS, layers: int | None
                 "measured_hours": per_step * run_steps / 3600 if run_steps else None},
         "ratios": {"memory_measured_over_estimate": peak / estimate["memory_bytes"],
                    "step_measured_over_estimate": (per_step / estimate["seconds_per_step"]
-                                                   if comparable else None)},
+                                                   if estimate["seconds_per_step"] else None),
+                   # The formula is for an idle machine: process CPU seconds over the cores' worth
+                   # of the estimate tell the formula's error apart from other programs' load.
+                   "step_cpu_over_estimate": (_median(measured["step_cpu_seconds"][1:] or measured["step_cpu_seconds"])
+                                              / (estimate["seconds_per_step"] * measured["threads"])
+                                              if estimate["seconds_per_step"] else None)},
     }
     out = project.path(REPORT)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +175,11 @@ def rehearse(project: Project, *, steps: int = DEFAULT_STEPS, layers: int | None
     os.replace(tmp_out, out)
     report["report_path"] = str(out)
     return report
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 # --- the child process --------------------------------------------------------------------------

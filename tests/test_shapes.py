@@ -111,6 +111,7 @@ def test_rehearsal_writes_measured_and_estimated_fields(shape_model, tmp_path):
     assert 0 < e["memory_bytes"] < 4 * 1024**3 and e["seconds_per_step"] > 0
     assert report["run"]["steps"] == 1200 and report["run"]["measured_hours"] > 0
     assert report["ratios"]["memory_measured_over_estimate"] > 0
-    # seq 16 and no accumulation are not the time formula's default run: no step ratio is claimed.
-    assert report["ratios"]["step_measured_over_estimate"] is None
+    # The time formula takes these settings (seq 16, no accumulation): the ratios are for this run.
+    assert report["ratios"]["step_measured_over_estimate"] > 0 and report["ratios"]["step_cpu_over_estimate"] > 0
+    assert e["run_hours"] == pytest.approx(e["seconds_per_step"] * 1200 / 3600)
     assert len(m["step_cpu_seconds"]) == 2
