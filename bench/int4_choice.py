@@ -32,7 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import Row, emit  # noqa: E402
 
+from aitk.core.export import INT4_ACCURACY_LEVEL, INT4_BLOCK_SIZE  # noqa: E402
+
 CANDIDATES = [(32, 4), (64, 4), (128, 4), (32, 1)]  # (block size, accuracy level); 4 = int8 compute, 1 = fp32
+CHOSEN = (INT4_BLOCK_SIZE, INT4_ACCURACY_LEVEL)
 PROMPT = [{"role": "user", "content": "Tell me a long story about the capital of Vozai."}]
 
 
@@ -108,17 +111,17 @@ def shape_part(args, tmp: Path) -> dict:
     rows = []
     print(f"\nQwen2.5-0.5B shape ({spec.layers} layers, random weights), {args.tokens} new tokens, "
           f"median of {args.rounds} interleaved rounds")
-    print(f"{'export':<16}{'tok/s':>8}{'x b32 a4':>10}{'rel. logit err':>16}{'top-1 = fp32':>14}")
+    print(f"{'export':<16}{'tok/s':>8}{'x chosen':>10}{'rel. logit err':>16}{'top-1 = fp32':>14}")
     for c, v in tps.items():
         f = fid.get(c, {"rel_error": 0.0, "top1_agree": 1.0})
         rows.append({"export": _name(c), "tok_s": v, "rel_error": f["rel_error"], "top1_agree": f["top1_agree"]})
-        print(f"{_name(c):<16}{v:>8.1f}{v / tps[(32, 4)]:>10.3f}{f['rel_error']:>16.4f}{f['top1_agree']:>14.3f}")
+        print(f"{_name(c):<16}{v:>8.1f}{v / tps[CHOSEN]:>10.3f}{f['rel_error']:>16.4f}{f['top1_agree']:>14.3f}")
     shape = spec.name
     emit(*(Row("int4_choice", f"{r['export']} decode", r["tok_s"], shape=shape, unit="tok/s",
                note=f"logit err {r['rel_error']:.3f}") for r in rows),
-         Row("int4_choice", "chosen (b32 a4) / fastest int4 decode",
-             tps[(32, 4)] / max(v for c, v in tps.items() if c is not None), shape=shape, unit="x",
-             note="the cost of the chosen block size in speed"))
+         Row("int4_choice", f"chosen ({_name(CHOSEN)}) / fastest int4 decode",
+             tps[CHOSEN] / max(v for c, v in tps.items() if c is not None), shape=shape, unit="x",
+             note="what the chosen block size costs in speed"))
     return {"layers": spec.layers, "rows": rows}
 
 
