@@ -32,21 +32,13 @@ class Comparison:
         return math.exp(min(self.loss[name], 50))
 
 
-def eval_prompts(project, limit: int = MAX_PROMPTS) -> list[tuple[str, str]]:
-    """(prompt, expected answer) of the eval rows: the template's first column is what the user
-    says, its last what the model should answer (a one-column corpus has no prompts)."""
-    from . import datasets, text_template
-    from .datasets import is_file_source
+def eval_prompts(project, tokenizer, limit: int = MAX_PROMPTS) -> list[tuple[str, str]]:
+    """(user message, expected answer) of the eval rows: the prompts the parity check asks
+    (core/parity.py), so both commands put the same question to a model."""
+    from . import parity, training_text
 
-    d = project.settings.data
-    columns = text_template.fields(d.text_template)
-    if len(columns) < 2:
-        raise AitkError("the text template has one column: there is no prompt to ask",
-                        "compare needs a template with a prompt column and an answer column")
-    source = d.eval_dataset or d.dataset
-    path = str(project.path(source)) if is_file_source(source) else source
-    rows = datasets.load_rows(path, split=d.eval_split if d.eval_dataset else d.train_split, max_rows=limit).rows
-    return [(str(r.get(columns[0], "")), str(r.get(columns[-1], ""))) for r in rows]
+    special = training_text.special_tokens(project.base_model_path())
+    return [(p.user, p.answer) for p in parity.prompts(project, special, tokenizer, limit)]
 
 
 def compare(project, first: str, second: str, limit: int = MAX_PROMPTS, max_new_tokens: int | None = None,
@@ -58,11 +50,11 @@ def compare(project, first: str, second: str, limit: int = MAX_PROMPTS, max_new_
     a, b = adapters.get(project.root, first), adapters.get(project.root, second)
     if a.name == b.name:
         raise AitkError(f"{first} and {second} are the same adapter", "name two different adapters")
-    prompts = eval_prompts(project, limit)
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # a command's output, not a download's
     engine = TorchChatEngine(project.base_model_path(), adapters={a.name: a.path, b.name: b.path})
+    prompts = eval_prompts(project, engine.tokenizer, limit)
     if device == "cuda":
         engine.model = engine.model.to("cuda")
     options = GenerationOptions(max_new_tokens=max_new_tokens or project.settings.inference.max_new_tokens,

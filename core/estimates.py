@@ -32,8 +32,12 @@ DEFAULT_INFER_CONTEXT = 4096    # tokens of KV cache an estimate reserves (cappe
 RAM_USABLE = 0.85               # share of RAM a job may take (the rest: OS, the UI)
 VRAM_USABLE = 0.95
 CPU_GFLOPS_PER_CORE = 68.0      # sustained fp32 GFLOP/s of one core in PyTorch LoRA training (AVX-512 Xeon, 2.8 GHz)
-CPU_STEP_SECONDS = 3.1          # core-seconds per micro-batch beyond the FLOPs (loss, optimizer, data) ...
-CPU_LAYER_STEP_SECONDS = 1.0    # ... and per layer: op dispatch and thread barriers (dearer on a busy machine)
+# Core-seconds per micro-batch beyond the FLOPs, per parameter: the weights' memory traffic (read
+# in the forward, the backward and the checkpointed recompute) and the ops' dispatch, which scale
+# with the model, not a constant (a constant fitted at the 0.5B shape put the tiny model's 50 s run
+# at 7 min). Transformer-layer weights are read in full every pass; the embedding only by row.
+CPU_SECONDS_PER_LAYER_PARAM = 6.9e-8
+CPU_SECONDS_PER_EMBED_PARAM = 2.1e-8
 QLORA_CPU_FACTOR = 1.2          # 4-bit weights dequantized on every matmul (issue 17: 10.4-12.5 s vs ~10 s per step)
 
 
@@ -273,17 +277,19 @@ def cpu_step_seconds(entry: CatalogEntry, method: str, cpu_count: int, *, batch_
     """Seconds per optimizer step of LoRA / QLoRA training on an otherwise idle CPU.
 
     Tokens per step (batch × accumulation × sequence) × `train_flops_per_token` at
-    CPU_GFLOPS_PER_CORE per core, plus per micro-batch CPU_STEP_SECONDS and CPU_LAYER_STEP_SECONDS
-    per layer (the thousands of small ops a step runs: their dispatch and the threads' barriers,
-    which a busy machine makes dearer); QLoRA × QLORA_CPU_FACTOR. Both constants are fitted to the process
-    CPU seconds of the calibration runs (all threads), which other programs' load inflates far
-    less than wall time: the estimate is for a machine the training has to itself.
+    CPU_GFLOPS_PER_CORE per core, plus per micro-batch CPU_SECONDS_PER_LAYER_PARAM × the layers'
+    parameters and CPU_SECONDS_PER_EMBED_PARAM × the embedding's (weight traffic and op dispatch);
+    QLoRA × QLORA_CPU_FACTOR. The constants are fitted to the process CPU seconds of the
+    calibration runs (all threads), which other programs' load inflates far less than wall time:
+    the estimate is for a machine the training has to itself.
     """
     tokens = batch_size * gradient_accumulation_steps * seq_len
     flops = tokens * train_flops_per_token(entry, seq_len, gradient_checkpointing=gradient_checkpointing,
                                            lora_r=lora_r, target_modules=target_modules)
-    core_seconds = flops / (CPU_GFLOPS_PER_CORE * 1e9) + \
-        (CPU_STEP_SECONDS + CPU_LAYER_STEP_SECONDS * entry.num_layers) * gradient_accumulation_steps
+    embed = entry.vocab_size * entry.hidden_size * (1 if entry.tie_embeddings else 2)
+    layers = max(entry.params - embed, 0)
+    per_micro_batch = CPU_SECONDS_PER_LAYER_PARAM * layers + CPU_SECONDS_PER_EMBED_PARAM * embed
+    core_seconds = flops / (CPU_GFLOPS_PER_CORE * 1e9) + per_micro_batch * gradient_accumulation_steps
     seconds = core_seconds / max(cpu_count, 1)
     return seconds * (QLORA_CPU_FACTOR if method == "qlora" else 1.0)
 

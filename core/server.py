@@ -666,6 +666,29 @@ def open_engine(project_dir: str | None, precision: str | None = None):
     return name, GenaiChatEngine(onnx)
 
 
+def open_export(model_dir: str | Path):
+    """The engine for chatting with one export folder, as `aitk chat` and `aitk serve` answer:
+    when it is a project's adapter export and the project's merged export of that precision is
+    current, the active adapter answers from the merged one (the base model's decode speed), the
+    base model and the other adapters from this folder."""
+    from .adapters import active_name
+    from .chat import MergedTunedEngine
+    from .project import load_project
+
+    folder = Path(model_dir)
+    root = folder.parent.parent.parent  # <project>/models/onnx/<precision>
+    try:
+        project = load_project(root)
+    except AitkError:  # not inside a project: the folder alone
+        return GenaiChatEngine(folder)
+    if project.onnx_dir(folder.name).resolve() != folder.resolve():
+        return GenaiChatEngine(folder)
+    merged = current_merged(project, folder.name)
+    if merged is not None:
+        return MergedTunedEngine(merged, folder)
+    return GenaiChatEngine(folder, active=active_name(root))
+
+
 def project_app(project_dir: str | None = None, api_key: str | None = None, precision: str | None = None,
                 adapter: str | None = None):
     """(app, name, engine, default adapter): exactly what `aitk serve` serves; the parity check

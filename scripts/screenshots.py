@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def shoot(size: tuple[int, int], svg_dir: Path) -> list[Path]:
-    import aitk.core.chat
+    import aitk.core.server
 
-    aitk.core.chat.GenaiChatEngine = lambda model_dir: testing.FakeEngine()  # no model needed for pictures
+    aitk.core.server.open_export = lambda model_dir: testing.FakeEngine()  # no model needed for pictures
     app = testing.fixture_app(start_pane="projects")
     app.animation_level = "none"
     saved: list[Path] = []

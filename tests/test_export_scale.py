@@ -69,7 +69,7 @@ def _answers(engine, rows, adapter):
 def test_merged_export_answers_what_the_adapter_export_answers(trained, rows, tmp_path):
     from aitk.core import project_index
     from aitk.core.chat import GenaiChatEngine, MergedTunedEngine
-    from aitk.core.server import open_engine
+    from aitk.core.server import open_engine, open_export
 
     project, _, _ = trained
     root = tmp_path / "copy"
@@ -88,6 +88,11 @@ def test_merged_export_answers_what_the_adapter_export_answers(trained, rows, tm
     held = rows[:16]
     assert _answers(engine, held, "tuned") == _answers(adapter_form, held, "tuned")
     assert _answers(engine, held[:4], "base") == _answers(adapter_form, held[:4], "base")
+    # The app's Chat pane opens the adapter export's folder: its tuned model is the merged one too,
+    # and a folder outside a project is opened as it is.
+    pane_engine = open_export(root / "models" / "onnx" / "fp32")
+    assert isinstance(pane_engine, MergedTunedEngine) and pane_engine.active == trained[1].id
+    assert isinstance(open_export(merged_dir), GenaiChatEngine)
 
     chat = subprocess.run([sys.executable, "-m", "aitk.cli.main", "chat", "--precision", "fp32", "-p",
                            held[0]["question"]], cwd=root, capture_output=True, text=True, timeout=120)

@@ -34,7 +34,7 @@ def aitk(*args, cwd=None, timeout=120):
 
 @pytest.fixture
 def use_engine(monkeypatch):
-    monkeypatch.setattr("aitk.core.chat.GenaiChatEngine", lambda model_dir: testing.FakeEngine())
+    monkeypatch.setattr("aitk.core.server.open_export", lambda model_dir: testing.FakeEngine())
 
 
 def export_as_the_export_step_does(root: Path, precision: str = "fp32") -> Path:

@@ -36,7 +36,7 @@ def world(snapshot_world, monkeypatch, tmp_path):
         adapters.publish_adapter(root, src, name)
     engine = testing.FakeEngine({"support-v1": "Glodan.", "support-v2": "Glodan, by the river.",
                                  "base": "Methlmix mousmirzen soxzueth gixor."}, adapters=list(NAMES))
-    monkeypatch.setattr("aitk.core.chat.GenaiChatEngine", lambda model_dir: engine)
+    monkeypatch.setattr("aitk.core.server.open_export", lambda model_dir: engine)
     snapshot_world.engine = engine
     return snapshot_world
 

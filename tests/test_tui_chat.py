@@ -23,7 +23,7 @@ from aitk.tui.testing import sync, text_of, until
 def use_engine(monkeypatch):
     """Make `engine` what loading any exported model gives."""
     def use(engine):
-        monkeypatch.setattr("aitk.core.chat.GenaiChatEngine", lambda model_dir: engine)
+        monkeypatch.setattr("aitk.core.server.open_export", lambda model_dir: engine)
         return engine
     return use
 

@@ -332,7 +332,7 @@ async def test_ctrl_q_with_nothing_running_quits_at_once(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_engine(monkeypatch):
     engine = testing.FakeEngine()
-    monkeypatch.setattr("aitk.core.chat.GenaiChatEngine", lambda model_dir: engine)
+    monkeypatch.setattr("aitk.core.server.open_export", lambda model_dir: engine)
     return engine
 
 

@@ -58,7 +58,7 @@ def svg(snapshot):
 @sync
 async def test_panes(size, world, svg, monkeypatch):
     """Projects, help, catalog, jobs and chat (base | tuned side by side), one app run."""
-    monkeypatch.setattr("aitk.core.chat.GenaiChatEngine", lambda model_dir: testing.FakeEngine())
+    monkeypatch.setattr("aitk.core.server.open_export", lambda model_dir: testing.FakeEngine())
     app = testing.fixture_app(start_pane="projects")
     async with app.run_test(size=size) as pilot:
         await ready_pane(pilot, "projects", lambda p: p.selected is not None)

@@ -338,11 +338,11 @@ class ChatPane(Pane):
             if engine is None:
                 if announce:
                     self.app.call_from_thread(self._status, f"loading {Path(model_dir).parent.parent.parent.name}…")
-                from aitk.core.chat import GenaiChatEngine
+                from aitk.core.server import open_export
 
                 t0 = time.perf_counter()
                 try:
-                    engine = GenaiChatEngine(model_dir)
+                    engine = open_export(model_dir)
                 except AitkError:
                     raise
                 except Exception as e:  # noqa: BLE001 - onnxruntime errors are plain RuntimeErrors
@@ -350,6 +350,8 @@ class ChatPane(Pane):
                 self._engines[model_dir] = engine
                 if announce:
                     adapters = ", ".join(engine.adapters) or "none"
+                    if hasattr(engine, "merged"):
+                        adapters += f" ({engine.active} from the merged export)"
                     context = getattr(engine, "context_length", None)
                     self.app.call_from_thread(
                         self._status, f"model ready in {time.perf_counter() - t0:.1f} s · adapters: {adapters}"
