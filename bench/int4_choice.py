@@ -145,7 +145,9 @@ def train_tiny(tmp: Path) -> tuple[Path, Path, list[dict]]:
 
 
 def answer_loss(model_dir: Path, rows: list[dict]) -> float:
-    """Mean NLL of each held answer's tokens (and the end token) after its chat prompt."""
+    """Mean NLL of each held answer's tokens after its chat prompt, the answer tokenized in place
+    (the prompt + answer text as one, so the tokens are the ones the model sees in context; the
+    end-of-turn token is left out: which one ends a turn is the chat template's, not the data's)."""
     import numpy as np
     from transformers import AutoTokenizer
 
@@ -155,11 +157,12 @@ def answer_loss(model_dir: Path, rows: list[dict]) -> float:
         prompt = tok.apply_chat_template([{"role": "user", "content": r["question"]}], tokenize=False,
                                          add_generation_prompt=True)
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tok(r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        logits = prompt_logits(model_dir, p_ids + a_ids)
-        for i, t in enumerate(a_ids):
-            row = logits[len(p_ids) + i - 1]
-            total += float(np.logaddexp.reduce(row) - row[t])
+        ids = tok(prompt + r["answer"], add_special_tokens=False)["input_ids"]
+        assert ids[:len(p_ids)] == p_ids, "the prompt tokenizes differently in front of its answer"
+        logits = prompt_logits(model_dir, ids)
+        for i in range(len(p_ids), len(ids)):
+            row = logits[i - 1]
+            total += float(np.logaddexp.reduce(row) - row[ids[i]])
             count += 1
     return total / count
 
@@ -192,11 +195,14 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--skip-tiny", action="store_true")
+    ap.add_argument("--skip-shape", action="store_true")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="aitk-int4-bench-") as tmp:
         tmp = Path(tmp)
-        result = {"candidates": [_name(c) for c in CANDIDATES], "shape": shape_part(args, tmp)}
+        result = {"candidates": [_name(c) for c in CANDIDATES]}
+        if not args.skip_shape:
+            result["shape"] = shape_part(args, tmp)
         if not args.skip_tiny:
             result["tiny"] = tiny_part(tmp)
     if args.json:
