@@ -644,49 +644,47 @@ def current_merged(project, precision: str | None = None) -> Path | None:
     return folder if export_state(folder, project.adapter_dir).current else None
 
 
-def open_engine(project_dir: str | None, precision: str | None = None):
-    """(name, engine) for serving and chat. A project's tuned model answers from its merged export
-    when that is current (the base model's decode speed), the base model and other adapters from
-    the adapter export; otherwise the adapter export answers both."""
+def tuned_engine(project, precision: str | None, export: Path | None):
+    """The one rule for a project's model: the active adapter answers from the current merged
+    export when there is one (the base model's decode speed), the base model and the other
+    adapters from the adapter export `export`; otherwise `export` answers all of them."""
+    from .adapters import active_name
     from .chat import MergedTunedEngine
 
+    merged = current_merged(project, precision)
+    if merged is not None:
+        return MergedTunedEngine(merged, export)
+    return GenaiChatEngine(export, active=active_name(project.root))
+
+
+def open_engine(project_dir: str | None, precision: str | None = None):
+    """(name, engine) for serving and chat: a project's (`tuned_engine`), or the embedded tiny model."""
     if project_dir:
         from .project import load_project
         from .publish import current_export
 
         project = load_project(project_dir)
-        merged = current_merged(project, precision)
-        if merged is not None:
-            return project.name, MergedTunedEngine(merged, current_export(project, precision))
-    name, onnx = resolve_model(project_dir, precision)
-    if project_dir:  # the project's active adapter answers as `tuned` when the export carries it
-        from .adapters import active_name
-
-        return name, GenaiChatEngine(onnx, active=active_name(project_dir))
+        if current_merged(project, precision) is None:
+            resolve_model(project_dir, precision)  # no export at all: its error names the command to run
+        return project.name, tuned_engine(project, precision, current_export(project, precision))
+    name, onnx = resolve_model(None, precision)
     return name, GenaiChatEngine(onnx)
 
 
 def open_export(model_dir: str | Path):
-    """The engine for chatting with one export folder, as `aitk chat` and `aitk serve` answer:
-    when it is a project's adapter export and the project's merged export of that precision is
-    current, the active adapter answers from the merged one (the base model's decode speed), the
-    base model and the other adapters from this folder."""
-    from .adapters import active_name
-    from .chat import MergedTunedEngine
+    """The engine for chatting with one export folder (the Chat pane's): inside a project, its
+    adapter export answers as `aitk chat` and `aitk serve` do (`tuned_engine`); any other folder alone."""
     from .project import load_project
 
     folder = Path(model_dir)
     root = folder.parent.parent.parent  # <project>/models/onnx/<precision>
     try:
         project = load_project(root)
-    except AitkError:  # not inside a project: the folder alone
+    except AitkError:
         return GenaiChatEngine(folder)
     if project.onnx_dir(folder.name).resolve() != folder.resolve():
         return GenaiChatEngine(folder)
-    merged = current_merged(project, folder.name)
-    if merged is not None:
-        return MergedTunedEngine(merged, folder)
-    return GenaiChatEngine(folder, active=active_name(root))
+    return tuned_engine(project, folder.name, folder)
 
 
 def project_app(project_dir: str | None = None, api_key: str | None = None, precision: str | None = None,
