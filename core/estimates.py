@@ -25,19 +25,31 @@ BYTES_PER_PARAM = {"float32": 4.0, "fp32": 4.0, "bfloat16": 2.0, "float16": 2.0,
 # holds every row to +-25%). GPUs: run that bench with `--device cuda` on the GPU (the peak is then
 # torch.cuda.max_memory_allocated, which the CUDA context is not part of) and fit the same terms.
 TRAIN_OVERHEAD = 1 * GiB        # GPU: framework, allocator slack, CUDA context
-CPU_TRAIN_OVERHEAD = 700 * MiB  # CPU: RSS of a process with torch, transformers and peft loaded, its allocator slack
+CPU_TRAIN_OVERHEAD = 380 * MiB  # CPU: RSS of a process with torch, transformers and peft loaded
 LOGITS_COPIES = 3               # fp32 b x s x V tensors alive at the peak (logits, log-softmax, a gradient)
+# CPU activations, in hidden-sized values per token per layer, as the process's RSS holds them
+# (fitted to the calibration rows). Without checkpointing ~90: LoRA training keeps far more than a
+# plain layer's 17 (Korthikanti et al.): a dropout copy of every adapted module's input, the
+# adapters' own products, fp32 throughout. With checkpointing ~27, not the one (the layer's input)
+# the checkpoint stores: each layer's recompute in the backward pass allocates its activations
+# afresh and the allocator does not hand all of them back (measured: the tensors saved in the
+# forward grow by one hidden vector per layer-token, the peak RSS by ~27).
+CPU_LAYER_ACTIVATION_HIDDEN = 90
+CPU_CKPT_RETAINED_HIDDEN = 27
 INFER_OVERHEAD = 512 * MiB      # ORT GenAI session, tokenizer, buffers
 DEFAULT_INFER_CONTEXT = 4096    # tokens of KV cache an estimate reserves (capped at the model's context)
 RAM_USABLE = 0.85               # share of RAM a job may take (the rest: OS, the UI)
 VRAM_USABLE = 0.95
-CPU_GFLOPS_PER_CORE = 68.0      # sustained fp32 GFLOP/s of one core in PyTorch LoRA training (AVX-512 Xeon, 2.8 GHz)
-# Core-seconds per micro-batch beyond the FLOPs, per parameter: the weights' memory traffic (read
-# in the forward, the backward and the checkpointed recompute) and the ops' dispatch, which scale
-# with the model, not a constant (a constant fitted at the 0.5B shape put the tiny model's 50 s run
-# at 7 min). Transformer-layer weights are read in full every pass; the embedding only by row.
-CPU_SECONDS_PER_LAYER_PARAM = 6.9e-8
-CPU_SECONDS_PER_EMBED_PARAM = 2.1e-8
+# CPU step time, in core-seconds (fitted by bench/calibrate_estimates.py --fit): the FLOPs at a
+# large-matmul rate, plus three memory-bound terms the FLOPs miss, each per token of a micro-batch:
+# the loss over the vocabulary (softmax, its gradient), each layer's elementwise work and the
+# efficiency its matmuls lose at small hidden sizes (per layer, hidden + intermediate), and the
+# skinny LoRA matmuls and dropout (per adapter parameter). One FLOP rate alone put Qwen2.5-0.5B's
+# 24-layer steps 1.4x over the 1.5B's; these four terms hold both shapes and both ranks (16, 64).
+CPU_GFLOPS_PER_CORE = 117.0
+CPU_SECONDS_PER_LOGIT = 1.75e-8       # per token x vocabulary entry
+CPU_SECONDS_PER_ACTIVATION = 2.05e-7  # per token x layer x (hidden + intermediate)
+CPU_SECONDS_PER_ADAPTER_PARAM = 4.31e-10  # per token x LoRA parameter
 QLORA_CPU_FACTOR = 1.2          # 4-bit weights dequantized on every matmul (issue 17: 10.4-12.5 s vs ~10 s per step)
 
 
@@ -98,10 +110,12 @@ def memory_estimate(entry: CatalogEntry, method: str, device: str = "cpu", *, va
       and the embeddings in the compute dtype, E × bytes.
     - adapter: n = L × Σ_targets r × (d_in + d_out) parameters in fp32 (4 B); gradients 4 B each;
       AdamW's two moments 8 B each: n × 16 B in all.
-    - activations (Korthikanti et al. 2022): b × s × 34 h × bytes/2 per layer, without their
+    - activations, GPU (Korthikanti et al. 2022): b × s × 34 h × bytes/2 per layer, without their
       5 a s² attention-score term: PyTorch's SDPA never stores the scores whole (measured: b 1 × s
-      2048 peaks where b 2 × s 1024 does). With gradient checkpointing only each layer's input,
-      b × s × h × bytes × L, plus one layer in full.
+      2048 peaks where b 2 × s 1024 does). With gradient checkpointing each layer's input,
+      b × s × h × bytes × L, plus one layer in full. CPU: the same form with the measured RSS,
+      CPU_LAYER_ACTIVATION_HIDDEN (90) h-sized values per token per layer in full and
+      CPU_CKPT_RETAINED_HIDDEN (27) per checkpointed layer.
     - logits: b × s × V × 4 B, LOGITS_COPIES (3) times: fp32 logits, the loss's log-softmax and a
       gradient of the same size are alive together in the backward pass. At a 152k vocabulary this
       is the largest term after the weights (0.6 GB a copy at b 1, s 1024); the formula's former
@@ -109,8 +123,9 @@ def memory_estimate(entry: CatalogEntry, method: str, device: str = "cpu", *, va
     - overhead: CPU_TRAIN_OVERHEAD on CPU (the process's libraries and allocator slack; RSS is
       what is measured there), TRAIN_OVERHEAD on GPUs (framework, allocator, CUDA context).
 
-    Calibration: the constants are fitted to `aitk rehearse` runs at Qwen2.5's real shapes on a
-    2-core AVX2 CPU (data/estimates_calibration.json; every row within ±25%).
+    Calibration: the constants are fitted to `aitk rehearse` runs at Qwen2.5-0.5B's and 1.5B's
+    real shapes, cut and full depth, LoRA r 16 and 64, on a quiet 2-core AVX-512 CPU
+    (data/estimates_calibration.json; every row within ±25%, most within 5%).
 
     Inference (method `inference`, ONNX Runtime GenAI): the variant's download size when it is a
     published build, else E × io-bytes + (P − E) × bytes(precision) (io: fp32 on CPU, fp16 on
@@ -159,8 +174,11 @@ def memory_estimate(entry: CatalogEntry, method: str, device: str = "cpu", *, va
     else:
         weights = int(P * nbytes)
     n = lora_param_count(entry, r, targets)
-    per_layer = b * s * 34 * h * nbytes / 2  # attention scores are never stored whole (SDPA)
-    acts = (b * s * h * nbytes * L + per_layer) if ckpt else per_layer * L
+    if device == "cpu":  # measured RSS (CPU_LAYER_ACTIVATION_HIDDEN, CPU_CKPT_RETAINED_HIDDEN)
+        per_layer, kept = CPU_LAYER_ACTIVATION_HIDDEN * b * s * h * nbytes, CPU_CKPT_RETAINED_HIDDEN
+    else:  # attention scores are never stored whole (SDPA)
+        per_layer, kept = b * s * 34 * h * nbytes / 2, 1
+    acts = (kept * b * s * h * nbytes * L + per_layer) if ckpt else per_layer * L
     parts = {
         "weights": weights,
         "adapter": n * 4,
@@ -271,25 +289,36 @@ def train_flops_per_token(entry: CatalogEntry, seq_len: int, *, gradient_checkpo
     return flops
 
 
+def cpu_step_terms(entry: CatalogEntry, *, batch_size: int, seq_len: int, gradient_checkpointing: bool,
+                   lora_r: int, target_modules: Iterable[str] | None = None) -> dict[str, float]:
+    """What one micro-batch's CPU time scales with, before the constants: its FLOPs, token x
+    vocabulary, token x layer x (hidden + intermediate), token x adapter parameters."""
+    e, tokens = entry, batch_size * seq_len
+    return {
+        "flops": tokens * train_flops_per_token(e, seq_len, gradient_checkpointing=gradient_checkpointing,
+                                                lora_r=lora_r, target_modules=target_modules),
+        "logits": tokens * e.vocab_size,
+        "activations": tokens * e.num_layers * (e.hidden_size + e.intermediate_size),
+        "adapter": tokens * lora_param_count(e, lora_r, target_modules),
+    }
+
+
+CPU_STEP_CONSTANTS = {"flops": 1 / (CPU_GFLOPS_PER_CORE * 1e9), "logits": CPU_SECONDS_PER_LOGIT,
+                      "activations": CPU_SECONDS_PER_ACTIVATION, "adapter": CPU_SECONDS_PER_ADAPTER_PARAM}
+
+
 def cpu_step_seconds(entry: CatalogEntry, method: str, cpu_count: int, *, batch_size: int, seq_len: int,
                      gradient_accumulation_steps: int, gradient_checkpointing: bool, lora_r: int,
                      target_modules: Iterable[str] | None = None) -> float:
-    """Seconds per optimizer step of LoRA / QLoRA training on an otherwise idle CPU.
-
-    Tokens per step (batch × accumulation × sequence) × `train_flops_per_token` at
-    CPU_GFLOPS_PER_CORE per core, plus per micro-batch CPU_SECONDS_PER_LAYER_PARAM × the layers'
-    parameters and CPU_SECONDS_PER_EMBED_PARAM × the embedding's (weight traffic and op dispatch);
-    QLoRA × QLORA_CPU_FACTOR. The constants are fitted to the process CPU seconds of the
-    calibration runs (all threads), which other programs' load inflates far less than wall time:
-    the estimate is for a machine the training has to itself.
+    """Seconds per optimizer step of LoRA / QLoRA training on an otherwise idle CPU: each
+    micro-batch's `cpu_step_terms` times CPU_STEP_CONSTANTS (core-seconds), over the cores, times
+    the accumulation; QLoRA × QLORA_CPU_FACTOR. Fitted to wall time of calibration runs on a quiet
+    machine (data/estimates_calibration.json), so it is for a machine the training has to itself.
     """
-    tokens = batch_size * gradient_accumulation_steps * seq_len
-    flops = tokens * train_flops_per_token(entry, seq_len, gradient_checkpointing=gradient_checkpointing,
-                                           lora_r=lora_r, target_modules=target_modules)
-    embed = entry.vocab_size * entry.hidden_size * (1 if entry.tie_embeddings else 2)
-    layers = max(entry.params - embed, 0)
-    per_micro_batch = CPU_SECONDS_PER_LAYER_PARAM * layers + CPU_SECONDS_PER_EMBED_PARAM * embed
-    core_seconds = flops / (CPU_GFLOPS_PER_CORE * 1e9) + per_micro_batch * gradient_accumulation_steps
+    terms = cpu_step_terms(entry, batch_size=batch_size, seq_len=seq_len,
+                           gradient_checkpointing=gradient_checkpointing, lora_r=lora_r,
+                           target_modules=target_modules)
+    core_seconds = sum(CPU_STEP_CONSTANTS[k] * v for k, v in terms.items()) * gradient_accumulation_steps
     seconds = core_seconds / max(cpu_count, 1)
     return seconds * (QLORA_CPU_FACTOR if method == "qlora" else 1.0)
 
