@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 from results import ROWS_ENV, Row, read, table  # noqa: E402
 
 SHAPE = "qwen2.5-0.5b"
+SHAPE_LARGE = "qwen2.5-1.5b"  # the largest shape this machine trains (rehearsal only)
 
 
 @dataclass
@@ -53,7 +54,10 @@ PLAN = [
     Bench("finetune_overhead", ["finetune_overhead.py", "--shape", SHAPE], shape=SHAPE),
     Bench("int4_choice", ["int4_choice.py"], shape=SHAPE,
           quick=["--layers", "2", "--tokens", "16", "--rounds", "1", "--skip-tiny"]),
+    Bench("decode_bandwidth", ["decode_bandwidth.py", "--shape", SHAPE], shape=SHAPE,
+          quick=["--shape", SHAPE, "--layers", "2", "--tokens", "16", "--repeats", "1"]),
     Bench("rehearse", ["rehearse.py", "--model", SHAPE, "--steps", "1", "--seq-len", "256"], shape=SHAPE),
+    Bench("rehearse", ["rehearse.py", "--model", SHAPE_LARGE, "--steps", "1", "--seq-len", "256"], shape=SHAPE_LARGE),
 ]
 
 

@@ -66,10 +66,12 @@ def test_the_runner_collects_every_benchs_rows_into_one_table_and_json(tmp_path,
 
 def test_a_quick_run_leaves_out_the_real_scale_benches_and_every_bench_has_quick_arguments():
     quick = [b for b in runner.PLAN if b.quick is not None]
-    # A quick run of a real-scale bench cuts it to a few small layers (merged_decode, int4_choice).
-    assert quick and all(b.shape == "tiny" or b.name in ("merged_decode", "int4_choice") for b in quick)
+    # A quick run of a real-scale bench cuts it to a few small layers.
+    assert quick and all(b.shape == "tiny" or b.name in ("merged_decode", "int4_choice", "decode_bandwidth")
+                         for b in quick)
     assert {b.name for b in runner.PLAN if b.shape != "tiny"} >= {"serve", "finetune_overhead", "merged_decode",
-                                                                  "rehearse", "int4_choice"}
+                                                                  "rehearse", "int4_choice", "decode_bandwidth"}
+    assert {b.shape for b in runner.PLAN if b.name == "rehearse"} == {"qwen2.5-0.5b", "qwen2.5-1.5b"}
     for bench in runner.PLAN:
         assert (BENCH / bench.argv[0]).is_file()
 
