@@ -263,6 +263,7 @@ class Batch:
         self._end = set(int(i) for i in tok.eos_token_ids)
         self.generated: list[list[int]] = [[] for _ in answers]
         self.wanted = [True] * len(answers)
+        self._caps = [a.max_new_tokens for a in answers]
 
     @property
     def done(self) -> bool:
@@ -275,31 +276,34 @@ class Batch:
     def step(self) -> list[tuple[int, str | Exception, bool]]:
         """Decode one token for every row: (row, its text piece, whether that row has ended) for
         each row still wanted; ended rows are no longer wanted. A row whose token cannot be turned
-        into text gets the error instead of a piece, and ends."""
+        into text gets the error instead of a piece, and ends. (Per-token Python is kept lean: on
+        a small model a step is ~0.2 ms of genai, and every microsecond here shows in tok/s.)"""
+        generator = self._generator
         try:
             if self._prompts is not None:
-                self._generator.append_tokens(self._prompts)
+                generator.append_tokens(self._prompts)
                 self._prompts = None
-            self._generator.generate_next_token()
-            tokens = self._generator.get_next_tokens()
+            generator.generate_next_token()
+            tokens = generator.get_next_tokens().tolist()
         except RuntimeError as e:
             raise AitkError(f"generation failed: {e}", "shorten the conversation or lower max_new_tokens") from None
         out = []
+        wanted, generated, end, caps, piece_of = self.wanted, self.generated, self._end, self._caps, self.piece
         for row, token in enumerate(tokens):
-            if not self.wanted[row]:
+            if not wanted[row]:
                 continue
-            token = int(token)
-            self.generated[row].append(token)
-            ended = token in self._end or len(self.generated[row]) >= self.answers[row].max_new_tokens
+            done = generated[row]
+            done.append(token)
+            ended = token in end or len(done) >= caps[row]
             try:
-                piece = self.piece(row, token)
+                piece = piece_of(row, token)
             except Exception as e:  # noqa: BLE001 - this row's fault; the other rows decode on
                 piece, ended = AitkError(f"the answer could not be decoded: {e}"), True
             out.append((row, piece, ended))
             if ended:
-                self.wanted[row] = False
-        if self._generator.is_done():
-            self.wanted = [False] * len(self.wanted)
+                wanted[row] = False
+        if generator.is_done():
+            self.wanted = [False] * len(wanted)
         if self.done:
             self.close()
         return out
