@@ -70,6 +70,7 @@ class Member:
     new: list[str] = field(default_factory=list)
     held: str = ""
     ended: bool = False
+    announced: bool = False  # its ("start", ...) item has been sent
 
     def __post_init__(self):
         self.prompt_tokens, self.cap = self.answer.prompt_tokens, self.answer.max_new_tokens
@@ -98,6 +99,11 @@ def group(members: list[Member], context_length: int | None, limit: int = MAX_BA
     return groups
 
 
+def _put_all(queue_: asyncio.Queue, items: tuple) -> None:
+    for item in items:
+        queue_.put_nowait(item)
+
+
 class Decoder:
     """One thread owns every generator. The requests waiting when it looks are prepared (context
     rule, tokens) and grouped (`group`): each group shares one generator, a batch, which decodes
@@ -110,8 +116,11 @@ class Decoder:
     from the tokens it has (greedy: the same answer), so only the one at fault fails.
 
     Items sent to a request's queue: ("start", prompt_tokens, max_new_tokens) once its answer
-    has started, then text pieces, then ("done", finish_reason, tokens, prompt_tokens); or an
-    exception instead, after which nothing more comes."""
+    has started (with its first turn's text: a first step that fails is then an error status,
+    not a 200 and a broken stream), then text pieces, then ("done", finish_reason, tokens,
+    prompt_tokens); or an exception instead, after which nothing more comes. A turn's items for
+    one request go over in one hand-over: each wakes the event loop and costs a GIL switch, and
+    with the tiny model those were most of a short request's server time."""
 
     def __init__(self, engine: GenaiChatEngine):
         self.engine = engine
@@ -136,9 +145,9 @@ class Decoder:
         self.thread.join(5)
 
     @staticmethod
-    def _send(req: Request, item) -> None:
+    def _send(req: Request, *items) -> None:
         try:
-            req.loop.call_soon_threadsafe(req.out.put_nowait, item)
+            req.loop.call_soon_threadsafe(_put_all, req.out, items)
         except RuntimeError:
             req.cancel.set()  # its event loop is gone (server shutting down): nobody to answer
 
@@ -187,20 +196,18 @@ class Decoder:
             for run in list(self._runs):
                 self._turn(run)
 
-    def _start(self, members: list[Member], announce: bool = True) -> None:
+    def _start(self, members: list[Member]) -> None:
         try:
             batch = self.engine.start([m.answer for m in members])
         except Exception as e:  # noqa: BLE001 - find the request at fault: each starts alone
             if len(members) > 1:
                 for m in members:
-                    self._start([m], announce)
+                    self._start([m])
             else:
                 self._fail(members[0].req, e)
             return
         for row, m in enumerate(members):
             m.row = row
-            if announce:
-                self._send(m.req, ("start", m.answer.prompt_tokens, m.answer.max_new_tokens))
         if len(members) > 1:
             self.stats["batched"] += len(members)
         self._runs.append(Run(batch, members))
@@ -242,7 +249,7 @@ class Decoder:
                 done = batch.generated[m.row]
                 m.before += len(done)
                 m.answer = m.answer.continued(done)
-                self._start([m], announce=False)
+                self._start([m])
             return
         for m in list(members):
             try:
@@ -273,14 +280,17 @@ class Decoder:
         else:  # hold back an end of the text that a stop string may start with
             keep = max((k for s in stops for k in range(len(s) - 1, 0, -1) if text.endswith(s[:k])), default=0)
             text, m.held = (text[:-keep], text[-keep:]) if keep else (text, "")
+        items: list = [] if m.announced else [("start", m.prompt_tokens, m.cap)]
+        m.announced = True
         if text:
-            self._send(req, text)
-        if finished is None:
-            return False
-        self.stats["answered"] += 1
-        self.stats["tokens"] += tokens
-        self._send(req, ("done", finished, tokens, m.prompt_tokens))
-        return True
+            items.append(text)
+        if finished is not None:
+            self.stats["answered"] += 1
+            self.stats["tokens"] += tokens
+            items.append(("done", finished, tokens, m.prompt_tokens))
+        if items:
+            self._send(req, *items)
+        return finished is not None
 
 
 def model_names(name: str, engine: GenaiChatEngine, default: str | None = None) -> dict[str, str | None]:
@@ -567,22 +577,32 @@ def build_app(engine: GenaiChatEngine, name: str, api_key: str | None = None, de
 
         if body.stream:
             async def events():
-                yield chunk({"role": "assistant", "content": ""})
+                # Every item already waiting goes out in one write (one event each, as the API
+                # streams them): a socket write per event cost more than the tiny model's tokens.
+                pending = [chunk({"role": "assistant", "content": ""})]
                 try:
                     while True:
                         item = await next_item(req, None)  # Starlette cancels this on disconnect
-                        if isinstance(item, Exception):
-                            yield "data: " + json.dumps(json.loads(_api_error(item).body())) + "\n\n"
-                            return
-                        if isinstance(item, tuple):
-                            yield chunk({}, item[1])
-                            if body.stream_options and body.stream_options.include_usage:
-                                yield "data: " + json.dumps({
-                                    "id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
-                                    "model": body.model, "choices": [], "usage": usage(item[2])}) + "\n\n"
-                            yield "data: [DONE]\n\n"
-                            return
-                        yield chunk({"content": item})
+                        while True:
+                            if isinstance(item, Exception):
+                                pending.append("data: " + json.dumps(json.loads(_api_error(item).body())) + "\n\n")
+                                yield "".join(pending)
+                                return
+                            if isinstance(item, tuple):
+                                pending.append(chunk({}, item[1]))
+                                if body.stream_options and body.stream_options.include_usage:
+                                    pending.append("data: " + json.dumps({
+                                        "id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+                                        "model": body.model, "choices": [], "usage": usage(item[2])}) + "\n\n")
+                                pending.append("data: [DONE]\n\n")
+                                yield "".join(pending)
+                                return
+                            pending.append(chunk({"content": item}))
+                            if req.out.empty():
+                                break
+                            item = req.out.get_nowait()
+                        yield "".join(pending)
+                        pending = []
                 finally:
                     req.cancel.set()  # client gone or done: free the decoder slot
 
