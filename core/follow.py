@@ -24,6 +24,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 NOISE = re.compile(r"UserWarning: 'pin_memory' argument is set as true but no accelerator"
                    r"|Please install tabulate for better run history output"
                    r"|\] Run history for [^ ]+:$")
+NOISE_IN_BLOCK = re.compile(NOISE.pattern, re.MULTILINE)  # the same, over many lines at once
 
 
 def quiet(lines: list[str]) -> list[str]:
@@ -40,7 +41,8 @@ def quiet(lines: list[str]) -> list[str]:
 
 def clean(line: str) -> str:
     """What a terminal would finally show for this line."""
-    line = ANSI.sub("", line)
+    if "\x1b" in line:  # the substring test is C-fast; most lines have no escape to strip
+        line = ANSI.sub("", line)
     if "\r" in line:
         parts = [p for p in line.split("\r") if p]
         line = parts[-1] if parts else ""
@@ -69,7 +71,10 @@ def read_from(path: Path, offset: int = 0, max_bytes: int = 4 << 20, keep_last: 
     lines = text.split("\n")[:-1]
     if keep_last is not None:
         lines = lines[-keep_last:] if keep_last > 0 else []
-    return Chunk(quiet([clean(line) for line in lines]), offset + end + 1)
+    cleaned = [clean(line) for line in lines]
+    # One search over the chunk first: a flood of ordinary lines skips the per-line noise check.
+    noisy = NOISE_IN_BLOCK.search("\n".join(cleaned))
+    return Chunk(quiet(cleaned) if noisy else cleaned, offset + end + 1)
 
 
 def follow(path: Path, offset: int = 0, *, done: Callable[[], bool], poll: float = 0.2) -> Iterator[list[str]]:

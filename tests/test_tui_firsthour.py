@@ -258,6 +258,37 @@ def test_log_reader_leaves_out_known_library_noise(tmp_path):
     assert "pin_memory" in log.read_text()  # the file keeps everything
 
 
+def test_noise_is_found_inside_a_flood_chunk(tmp_path):
+    """The chunk is searched once for noise (a flood skips the per-line check): a noise line in the
+    middle of thousands of ordinary ones is still left out, ANSI colour and all."""
+    log = tmp_path / "log.txt"
+    ordinary = [f"step {i} loss 0.5" for i in range(2000)]
+    log.write_text("\n".join([*ordinary[:1000], "\x1b[32m[INFO] [engine.py:216:run] Run history for cpu-cpu:\x1b[0m",
+                              *ordinary[1000:]]) + "\n")
+    assert follow.read_from(log).lines == ordinary
+
+
+@sync
+async def test_job_log_measures_wide_and_plain_lines():
+    """JobLog finds its width in the call (no thread per write): ASCII by length, the rest in cells."""
+    from textual.app import App
+
+    from aitk.tui.widgets.job_log import JobLog
+
+    class One(App):
+        def compose(self):
+            yield JobLog()
+
+    async with One().run_test() as pilot:
+        log = pilot.app.query_one(JobLog)
+        log.write_lines(["short", "x" * 40])
+        await pilot.pause()
+        assert log.virtual_size.width == 40
+        log.write_lines(["日本語" * 10, "a\tb"])  # 60 cells; a tab expands
+        await pilot.pause()
+        assert log.virtual_size.width == 60 and log.line_count == 4
+
+
 @sync
 async def test_jobs_pane_log_has_no_noise(world):
     rec = world.jobs["failed"]

@@ -27,6 +27,7 @@ from aitk.tui import job_actions
 from aitk.tui.formatting import PARITY_STYLE, clock_time, duration, status_text
 from aitk.tui.jobs_feed import FeedUpdate, Progress
 from aitk.tui.panes.base import Pane
+from aitk.tui.widgets.job_log import JobLog
 from aitk.tui.widgets.loss_chart import LossChart
 
 TAIL_BYTES = 1 << 20  # a selected job shows at most the last MiB of its log
@@ -172,7 +173,7 @@ class JobsPane(Pane):
             with Horizontal(id="job-charts"):
                 yield LossChart(id="job-chart")
                 yield Static(eval_summary([]), id="job-eval")
-            yield Log(id="job-log", max_lines=self.app.config.jobs.log_lines, highlight=False)
+            yield JobLog(id="job-log", max_lines=self.app.config.jobs.log_lines, highlight=False)
 
     # -- table --------------------------------------------------------------------------------
     def jobs_updated(self, update: FeedUpdate) -> None:
