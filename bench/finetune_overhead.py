@@ -2,7 +2,7 @@
 a plain transformers + peft Trainer on the same data, steps, sequence length and targets.
 
     python bench/finetune_overhead.py [--steps 600] [--rounds 3]
-    python bench/finetune_overhead.py --shape qwen2.5-0.5b [--steps 3] [--seq-len 256] [--methods lora,qlora]
+    python bench/finetune_overhead.py --shape qwen2.5-0.5b [--steps 5] [--seq-len 256] [--methods lora,qlora]
 
 Tiny mode (default): the embedded tiny model's default project (bundled dataset). Every run is a
 fresh process, so imports count for each alike. The runs are interleaved (each round rotates the
@@ -300,13 +300,13 @@ def shape_mode(args, base: Path, entry, shape_dir: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, help="optimizer steps (tiny: 600, shape: 3)")
+    ap.add_argument("--steps", type=int, help="optimizer steps (tiny: 600, shape: 5)")
     ap.add_argument("--rounds", type=int, default=3, help="tiny mode: interleaved rounds")
     ap.add_argument("--shape", metavar="ID", help="a catalog model: train its shape model instead of the tiny one")
     ap.add_argument("--seq-len", type=int, default=256, help="shape mode: tokens per sample")
     ap.add_argument("--methods", default="lora,qlora", help="shape mode: comma-separated")
     args = ap.parse_args()
-    args.steps = args.steps or (3 if args.shape else 600)
+    args.steps = args.steps or (5 if args.shape else 600)  # shape: 3 step gaps, the first left out
     if not adopt_orphans():
         print("(no subreaper on this OS: the cpu seconds miss the detached job process)")
     shape = shape_model(args.shape) if args.shape else None
