@@ -2,7 +2,8 @@
 a plain transformers + peft Trainer on the same data, steps, sequence length and targets.
 
     python bench/finetune_overhead.py [--steps 600] [--rounds 3]
-    python bench/finetune_overhead.py --shape qwen2.5-0.5b [--steps 5] [--seq-len 256] [--methods lora,qlora]
+    python bench/finetune_overhead.py --shape qwen2.5-0.5b [--steps 5] [--shape-rounds 2] [--seq-len 256]
+                                      [--methods lora,qlora]
 
 Tiny mode (default): the embedded tiny model's default project (bundled dataset). Every run is a
 fresh process, so imports count for each alike. The runs are interleaved (each round rotates the
@@ -14,9 +15,10 @@ Goal: aitk / olive run <= 1.05.
 Shape mode (`--shape ID`): the catalog model's shape model (`aitk model build-shape ID`: real shape,
 random weights), every sample padded to `--seq-len` tokens, gradient accumulation 1, no eval or
 checkpoint inside the few steps (the Trainer's own final eval, on 2 rows, and final checkpoint
-stay, on both sides). Per method, aitk and the plain Trainer alternate; s/step is the
-median gap between the training loop's step logs after the first (warm-up) step, read from aitk's
-metrics.jsonl and from the plain script's own callback alike. Goals (issues 15/17): s/step
+stay, on both sides). Per method, aitk and the plain Trainer run in ABBA order (`--shape-rounds 2`,
+each side first once: the first run of a pair tends to step faster) and each side's figures are the
+mean of its rounds; s/step is the median gap between the training loop's step logs after the first
+(warm-up) step, read from aitk's metrics.jsonl and from the plain script's own callback alike. Goals (issues 15/17): s/step
 aitk / plain <= 1.1 (tokens/s >= 0.97x is <= 1.031), end-to-end wall aitk / plain <= 1.15.
 
 The last lines printed are the summary: `figure  value  goal  met`, one per figure.
@@ -223,6 +225,11 @@ def step_seconds(log_times: list[tuple[int, float]]) -> float | None:
     return statistics.median(gaps) if gaps else None
 
 
+def gaps(log_times: list[tuple[int, float]]) -> str:
+    """Every step's seconds, as printed beside the median (the spread says how far to trust it)."""
+    return " ".join(f"{(t2 - t1) / (s2 - s1):.1f}" for (s1, t1), (s2, t2) in zip(log_times, log_times[1:]) if s2 > s1)
+
+
 def aitk_shape_run(project: Path) -> dict:
     t0 = time.time()
     wall, cpu, out = timed([sys.executable, "-m", "aitk.cli.main", "finetune", "-P", str(project)], project)
@@ -233,7 +240,7 @@ def aitk_shape_run(project: Path) -> dict:
     logs = [(r["step"], r["t"]) for r in records if "loss" in r]
     size = sum(f.stat().st_size for f in job_dir.rglob("*") if f.is_file())
     return {"wall": wall, "cpu": cpu, "before_training": begin - t0, "s_per_step": step_seconds(logs),
-            "job_dir_bytes": size, "peak_rss_so_far": peak_rss_children()}
+            "gaps": gaps(logs), "job_dir_bytes": size, "peak_rss_so_far": peak_rss_children()}
 
 
 def plain_shape_run(project: Path, timings: Path) -> dict:
@@ -241,8 +248,9 @@ def plain_shape_run(project: Path, timings: Path) -> dict:
     config = project / "finetuning" / "olive-config.json"
     wall, cpu, _ = timed([sys.executable, "-c", PLAIN, str(project), str(config), str(timings)], project)
     marks = json.loads(timings.read_text())
+    logs = [tuple(x) for x in marks["logs"]]
     return {"wall": wall, "cpu": cpu, "before_training": marks["begin"] - t0,
-            "s_per_step": step_seconds([tuple(x) for x in marks["logs"]]), "peak_rss_so_far": peak_rss_children()}
+            "s_per_step": step_seconds(logs), "gaps": gaps(logs), "peak_rss_so_far": peak_rss_children()}
 
 
 def shape_model(model_id: str):
@@ -274,16 +282,22 @@ def shape_mode(args, base: Path, entry, shape_dir: Path) -> None:
         # (40 forward passes at this shape are minutes on 2 cores and time neither side's loop).
         evals = project / "dataset" / "eval.jsonl"
         evals.write_text("".join(evals.read_text().splitlines(keepends=True)[:2]))
-        order = ["aitk", "plain"] if i % 2 == 0 else ["plain", "aitk"]
-        res = {}
+        # ABBA: whichever side runs first here tends to step faster (seen both ways, up to 1.4x on
+        # one pair), so each side runs first once per two rounds and the rounds are averaged.
+        pair = ["aitk", "plain"] if i % 2 == 0 else ["plain", "aitk"]
+        order = [side for r in range(args.shape_rounds) for side in (pair if r % 2 == 0 else pair[::-1])]
+        runs: dict[str, list[dict]] = {"aitk": [], "plain": []}
         for side in order:
-            res[side] = (aitk_shape_run(project) if side == "aitk"
-                         else plain_shape_run(project, base / f"plain-{method}.json"))
-            r = res[side]
+            r = (aitk_shape_run(project) if side == "aitk"
+                 else plain_shape_run(project, base / f"plain-{method}.json"))
+            runs[side].append(r)
             print(f"  {method:5} {side:5}  {r['wall']:7.1f} s wall  {r['cpu']:7.1f} s cpu  "
                   f"{r['before_training']:6.1f} s before training  {r['s_per_step'] or float('nan'):6.2f} s/step"
+                  + f" (steps {r['gaps']})"
                   + (f"  job folder {r['job_dir_bytes'] / 1e6:.1f} MB" if "job_dir_bytes" in r else "")
                   + f"  peak RSS so far {r['peak_rss_so_far'] / 2**30:.2f} GiB   (load {load_avg()})", flush=True)
+        res = {side: {k: statistics.mean(r[k] for r in rs) if all(r[k] for r in rs) else None
+                      for k in ("wall", "cpu", "before_training", "s_per_step")} for side, rs in runs.items()}
         a, p = res["aitk"], res["plain"]
         step = a["s_per_step"] / p["s_per_step"] if a["s_per_step"] and p["s_per_step"] else None
         tokens = seq / a["s_per_step"] if a["s_per_step"] else None
@@ -302,6 +316,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, help="optimizer steps (tiny: 600, shape: 5)")
     ap.add_argument("--rounds", type=int, default=3, help="tiny mode: interleaved rounds")
+    ap.add_argument("--shape-rounds", type=int, default=2, help="shape mode: rounds per method, ABBA order")
     ap.add_argument("--shape", metavar="ID", help="a catalog model: train its shape model instead of the tiny one")
     ap.add_argument("--seq-len", type=int, default=256, help="shape mode: tokens per sample")
     ap.add_argument("--methods", default="lora,qlora", help="shape mode: comma-separated")
