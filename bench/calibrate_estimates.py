@@ -87,7 +87,7 @@ def quiet(row: dict) -> bool:
     return row["load_average"] < row["cpu_count"]
 
 
-def fit(table: dict) -> int:
+def fit(table: dict, device: str = "cpu") -> int:
     """Least squares on the relative error: measured core-seconds (wall x threads) = sum of
     constant x term (estimates.cpu_step_terms), each row divided through by its measurement."""
     import numpy as np
@@ -96,11 +96,11 @@ def fit(table: dict) -> int:
 
     # The real shapes only: the embedded tiny model (hidden 128) is another regime, where fixed
     # per-step costs dominate; its rows are shown against the fit, not fitted.
-    shown = [r for r in table["rows"] if quiet(r) and r["device"] == "cpu" and r["method"] == "lora"]
+    shown = [r for r in table["rows"] if quiet(r) and r["device"] == device and r["method"] == "lora"]
     rows = [r for r in shown if r["model"] != "tiny"]
     names = list(estimates.CPU_STEP_CONSTANTS)
     if len(rows) < len(names):
-        print(f"{len(rows)} quiet CPU LoRA rows: at least {len(names)} are needed", file=sys.stderr)
+        print(f"{len(rows)} quiet {device} LoRA rows: at least {len(names)} are needed", file=sys.stderr)
         return 1
     core_s = np.array([r["seconds_per_step"] * r["threads"] for r in rows])
     terms = np.array([[step_terms(r)[k] for k in names] for r in rows])
@@ -143,8 +143,8 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     table = json.loads(out.read_text()) if out.is_file() else {"rows": []}
-    if args.fit:
-        return fit(table)
+    if args.fit:  # a GPU's rows (--device cuda) fit the same terms: constants for that GPU
+        return fit(table, args.device)
     with tempfile.TemporaryDirectory(prefix="aitk-calibrate-") as tmp:
         for layers in (int(x) for x in args.layers.split(",")):
             for point in args.points.split(","):

@@ -103,6 +103,12 @@ def run_finetune(project: Project, job_dir: Path, device: str, resume_from: Path
 
     metrics.install_callback(str(job_dir / "metrics.jsonl"))
     from olive.workflows import run
+    from transformers import set_seed
+
+    # The Trainer seeds itself only once the model exists: the adapter's random initialisation
+    # (peft, inside Olive's pass) drew from an unseeded generator, so a rerun from the manifest
+    # started elsewhere and its eval loss differed by ~3%. Seeded here, a rerun starts the same.
+    set_seed(project.settings.finetune.seed)
 
     print(f"[aitk] fine-tuning {project.settings.model.id} ({project.settings.finetune.method}) on {device}",
           flush=True)

@@ -78,7 +78,8 @@ def test_rerun_from_manifest_reproduces_eval_loss(tmp_path, tiny_test_model, row
     second = next(r for r in jobs.store.list(project=str(project.root)) if r.id != first.id)
     assert second.params["settings"]["finetune"]["max_steps"] == 60
     a, b = _eval_loss(jobs.store, first.id), _eval_loss(jobs.store, second.id)
-    assert abs(a - b) <= 0.02 * a, (a, b)  # 2 CPU threads are not bit-for-bit repeatable: within noise
+    # Seeded before the adapter exists (core/finetune.py): the rerun is the same run (it was ~3% off).
+    assert abs(a - b) <= 1e-3 * a, (a, b)
 
     with open(project.path("dataset/qa.jsonl"), "a") as f:
         f.write(json.dumps(rows[1]) + "\n")
