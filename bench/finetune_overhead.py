@@ -217,17 +217,21 @@ def _aitk(*argv, cwd=None) -> str:
     return proc.stdout
 
 
+def step_gaps(log_times: list[tuple[int, float]]) -> list[float]:
+    """Seconds per step between consecutive step logs."""
+    return [(t2 - t1) / (s2 - s1) for (s1, t1), (s2, t2) in zip(log_times, log_times[1:]) if s2 > s1]
+
+
 def step_seconds(log_times: list[tuple[int, float]]) -> float | None:
     """Median gap between consecutive step logs, the first step (warm-up) left out."""
-    gaps = [(t2 - t1) / (s2 - s1) for (s1, t1), (s2, t2) in zip(log_times[1:], log_times[2:]) if s2 > s1]
-    if not gaps:  # only two logs: the second step alone
-        gaps = [(t2 - t1) / (s2 - s1) for (s1, t1), (s2, t2) in zip(log_times, log_times[1:]) if s2 > s1]
-    return statistics.median(gaps) if gaps else None
+    every = step_gaps(log_times)
+    warm = every[1:] or every  # only two logs: the second step alone
+    return statistics.median(warm) if warm else None
 
 
 def gaps(log_times: list[tuple[int, float]]) -> str:
     """Every step's seconds, as printed beside the median (the spread says how far to trust it)."""
-    return " ".join(f"{(t2 - t1) / (s2 - s1):.1f}" for (s1, t1), (s2, t2) in zip(log_times, log_times[1:]) if s2 > s1)
+    return " ".join(f"{g:.1f}" for g in step_gaps(log_times))
 
 
 def aitk_shape_run(project: Path) -> dict:
