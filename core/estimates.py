@@ -251,7 +251,8 @@ class Fit:
         else:
             text = f"does not fit (~{need}, {human_bytes(self.have_bytes)} usable)"
         if self.speed and self.ok is not False:
-            text += f", {self.speed} on CPU (~{human_hours(self.hours)} per default run)"
+            about = human_hours(self.hours)
+            text += f", {self.speed} on CPU ({'' if about.startswith('<') else '~'}{about} per default run)"
         return text
 
 
