@@ -179,3 +179,15 @@ def test_a_faulty_request_in_a_batch_fails_alone(server, fault):
     after = httpx.get(f"{url}/health").json()
     assert after["requests"]["failed"] - before["failed"] == 1 and after["decoder"] == "running"
     assert after["requests"]["batched"] - before["batched"] == len(questions)
+
+
+def test_a_stream_whose_first_step_fails_gets_an_error_status(server):
+    """The answer is announced with its first turn's text, so a request that cannot even start
+    decoding (an id the model lacks, found as the prompt goes in) is an HTTP error, not a 200
+    whose stream breaks."""
+    url, _ = server
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body("unknown token hi", 0, True),
+                      timeout=60) as r:
+        r.read()
+    assert r.status_code >= 400 and "out of data bounds" in r.json()["error"]["message"]
+    assert httpx.get(f"{url}/health").json()["decoder"] == "running"
